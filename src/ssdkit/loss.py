@@ -1,0 +1,96 @@
+"""SSD multibox loss with hard-negative mining (GluonCV's ``SSDMultiBoxLoss``) and the seed's tip 1.
+
+Shape legend: B batch, A anchors, C foreground classes.
+
+``normalization="batch"`` divides every image's loss by the positives of the whole batch (summed over all
+processes when ``torch.distributed`` is initialized), as GluonCV's training does; ``"sample"`` divides each image
+by its own positive count. Both clamp the count at 1.
+"""
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["SSDMultiBoxLoss", "hard_negative_mask", "global_positive_count"]
+
+_NORMALIZATIONS = ("batch", "sample")
+
+
+def global_positive_count(num_pos: Tensor) -> Tensor:
+    """Sum of positives over the batch and, under ``torch.distributed``, over every process (``Tensor[]``)."""
+    total = num_pos.sum().to(torch.float32)
+    if dist.is_available() and dist.is_initialized():
+        total = total.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total
+
+
+def hard_negative_mask(ce: Tensor, pos: Tensor, candidates: Tensor, ratio: float, min_negatives: int) -> Tensor:
+    """Per image, the ``max(min_negatives, ratio * #pos)`` candidates with the highest cross-entropy.
+
+    ``ce Tensor[B,A]`` (background loss of each anchor), ``pos``/``candidates`` ``Tensor[B,A]`` bool.
+    Returns ``Tensor[B,A]`` bool. Ties keep anchor order (stable sort).
+    """
+    k = torch.clamp(pos.sum(dim=1, keepdim=True).to(ce.dtype) * ratio, min=float(min_negatives))
+    score = torch.where(candidates, ce.detach(), torch.full_like(ce, float("-inf")))
+    order = score.argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(ce.shape[1], device=ce.device).expand_as(order))
+    return candidates & (rank < k)
+
+
+class SSDMultiBoxLoss(nn.Module):
+    """Softmax cross-entropy on positives + mined hard negatives, smooth-L1 (Huber, ``rho``) on positives.
+
+    Call: ``(cls_preds Tensor[B,A,C+1], box_preds Tensor[B,A,4], cls_targets Tensor[B,A] (-1 ignore, 0
+    background, k+1 class k), box_targets Tensor[B,A,4])`` -> ``(sum_loss, cls_loss, box_loss)``, each
+    ``Tensor[B]``: per-image values already divided by the normalizer, so ``sum_loss.sum()`` is the batch loss.
+    Anchors whose target is -1 are neither positives nor negative candidates.
+    """
+
+    def __init__(self, negative_mining_ratio: float = 3, rho: float = 1.0, lambd: float = 1.0,
+                 min_hard_negatives: int = 0, normalization: str = "batch"):
+        super().__init__()
+        if normalization not in _NORMALIZATIONS:
+            raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
+        if rho <= 0:
+            raise ValueError(f"rho must be positive, got {rho}")
+        self.negative_mining_ratio = negative_mining_ratio
+        self.rho = rho
+        self.lambd = lambd
+        self.min_hard_negatives = int(min_hard_negatives)
+        self.normalization = normalization
+
+    def forward(self, cls_preds: Tensor, box_preds: Tensor, cls_targets: Tensor, box_targets: Tensor
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        if cls_preds.dim() != 3:
+            raise ValueError(f"cls_preds must be Tensor[B, A, C+1], got shape {tuple(cls_preds.shape)}")
+        b, a, _ = cls_preds.shape
+        if cls_targets.shape != (b, a):
+            raise ValueError(f"cls_targets must be Tensor[{b}, {a}], got shape {tuple(cls_targets.shape)}")
+        if box_preds.shape != (b, a, 4) or box_targets.shape != (b, a, 4):
+            raise ValueError(f"box_preds and box_targets must be Tensor[{b}, {a}, 4], got "
+                             f"{tuple(box_preds.shape)} and {tuple(box_targets.shape)}")
+        targets = cls_targets.long()
+        if not targets.is_cuda and bool((targets >= cls_preds.shape[2]).any()):  # no host sync on GPU
+            raise ValueError(f"cls_targets has a class id >= {cls_preds.shape[2]} (the number of class logits)")
+        log_probs = F.log_softmax(cls_preds.float(), dim=-1)
+        ce = -log_probs.gather(2, targets.clamp(min=0)[..., None])[..., 0]  # [B, A]
+        pos = targets > 0
+        hard_neg = hard_negative_mask(ce, pos, targets == 0, self.negative_mining_ratio, self.min_hard_negatives)
+        cls_sum = torch.where(pos | hard_neg, ce, torch.zeros_like(ce)).sum(dim=1)
+
+        diff = (box_preds.float() - box_targets.float()).abs()
+        huber = torch.where(diff > self.rho, diff - 0.5 * self.rho, (0.5 / self.rho) * diff.square())
+        box_sum = (huber * pos[..., None]).sum(dim=(1, 2))
+
+        num_pos = pos.sum(dim=1)
+        if self.normalization == "batch":
+            norm = global_positive_count(num_pos).clamp(min=1.0)
+        else:
+            norm = num_pos.to(torch.float32).clamp(min=1.0)
+        cls_loss = cls_sum / norm
+        box_loss = box_sum / norm
+        return cls_loss + self.lambd * box_loss, cls_loss, box_loss

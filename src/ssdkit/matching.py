@@ -1,0 +1,156 @@
+"""Anchor-to-ground-truth matching and anchor sampling, batched over images.
+
+Shape legend: B batch, A anchors, G ground truths (padding rows allowed), C+1 class logits, R candidate anchors.
+IoU tensors are laid out ``iou_ga Tensor[B, G, A]`` (anchors innermost). A match is a ``Tensor[B, A]`` (int64)
+holding the matched gt row or -1. Samples are ``Tensor[B, A]`` with +1 positive, -1 negative (background) and 0
+ignored, as GluonCV's samplers.
+
+GluonCV's matcher is ``CompositeMatcher([BipartiteMatcher(share_max=False), MaximumMatcher(0.5)])``:
+
+1. greedy bipartite matching: walk all (anchor, gt) pairs by descending IoU (a stable sort, so ties go to the
+   lower anchor, then the lower gt) and take a pair when both ends are still free and IoU > 1e-12.
+   Computed here without walking: a gt can only be matched to one of its G best anchors (at most G-1 better ones
+   can be taken by other gts first), so the walk is replayed on that ``[B, G, G*G]`` candidate block, in rounds
+   that take at once every pair that is the best free pair of both its anchor and its gt. Those pairs are exactly
+   the ones the sequential walk takes, so the result is identical; rounds are at most G, in practice 2-4.
+2. tie fill: an anchor left free joins its argmax gt when its IoU is within 1e-12 of the best IoU any anchor has
+   with that gt;
+3. max-IoU matching: any anchor still free joins its argmax gt when IoU >= ``iou_thresh``.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "bipartite_match",
+    "ssd_match",
+    "naive_samples",
+    "ohem_samples",
+    "background_loss",
+]
+
+
+def _greedy_block(scores: Tensor, threshold: float) -> Tensor:
+    """Greedy matching on a small block ``scores Tensor[B, G, R]`` (-inf = forbidden).
+
+    Returns the matched gt of every candidate ``Tensor[B, R]`` (-1 when free). Ties break to the lower index.
+    """
+    b, g, r = scores.shape
+    neg_inf = torch.tensor(float("-inf"), dtype=scores.dtype, device=scores.device)
+    match = torch.full((b, r), -1, dtype=torch.long, device=scores.device)
+    row_free = torch.ones(b, r, dtype=torch.bool, device=scores.device)
+    col_free = torch.ones(b, g, dtype=torch.bool, device=scores.device)
+    gt_idx = torch.arange(g, device=scores.device)
+    cand_idx = torch.arange(r, device=scores.device)
+    for _ in range(g):
+        s = torch.where(col_free[:, :, None] & row_free[:, None, :], scores, neg_inf)
+        best_cand = s.argmax(dim=2)  # [B, G]: best free candidate of each gt
+        best_val = s.gather(2, best_cand[..., None])[..., 0]
+        best_gt = s.argmax(dim=1)  # [B, R]: best free gt of each candidate
+        mutual = (best_gt.gather(1, best_cand) == gt_idx) & (best_val > threshold)  # [B, G]
+        takes = mutual.gather(1, best_gt) & (best_cand.gather(1, best_gt) == cand_idx)  # [B, R]
+        if not bool(takes.any()):
+            break
+        match = torch.where(takes, best_gt, match)
+        row_free &= ~takes
+        col_free &= ~mutual
+    return match
+
+
+def _topk_lowest_index_on_ties(iou_ga: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-k IoUs along anchors where equal values rank the lower anchor first (a stable descending sort).
+
+    ``torch.topk`` breaks ties arbitrarily, which only matters when a tie straddles the k-th place; then the
+    IoUs are ranked on exact int64 keys (float bits, then reversed anchor index) instead.
+    """
+    a = iou_ga.shape[2]
+    if k >= a:
+        val, idx = iou_ga.sort(dim=2, descending=True, stable=True)
+        return val[..., :k], idx[..., :k]
+    val, idx = iou_ga.topk(k + 1, dim=2)
+    if not bool((val[..., k - 1] == val[..., k]).any()):
+        return val[..., :k], idx[..., :k]
+    nonneg = torch.where(iou_ga > 0, iou_ga, torch.zeros_like(iou_ga)).float()
+    keys = (nonneg.view(torch.int32).long() << 32) | (a - 1 - torch.arange(a, device=iou_ga.device))
+    _, idx = keys.topk(k, dim=2)
+    return iou_ga.gather(2, idx), idx
+
+
+def bipartite_match(iou_ga: Tensor, valid_gt: Tensor, threshold: float = 1e-12) -> tuple[Tensor, Tensor]:
+    """Greedy bipartite matching. ``iou_ga Tensor[B,G,A]``, ``valid_gt Tensor[B,G]`` ->
+    ``(match Tensor[B,A], gt_best_iou Tensor[B,G])`` where ``gt_best_iou`` is each gt's best IoU (-1 for padding).
+    """
+    b, g, a = iou_ga.shape
+    k = min(g, a)
+    top_val, top_idx = _topk_lowest_index_on_ties(iou_ga, k)  # [B, G, k]
+    cand, _ = top_idx.reshape(b, g * k).sort(dim=1)  # ascending anchor index: ties go to the lower anchor
+    dup = torch.zeros_like(cand, dtype=torch.bool)
+    dup[:, 1:] = cand[:, 1:] == cand[:, :-1]
+    block = iou_ga.gather(2, cand[:, None, :].expand(b, g, g * k))
+    allowed = valid_gt[:, :, None] & ~dup[:, None, :]
+    block = torch.where(allowed, block, torch.full_like(block, float("-inf")))
+    cand_match = _greedy_block(block, threshold)
+    match = torch.full((b, a), -1, dtype=torch.long, device=iou_ga.device)
+    match.scatter_reduce_(1, cand, cand_match, reduce="amax")
+    gt_best = torch.where(valid_gt, top_val[..., 0], torch.full_like(top_val[..., 0], -1.0))
+    return match, gt_best
+
+
+def ssd_match(iou_ga: Tensor, valid_gt: Tensor, iou_thresh: float = 0.5, eps: float = 1e-12
+              ) -> tuple[Tensor, Tensor]:
+    """Bipartite, tie fill, then max-IoU. ``iou_ga Tensor[B,G,A]`` (padding rows must hold IoU 0) ->
+    ``(match Tensor[B,A], max_iou Tensor[B,A])``.
+
+    Unlike GluonCV, a gt whose best IoU is not above ``eps`` (padding, or a box that overlaps no anchor) takes no
+    anchors in the tie fill: GluonCV would mark every anchor of an all-padding image positive for the padding row.
+    """
+    b, g, a = iou_ga.shape
+    if g == 0:
+        return (torch.full((b, a), -1, dtype=torch.long, device=iou_ga.device),
+                torch.zeros(b, a, dtype=iou_ga.dtype, device=iou_ga.device))
+    match, gt_best = bipartite_match(iou_ga, valid_gt, eps)
+    pmax, pargmax = iou_ga.max(dim=1)  # [B, A]: each anchor's best gt
+    best_of_arg = gt_best.gather(1, pargmax)
+    tie = (pmax + eps >= best_of_arg) & (best_of_arg > eps)
+    free = match < 0
+    match = torch.where(free & (tie | (pmax >= iou_thresh)), pargmax, match)
+    return match, pmax
+
+
+def naive_samples(match: Tensor) -> Tensor:
+    """No sampling: matched anchors +1, every other anchor -1 (background). ``Tensor[B,A]`` float."""
+    return torch.where(match >= 0, 1.0, -1.0)
+
+
+def background_loss(cls_preds: Tensor) -> Tensor:
+    """``-log softmax(cls_preds)[..., 0]``, the cross-entropy an anchor pays for background: ``Tensor[B,A]``."""
+    logits = cls_preds.float()
+    return torch.logsumexp(logits, dim=-1) - logits[..., 0]
+
+
+def _rank_descending(score: Tensor) -> Tensor:
+    """0-based position of each entry when sorted descending (stable) along dim 1."""
+    order = score.argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(score.shape[1], device=score.device).expand_as(order))
+    return rank
+
+
+def ohem_samples(match: Tensor, cls_preds: Tensor, max_iou: Tensor, ratio: float = 3.0,
+                 neg_thresh: float = 0.5, min_samples: int = 0) -> Tensor:
+    """Online hard example mining, per image (GluonCV's ``OHEMSampler``).
+
+    Positives are the matched anchors. ``k = int(min(max(min_samples, ratio * #pos), A - #pos))`` negatives are
+    taken among unmatched anchors with ``max_iou < neg_thresh``, the ones with the highest background loss first.
+    Everything else is ignored (0). ``match Tensor[B,A]``, ``cls_preds Tensor[B,A,C+1]``, ``max_iou Tensor[B,A]``.
+    """
+    pos = match >= 0
+    num_pos = pos.sum(dim=1, keepdim=True).to(torch.float32)
+    total = float(match.shape[1])
+    num_neg = torch.minimum(torch.clamp(ratio * num_pos, min=float(min_samples)), total - num_pos).floor()
+    candidate = (~pos) & (max_iou < neg_thresh)
+    score = torch.where(candidate, background_loss(cls_preds.detach()), float("-inf"))
+    neg = candidate & (_rank_descending(score) < num_neg)
+    zeros = torch.zeros(match.shape, dtype=torch.float32, device=match.device)
+    return torch.where(pos, 1.0, torch.where(neg, -1.0, zeros))

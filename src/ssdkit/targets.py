@@ -1,0 +1,86 @@
+"""SSD training targets: matching + sampling + encoding (GluonCV's ``SSDTargetGenerator``).
+
+Shape legend: B batch, A anchors, G ground truths per image (rows with id < 0 are padding), C foreground classes.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .boxes import cxcywh_to_xyxy, gt_anchor_iou, validate_gt
+from .coder import MultiClassEncoder, NormalizedBoxCenterEncoder
+from .matching import naive_samples, ohem_samples, ssd_match
+
+__all__ = ["SSDTargetGenerator"]
+
+
+class SSDTargetGenerator(nn.Module):
+    """Build ``(cls_targets, box_targets, box_masks)`` for a padded batch of ground truths.
+
+    Args:
+        iou_thresh: max-IoU matching threshold (an anchor with IoU >= it is positive).
+        neg_thresh: OHEM only: negatives must have max IoU below it.
+        negative_mining_ratio: > 0 uses OHEM with that many negatives per positive (needs ``cls_preds``);
+            <= 0 uses no sampling: every unmatched anchor is background (the training pipeline's setting).
+        stds: box encoding standard deviations.
+        validate: check the ground truths and raise ``ValueError`` on bad input (one host sync per call).
+
+    Call: ``(anchors_cxcywh Tensor[1|A,4 or 1,A,4], cls_preds Tensor[B,A,C+1] | None, gt_boxes Tensor[B,G,4],
+    gt_ids Tensor[B,G] or Tensor[B,G,1])`` -> ``(cls_targets Tensor[B,A] int64: -1 ignore, 0 background, k+1
+    class k; box_targets Tensor[B,A,4]; box_masks Tensor[B,A,4])``.
+    """
+
+    def __init__(self, iou_thresh: float = 0.5, neg_thresh: float = 0.5, negative_mining_ratio: float = 3,
+                 stds: Sequence[float] = (0.1, 0.1, 0.2, 0.2), num_classes: int | None = None,
+                 validate: bool = True):
+        super().__init__()
+        self.iou_thresh = iou_thresh
+        self.neg_thresh = neg_thresh
+        self.negative_mining_ratio = negative_mining_ratio
+        self.num_classes = num_classes
+        self.validate = validate
+        self.box_encoder = NormalizedBoxCenterEncoder(stds)
+        self.cls_encoder = MultiClassEncoder()
+
+    @property
+    def use_negative_sampling(self) -> bool:
+        return self.negative_mining_ratio > 0
+
+    @torch.no_grad()
+    def forward(self, anchors_cxcywh: Tensor, cls_preds: Tensor | None, gt_boxes: Tensor, gt_ids: Tensor
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        anchors_cxcywh = torch.as_tensor(anchors_cxcywh)
+        gt_boxes = torch.as_tensor(gt_boxes)
+        gt_ids = torch.as_tensor(gt_ids, device=gt_boxes.device)
+        if anchors_cxcywh.shape[-1] != 4:
+            raise ValueError(f"anchors must end in 4 coordinates, got shape {tuple(anchors_cxcywh.shape)}")
+        anchors = anchors_cxcywh.reshape(-1, 4).float()
+        if self.validate:
+            gt_boxes, gt_ids = validate_gt(gt_boxes, gt_ids, self.num_classes)
+        elif gt_ids.dim() == 3:
+            gt_ids = gt_ids[..., 0]
+        gt_boxes = gt_boxes.float().to(anchors.device)
+        gt_ids = gt_ids.to(anchors.device)
+        b = gt_boxes.shape[0]
+        if self.use_negative_sampling:
+            if cls_preds is None:
+                raise ValueError("cls_preds is required when negative_mining_ratio > 0 (OHEM sampling)")
+            if cls_preds.dim() != 3 or cls_preds.shape[:2] != (b, anchors.shape[0]):
+                raise ValueError(f"cls_preds must have shape [B={b}, A={anchors.shape[0]}, C+1], "
+                                 f"got {tuple(cls_preds.shape)}")
+        valid = gt_ids >= 0
+        gt_boxes = torch.where(valid[..., None], gt_boxes, torch.zeros_like(gt_boxes))  # scrub padding values
+        anchors_xyxy = cxcywh_to_xyxy(anchors)
+        iou_ga = gt_anchor_iou(gt_boxes, anchors_xyxy)  # [B, G, A]; padding rows (zero boxes) give 0
+        match, max_iou = ssd_match(iou_ga, valid, self.iou_thresh)
+        if self.use_negative_sampling:
+            samples = ohem_samples(match, cls_preds, max_iou, self.negative_mining_ratio, self.neg_thresh)
+        else:
+            samples = naive_samples(match)
+        ids = gt_ids.long() if gt_ids.shape[1] else torch.zeros(b, 1, dtype=torch.long, device=anchors.device)
+        refs = gt_boxes if gt_boxes.shape[1] else torch.zeros(b, 1, 4, device=anchors.device)
+        cls_targets = self.cls_encoder(samples, match, ids)
+        box_targets, box_masks = self.box_encoder(samples, match, anchors_xyxy[None], refs)
+        return cls_targets, box_targets, box_masks

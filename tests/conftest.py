@@ -1,0 +1,37 @@
+import os
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
+
+
+@pytest.fixture
+def data_dir():
+    return DATA_DIR
+
+
+def ssd300_anchors():
+    """The anchors of ssd_300_vgg16_atrous_voc, built from its published preset (no model needed)."""
+    from ssdkit.anchors import AnchorSpec, ssd_anchors
+
+    r1, r2 = (1, 2, 0.5), (1, 2, 0.5, 3, 1 / 3)
+    spec = AnchorSpec(sizes=(30, 60, 111, 162, 213, 264, 315), ratios=(r1, r2, r2, r2, r1, r1),
+                      steps=(8, 16, 32, 64, 100, 300))
+    return ssd_anchors(spec, [(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)])
+
+
+@pytest.fixture(scope="session")
+def anchors300():
+    return ssd300_anchors()
+
+
+def seed_tutorial_gt():
+    """The two ground-truth sets of the seed tutorial, padded with -1."""
+    gt_ids = torch.tensor([[1, -1, -1, -1], [1, 3, 5, 7]], dtype=torch.float32)
+    gt_boxes = -torch.ones(2, 4, 4)
+    gt_boxes[0, 0] = torch.tensor([10, 20, 80, 90.0])
+    gt_boxes[1] = torch.tensor([[10, 10, 30, 30], [40, 40, 60, 60], [50, 50, 90, 90], [100, 110, 120, 140.0]])
+    return gt_boxes, gt_ids

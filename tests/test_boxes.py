@@ -1,0 +1,77 @@
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torchvision.ops import box_iou as tv_box_iou
+
+from ssdkit.boxes import (batched_box_iou, clip_boxes_xyxy, cxcywh_to_xyxy, gt_anchor_iou, validate_gt,
+                          xyxy_to_cxcywh)
+import pytest
+
+coord = st.floats(min_value=-50, max_value=400, allow_nan=False, width=32)
+size = st.floats(min_value=0, max_value=300, allow_nan=False, width=32)
+
+
+@st.composite
+def boxes_xyxy(draw, n_min=1, n_max=12):
+    n = draw(st.integers(n_min, n_max))
+    rows = [(x, y, x + w, y + h) for x, y, w, h in
+            (draw(st.tuples(coord, coord, size, size)) for _ in range(n))]
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+@settings(max_examples=60, deadline=None)
+@given(boxes_xyxy())
+def test_center_corner_roundtrip(b):
+    back = cxcywh_to_xyxy(xyxy_to_cxcywh(b))
+    assert torch.allclose(back, b, atol=1e-3)
+    c = xyxy_to_cxcywh(b)
+    assert torch.all(c[:, 2] >= 0) and torch.all(c[:, 3] >= 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(boxes_xyxy(), boxes_xyxy())
+def test_iou_matches_torchvision_and_is_bounded(a, b):
+    ref = tv_box_iou(a, b).nan_to_num(0.0)
+    ours = batched_box_iou(a[None], b[None])[0]
+    assert torch.allclose(ours, ref, atol=1e-5)
+    assert torch.all((ours >= 0) & (ours <= 1 + 1e-6))
+    # the [B, G, A] layout of the matcher is the transpose of the same numbers
+    assert torch.allclose(gt_anchor_iou(b[None], a), ref.T[None], atol=1e-5)
+    # symmetric
+    assert torch.allclose(batched_box_iou(b[None], a[None])[0], ours.T, atol=1e-6)
+
+
+def test_iou_convention_pins():
+    # no +1 on widths: two 10x10 boxes overlapping by half -> 50 / 150
+    a = torch.tensor([[0.0, 0, 10, 10]])
+    b = torch.tensor([[5.0, 0, 15, 10]])
+    assert batched_box_iou(a[None], b[None]).item() == pytest.approx(50 / 150)
+    # a zero-area (padding) box has IoU 0, not NaN
+    pad = torch.tensor([[-1.0, -1, -1, -1]])
+    assert gt_anchor_iou(pad[None], a).item() == 0.0
+
+
+def test_clip():
+    b = torch.tensor([[-5.0, 3, 350, 290]])
+    assert clip_boxes_xyxy(b, 300, 280).tolist() == [[0.0, 3.0, 300.0, 280.0]]
+
+
+def test_validate_gt_errors():
+    good = torch.tensor([[[0.0, 0, 10, 10], [-1, -1, -1, -1]]])
+    ids = torch.tensor([[0.0, -1]])
+    validate_gt(good, ids, num_classes=3)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        validate_gt(torch.tensor([[[0.0, 0, float("nan"), 10]]]), torch.tensor([[0.0]]))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        validate_gt(torch.tensor([[[0.0, 0, float("inf"), 10]]]), torch.tensor([[0.0]]))
+    with pytest.raises(ValueError, match="xmax < xmin"):
+        validate_gt(torch.tensor([[[10.0, 0, 5, 10]]]), torch.tensor([[0.0]]))
+    with pytest.raises(ValueError, match="batch size"):
+        validate_gt(good, torch.tensor([[0.0, -1], [1, -1]]))
+    with pytest.raises(ValueError, match=r"\[B, G, 4\]"):
+        validate_gt(good[0], ids)
+    with pytest.raises(ValueError, match="out of range"):
+        validate_gt(good, torch.tensor([[3.0, -1]]), num_classes=3)
+    # NaN in a padding row is fine: padding rows are ignored
+    pad_nan = torch.tensor([[[0.0, 0, 10, 10], [float("nan")] * 4]])
+    validate_gt(pad_nan, ids)
