@@ -1,0 +1,222 @@
+"""``ssdkit`` command line: train, eval, predict, ablate, models. The only module that parses arguments."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Sequence
+
+__all__ = ["main", "build_parser"]
+
+EPILOG = """examples:
+  ssdkit train                                   # built-in synthetic shapes, small CPU model, ~10 min on 2 cores
+  ssdkit train --model ssd_300_vgg16_atrous_voc --dataset voc --data-root ~/data/VOCdevkit \\
+               --pretrained-base ~/weights/vgg16.pth
+  ssdkit eval --checkpoint runs/<run>/best.pt
+  ssdkit predict --checkpoint runs/<run>/best.pt photo.jpg
+  ssdkit ablate --tip loss-norm
+"""
+
+
+def _csv_list(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(s) for s in _csv_list(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated whole numbers, got {text!r}") from None
+
+
+def add_train_options(p: argparse.ArgumentParser) -> None:
+    """The options of ``ssdkit train`` (shared with ``ssdkit ablate``). Unset options take the data set's preset."""
+    from .engine.config import DATASETS, DECODERS, INITS, LOSS_NORMS
+
+    g = p.add_argument_group("what to train")
+    g.add_argument("--model", help="zoo model name (see `ssdkit models`); default: ssd_tiny_synthetic for the "
+                                   "synthetic set, ssd_300_vgg16_atrous_<voc|coco|custom> otherwise")
+    g.add_argument("--dataset", choices=DATASETS, default="synthetic",
+                   help="synthetic (built in, default), voc (VOCdevkit), coco (COCO json + images), "
+                        "voc-folder (a VOC-format folder with your own classes)")
+    g.add_argument("--data-root", help="folder of the data set (VOCdevkit, COCO root or the VOC-format folder)")
+    g.add_argument("--train-splits", help="comma-separated, e.g. 2007_trainval,2012_trainval (voc), "
+                                          "instances_train2017 (coco), train (voc-folder)")
+    g.add_argument("--val-splits", help="e.g. 2007_test (voc), instances_val2017 (coco), val (voc-folder)")
+    g.add_argument("--classes", type=_csv_list, help="comma-separated class names (voc-folder / synthetic)")
+    g.add_argument("--data-shape", type=int, help="input size in pixels (default: the model's)")
+    g.add_argument("--pretrained-base", help="local ImageNet weights file for the backbone (never downloaded)")
+    g.add_argument("--pretrained", help="local ssdkit checkpoint to start from")
+    g.add_argument("--synthetic-train-size", type=int, default=4000, help="images in the synthetic train split")
+    g.add_argument("--synthetic-val-size", type=int, default=500, help="images in the synthetic val split")
+
+    g = p.add_argument_group("recipe (defaults: GluonCV's train_ssd.py; a CPU recipe for the synthetic set)")
+    g.add_argument("--epochs", type=int, help="training epochs (voc/coco: 240; synthetic: 24)")
+    g.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
+    g.add_argument("--lr", type=float, help="SGD learning rate (voc/coco: 0.001; synthetic: 0.05)")
+    g.add_argument("--momentum", type=float, default=0.9)
+    g.add_argument("--wd", type=float, default=5e-4, help="weight decay on every parameter (default 5e-4)")
+    g.add_argument("--lr-decay", type=float, default=0.1, help="LR factor at each decay epoch")
+    g.add_argument("--lr-decay-epochs", type=_int_list,
+                   help="e.g. 160,200 (the default, scaled when --epochs changes)")
+    g.add_argument("--warmup-epochs", type=float, help="linear LR warmup (voc/coco: 0, synthetic: 1)")
+    g.add_argument("--augment", choices=("gluoncv", "light", "none"),
+                   help="gluoncv: GluonCV's SSD train preset (voc/coco default); light: flip + colour (synthetic "
+                        "default); none: resize only")
+
+    g = p.add_argument_group("the seed tutorial's three tips")
+    g.add_argument("--loss-norm", choices=LOSS_NORMS, default="batch",
+                   help="tip 1: divide the loss by the positives of the whole batch or of each image")
+    g.add_argument("--init", choices=INITS, help="tip 2: initializer of the added layers (extras + heads); "
+                                                 "default as GluonCV: xavier heads, model-specific extras")
+    g.add_argument("--decoder", choices=DECODERS, default="per_class",
+                   help="tip 3: class decoding before NMS at evaluation")
+
+    g = p.add_argument_group("running")
+    g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
+    g.add_argument("--amp", action="store_true", help="mixed precision (float16 on CUDA, bfloat16 on CPU)")
+    g.add_argument("--num-workers", type=int, help="DataLoader worker processes")
+    g.add_argument("--seed", type=int, default=233, help="random seed (default 233, as GluonCV)")
+    g.add_argument("--output", help="run folder (default runs/<model>-<dataset>-<time>)")
+    g.add_argument("--resume", help="checkpoint (last.pt) of a run to continue exactly where it stopped")
+    g.add_argument("--val-interval", type=int, help="evaluate every N epochs")
+    g.add_argument("--save-interval", type=int, default=10, help="keep epoch_XXXX.pt every N epochs")
+    g.add_argument("--log-interval", type=int, default=20, help="log the loss every N steps")
+    g.add_argument("--on-bad-sample", choices=("skip", "error"), default="skip",
+                   help="a corrupt image or bad annotation: report and skip it (default), or stop")
+    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace):
+    from .engine.config import TrainConfig
+
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ssdkit", description="Train, evaluate and run SSD object detectors (GluonCV's SSD on PyTorch).",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    from . import __version__
+
+    parser.add_argument("--version", action="version", version=f"ssdkit {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a detector (default: built-in synthetic data, small CPU model)",
+                       description="Train an SSD. With no options: the built-in synthetic shapes data set and the "
+                                   "small ssd_tiny_synthetic model, about 10 minutes on a 2-core CPU.")
+    add_train_options(p)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint and print the per-class AP table",
+                       description="Evaluate a checkpoint on its validation split (or another data set).")
+    p.add_argument("--checkpoint", required=True, help="a .pt file written by `ssdkit train`")
+    p.add_argument("--dataset", help="override the data set stored in the checkpoint")
+    p.add_argument("--data-root", help="override the data root stored in the checkpoint")
+    p.add_argument("--val-splits", help="override the validation splits")
+    p.add_argument("--decoder", choices=("per_class", "argmax"), help="class decoding (default: the checkpoint's)")
+    p.add_argument("--batch-size", type=int, help="images per batch")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
+
+    p = sub.add_parser("predict", help="detect objects in image files",
+                       description="Run a checkpoint on images: prints boxes as JSON and writes pictures with "
+                                   "the boxes drawn.")
+    p.add_argument("--checkpoint", required=True)
+    p.add_argument("images", nargs="+", help="image files (JPEG, PNG)")
+    p.add_argument("--score-thresh", type=float, default=0.3, help="only report detections above this score")
+    p.add_argument("--output", help="folder for the pictures with boxes (default: beside the checkpoint)")
+    p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("ablate", help="measure the seed tutorial's three tips with paired runs",
+                       description="Train paired runs that differ only in one tip, evaluate them, and report each "
+                                   "arm's mAP with a 95%% confidence interval of the paired difference.")
+    p.add_argument("--tip", choices=("loss-norm", "init", "decoder", "all"), default="all")
+    p.add_argument("--seeds", type=int, default=3, help="paired runs per arm (different seeds)")
+    add_train_options(p)
+
+    sub.add_parser("models", help="list the model zoo")
+    return parser
+
+
+def _cmd_train(args) -> int:
+    from .engine.trainer import fit
+
+    result = fit(config_from_args(args))
+    print(f"done: best {('voc07_map' if args.dataset != 'coco' else 'coco_ap')} {result.best_map:.4f} "
+          f"in {result.seconds / 60:.1f} min; run folder {result.output}")
+    return 0
+
+
+def _cmd_eval(args) -> int:
+    from .engine.evaluation import evaluate_checkpoint
+
+    names, values, table = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_root=args.data_root,
+                                               val_splits=args.val_splits, decoder=args.decoder,
+                                               batch_size=args.batch_size, device=args.device,
+                                               num_workers=args.num_workers)
+    if args.json:
+        from .metrics.report import metrics_to_dict
+
+        print(json.dumps(metrics_to_dict(names, values), indent=2))
+    else:
+        print(table)
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    from .engine.evaluation import predict_images
+
+    out = predict_images(args.checkpoint, args.images, score_thresh=args.score_thresh, output=args.output,
+                         device=args.device)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _cmd_ablate(args) -> int:
+    from .engine.ablate import run_ablation
+
+    run_ablation(config_from_args(args), tip=args.tip, seeds=args.seeds)
+    return 0
+
+
+def _cmd_models(args) -> int:
+    from .models import list_models
+
+    print("\n".join(list_models()))
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from .data.errors import BadSampleError
+    from .engine.config import ConfigError
+
+    handlers = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict, "ablate": _cmd_ablate,
+                "models": _cmd_models}
+    try:
+        return handlers[args.command](args)
+    except ConfigError as err:
+        print(f"ssdkit {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except BadSampleError as err:
+        print(f"ssdkit {args.command}: bad sample, stopping (--on-bad-sample error): {err}", file=sys.stderr)
+        return 1
+    except FloatingPointError as err:
+        print(f"ssdkit {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"ssdkit {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

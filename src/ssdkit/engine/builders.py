@@ -1,0 +1,185 @@
+"""Builders: the only place besides the CLI that reads a :class:`TrainConfig`.
+
+They turn a resolved config into a model, data sets, data loaders, an optimizer and a metric, and translate
+library errors about the user's files or names into :class:`ConfigError` (one clear line for the CLI).
+"""
+from __future__ import annotations
+
+import os
+import random
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .config import ConfigError, TrainConfig
+
+__all__ = ["select_device", "build_model", "build_datasets", "build_loader", "build_optimizer", "build_metric",
+           "model_anchors", "seed_everything", "worker_init", "train_transform"]
+
+
+def select_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ConfigError(f"--device {name!r} is not a device ({err})") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def worker_init(worker_id: int) -> None:
+    """Seed numpy and ``random`` in a DataLoader worker from the seed torch gave it (reproducible per epoch)."""
+    seed = torch.initial_seed() % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def build_model(cfg: TrainConfig, classes: tuple[str, ...] | None):
+    from ..models import get_model, list_models
+
+    if cfg.model not in list_models():
+        raise ConfigError(f"unknown model {cfg.model!r}; choose one of: {', '.join(list_models())}")
+    kwargs: dict[str, Any] = dict(init=cfg.init, decoder=cfg.decoder)
+    fixed = cfg.model.endswith("_voc") or cfg.model.endswith("_coco")
+    if fixed and classes is not None and cfg.dataset in ("synthetic", "voc-folder"):
+        raise ConfigError(f"model {cfg.model} has the fixed {cfg.model.rsplit('_', 1)[-1].upper()} classes; "
+                          f"use a *_custom model (e.g. {cfg.model.rsplit('_', 1)[0]}_custom) for your classes")
+    try:
+        return get_model(cfg.model, pretrained=cfg.pretrained or False, pretrained_base=cfg.pretrained_base or False,
+                         classes=None if fixed else classes, **kwargs)
+    except (ValueError, FileNotFoundError, KeyError) as err:
+        raise ConfigError(str(err).strip('"')) from None
+
+
+def train_transform(augment: str, data_shape: int):
+    """``gluoncv``: GluonCV's full SSD train preset; ``light``: colour distortion + flip + resize (the CPU recipe of
+    the synthetic set, whose images are already varied in scale and position); ``none``: resize only."""
+    from torchvision.transforms import v2
+
+    from ..data import transforms as T
+
+    if augment == "gluoncv":
+        return T.SSDTrainTransform(data_shape)
+    if augment == "light":
+        return v2.Compose([T.RandomColorDistort(), v2.RandomHorizontalFlip(0.5), T.SSDValTransform(data_shape)])
+    return T.SSDValTransform(data_shape)
+
+
+def _splits(text: str | None) -> list[str]:
+    return [s.strip() for s in (text or "").split(",") if s.strip()]
+
+
+def build_datasets(cfg: TrainConfig, data_shape: int, train: bool = True, val: bool = True):
+    """``(train_set | None, val_set | None, classes)``, transforms attached. Errors name the file or option."""
+    from ..data import transforms as T
+
+    train_tf = train_transform(cfg.augment, data_shape)
+    val_tf = T.SSDValTransform(data_shape)
+    train_set = val_set = None
+    try:
+        if cfg.dataset == "synthetic":
+            from ..data.synthetic import SyntheticShapes
+
+            kw = dict(image_size=data_shape)
+            if cfg.classes:
+                kw["classes"] = tuple(cfg.classes)
+            if train:
+                train_set = SyntheticShapes(cfg.synthetic_train_size, seed=cfg.seed, transform=train_tf, **kw)
+            if val:
+                val_set = SyntheticShapes(cfg.synthetic_val_size, seed=cfg.seed + 1_000_003, transform=val_tf, **kw)
+        else:
+            root = os.path.expanduser(cfg.data_root)
+            if not os.path.isdir(root):
+                raise ConfigError(f"--data-root {cfg.data_root}: no such folder")
+            if cfg.dataset == "voc":
+                from ..data.voc import VOC_CLASSES, VOCDetection
+
+                if cfg.classes:
+                    unknown = [c for c in cfg.classes if c not in VOC_CLASSES]
+                    if unknown:
+                        raise ConfigError(f"--classes: {', '.join(unknown)} not among the 20 VOC classes")
+                if train:
+                    train_set = VOCDetection(root, splits=_splits(cfg.train_splits), transform=train_tf,
+                                             on_bad_sample=cfg.on_bad_sample)
+                if val:
+                    val_set = VOCDetection(root, splits=_splits(cfg.val_splits), transform=val_tf,
+                                           on_bad_sample=cfg.on_bad_sample)
+            elif cfg.dataset == "voc-folder":
+                from ..data.voc import VOCFolder
+
+                if train:
+                    train_set = VOCFolder(root, classes=cfg.classes, split=cfg.train_splits, transform=train_tf,
+                                          on_bad_sample=cfg.on_bad_sample)
+                if val:
+                    val_set = VOCFolder(root, classes=cfg.classes or (train_set.classes if train_set else None),
+                                        split=cfg.val_splits, transform=val_tf, on_bad_sample=cfg.on_bad_sample)
+            else:
+                from ..data.coco import COCODetection
+
+                if train:
+                    train_set = COCODetection(root, splits=_splits(cfg.train_splits), transform=train_tf,
+                                              skip_empty=True, on_bad_sample=cfg.on_bad_sample)
+                if val:
+                    val_set = COCODetection(root, splits=_splits(cfg.val_splits), transform=val_tf,
+                                            skip_empty=False, on_bad_sample=cfg.on_bad_sample)
+    except ConfigError:
+        raise
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(str(err).strip('"')) from None
+    any_set = train_set if train_set is not None else val_set
+    classes = tuple(any_set.classes)
+    if cfg.dataset == "voc-folder" and train_set is not None and val_set is not None \
+            and tuple(val_set.classes) != classes:
+        raise ConfigError(f"train and val splits disagree on the classes: {classes} vs {tuple(val_set.classes)}")
+    for name, ds in (("train", train_set), ("val", val_set)):
+        if ds is not None and len(ds) == 0:
+            raise ConfigError(f"the {name} split of --dataset {cfg.dataset} has no usable images")
+    return train_set, val_set, classes
+
+
+def model_anchors(net, data_shape: int, device: torch.device) -> torch.Tensor:
+    """Anchors ``Tensor[1, A, 4]`` of ``net`` at ``data_shape`` x ``data_shape`` (as GluonCV: one forward on zeros)."""
+    was_training = net.training
+    net.eval()
+    with torch.no_grad():
+        _, _, anchors = net(torch.zeros(1, 3, data_shape, data_shape, device=device))
+    net.train(was_training)
+    return anchors.detach().cpu()
+
+
+def build_loader(dataset, cfg: TrainConfig, train: bool, anchors: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None) -> DataLoader:
+    """Training loaders compute SSD targets in their workers (``TargetCollate``); evaluation loaders only pad."""
+    from ..data.collate import TargetCollate, detection_collate
+
+    collate = TargetCollate(anchors) if train else detection_collate
+    workers = cfg.num_workers
+    return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=train, drop_last=False, num_workers=workers,
+                      collate_fn=collate, worker_init_fn=worker_init if workers else None, generator=generator,
+                      persistent_workers=False, pin_memory=torch.cuda.is_available(),
+                      prefetch_factor=4 if workers else None)
+
+
+def build_optimizer(net: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """SGD with momentum and weight decay on every parameter, as GluonCV (no exemptions for biases or BN)."""
+    params = [p for p in net.parameters() if p.requires_grad]
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.wd)
+
+
+def build_metric(cfg: TrainConfig, classes: tuple[str, ...], val_set=None, data_shape: int | None = None):
+    """VOC07 11-point mAP for VOC-style data (GluonCV's choice), COCO AP for COCO."""
+    from ..metrics import COCODetectionMetric, VOC07MApMetric
+
+    if cfg.dataset == "coco":
+        return COCODetectionMetric(val_set, data_shape=data_shape)
+    return VOC07MApMetric(iou_thresh=0.5, class_names=list(classes))

@@ -1,0 +1,138 @@
+"""Training configuration: one dataclass whose defaults are GluonCV's ``train_ssd.py``, plus per-data-set presets.
+
+Fields left ``None`` are filled by :func:`resolve_config` from the preset of the data set (the built-in synthetic
+set has a CPU recipe; ``voc``/``coco``/``voc-folder`` use GluonCV's recipe). The resolved config is what runs and
+what every checkpoint stores.
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["TrainConfig", "resolve_config", "ConfigError", "DATASETS", "LOSS_NORMS", "INITS", "DECODERS",
+           "scaled_decay_epochs"]
+
+DATASETS = ("synthetic", "voc", "coco", "voc-folder")
+LOSS_NORMS = ("batch", "sample")
+INITS = ("xavier", "xavier_gaussian_out", "uniform", "kaiming_fan_out")
+DECODERS = ("per_class", "argmax")
+GLUONCV_EPOCHS = 240
+GLUONCV_DECAY_EPOCHS = (160, 200)
+
+
+class ConfigError(ValueError):
+    """A problem with the user's settings or files; the CLI prints it as one line and exits with code 2."""
+
+
+@dataclass
+class TrainConfig:
+    # what to train
+    model: str | None = None
+    dataset: str = "synthetic"
+    data_root: str | None = None
+    train_splits: str | None = None
+    val_splits: str | None = None
+    classes: list[str] | None = None
+    data_shape: int | None = None
+    pretrained_base: str | None = None
+    pretrained: str | None = None
+    synthetic_train_size: int = 4000
+    synthetic_val_size: int = 500
+    # the recipe (None: from the data set's preset)
+    epochs: int | None = None
+    batch_size: int = 32
+    lr: float | None = None
+    momentum: float = 0.9
+    wd: float = 5e-4
+    lr_decay: float = 0.1
+    lr_decay_epochs: list[int] | None = None
+    warmup_epochs: float | None = None
+    augment: str | None = None
+    # the seed's three tips
+    loss_norm: str = "batch"
+    init: str | None = None
+    decoder: str = "per_class"
+    # running
+    device: str = "auto"
+    amp: bool = False
+    num_workers: int | None = None
+    seed: int = 233
+    output: str | None = None
+    resume: str | None = None
+    val_interval: int | None = None
+    save_interval: int = 10
+    log_interval: int = 20
+    on_bad_sample: str = "skip"
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+# per data set: values for the fields left None
+_PRESETS: dict[str, dict[str, Any]] = {
+    # A CPU recipe for the built-in data set: a small model trained from scratch needs a larger lr, a short warmup
+    # and a schedule counted in minutes, not GluonCV's 240 epochs.
+    "synthetic": dict(model="ssd_tiny_synthetic", epochs=24, lr=0.05, lr_decay_epochs=[18, 22], warmup_epochs=1.0,
+                      num_workers=1, val_interval=4, augment="light"),
+    # GluonCV's train_ssd.py
+    "voc": dict(model="ssd_300_vgg16_atrous_voc", epochs=GLUONCV_EPOCHS, lr=1e-3, warmup_epochs=0.0,
+                num_workers=4, val_interval=1, train_splits="2007_trainval,2012_trainval", val_splits="2007_test",
+                augment="gluoncv"),
+    "voc-folder": dict(model="ssd_300_vgg16_atrous_custom", epochs=GLUONCV_EPOCHS, lr=1e-3, warmup_epochs=0.0,
+                       num_workers=4, val_interval=1, train_splits="train", val_splits="val", augment="gluoncv"),
+    "coco": dict(model="ssd_300_vgg16_atrous_coco", epochs=GLUONCV_EPOCHS, lr=1e-3, warmup_epochs=0.0,
+                 num_workers=4, val_interval=10, train_splits="instances_train2017",
+                 val_splits="instances_val2017", augment="gluoncv"),
+}
+
+
+def scaled_decay_epochs(epochs: int) -> list[int]:
+    """GluonCV's decay points (160, 200 of 240 epochs) scaled to ``epochs``."""
+    return sorted({max(1, round(e * epochs / GLUONCV_EPOCHS)) for e in GLUONCV_DECAY_EPOCHS})
+
+
+def resolve_config(cfg: TrainConfig) -> TrainConfig:
+    """Fill the ``None`` fields from the data set's preset and check every choice; raises :class:`ConfigError`."""
+    if cfg.dataset not in DATASETS:
+        raise ConfigError(f"--dataset must be one of {', '.join(DATASETS)}, got {cfg.dataset!r}")
+    out = dataclasses.replace(cfg)
+    preset = _PRESETS[cfg.dataset]
+    user_set_epochs = cfg.epochs is not None
+    for key, value in preset.items():
+        if getattr(out, key) is None:
+            setattr(out, key, value)
+    if out.lr_decay_epochs is None:
+        out.lr_decay_epochs = scaled_decay_epochs(out.epochs)
+    elif user_set_epochs and cfg.lr_decay_epochs is None and preset.get("lr_decay_epochs"):
+        # the preset's decay points belong to its own epoch count: scale them with --epochs
+        base = preset["epochs"]
+        out.lr_decay_epochs = sorted({max(1, round(e * out.epochs / base)) for e in preset["lr_decay_epochs"]})
+    if out.loss_norm not in LOSS_NORMS:
+        raise ConfigError(f"--loss-norm must be one of {', '.join(LOSS_NORMS)}, got {out.loss_norm!r}")
+    if out.init is not None and out.init not in INITS:
+        raise ConfigError(f"--init must be one of {', '.join(INITS)}, got {out.init!r}")
+    if out.decoder not in DECODERS:
+        raise ConfigError(f"--decoder must be one of {', '.join(DECODERS)}, got {out.decoder!r}")
+    if out.on_bad_sample not in ("skip", "error"):
+        raise ConfigError(f"--on-bad-sample must be 'skip' or 'error', got {out.on_bad_sample!r}")
+    if out.augment not in ("gluoncv", "light", "none"):
+        raise ConfigError(f"--augment must be gluoncv, light or none, got {out.augment!r}")
+    for name in ("epochs", "batch_size", "synthetic_train_size", "synthetic_val_size", "val_interval",
+                 "save_interval", "log_interval"):
+        if getattr(out, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(out, name)}")
+    if out.lr <= 0:
+        raise ConfigError(f"--lr must be positive, got {out.lr}")
+    if out.num_workers < 0:
+        raise ConfigError(f"--num-workers must be >= 0, got {out.num_workers}")
+    if out.dataset != "synthetic" and not out.data_root:
+        raise ConfigError(f"--dataset {out.dataset} needs --data-root (the folder that holds the data set)")
+    return out

@@ -1,0 +1,107 @@
+"""Using a trained checkpoint: rebuild its model, evaluate it on a data set, run it on image files."""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Sequence
+
+import torch
+
+from .builders import build_datasets, build_loader, build_metric, build_model, select_device
+from .checkpoint import load_checkpoint
+from .config import ConfigError, TrainConfig, resolve_config
+from .trainer import evaluate
+
+__all__ = ["load_trained_model", "evaluate_checkpoint", "predict_images"]
+
+
+def load_trained_model(path: str, device: torch.device, decoder: str | None = None):
+    """``(net, config, checkpoint)`` from a checkpoint written by ``ssdkit train``."""
+    ckpt = load_checkpoint(path)
+    cfg = TrainConfig.from_dict(ckpt["config"])
+    if decoder is not None:
+        cfg.decoder = decoder
+    cfg.pretrained = None
+    cfg.pretrained_base = None
+    net = build_model(cfg, tuple(ckpt["classes"]))
+    try:
+        net.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise ConfigError(f"{path}: the weights do not fit model {cfg.model} ({str(err).splitlines()[0]})") from None
+    return net.to(device).eval(), cfg, ckpt
+
+
+def evaluate_checkpoint(path: str, dataset: str | None = None, data_root: str | None = None,
+                        val_splits: str | None = None, decoder: str | None = None, batch_size: int | None = None,
+                        device: str = "auto", num_workers: int = 0) -> tuple[list[str], list[float], str]:
+    """Evaluate ``path`` on its own validation split or on the given one: ``(names, values, table)``."""
+    from ..metrics.report import format_ap_table
+
+    dev = select_device(device)
+    net, cfg, ckpt = load_trained_model(path, dev, decoder)
+    changes: dict[str, Any] = {"num_workers": num_workers, "device": device, "resume": None}
+    if dataset is not None:
+        changes.update(dataset=dataset, train_splits=None, val_splits=None, data_root=None)
+    if data_root is not None:
+        changes["data_root"] = data_root
+    if val_splits is not None:
+        changes["val_splits"] = val_splits
+    if batch_size is not None:
+        changes["batch_size"] = batch_size
+    cfg = resolve_config(dataclasses.replace(cfg, **changes))
+    data_shape = int(ckpt.get("data_shape") or cfg.data_shape or net.data_shape)
+    _, val_set, classes = build_datasets(cfg, data_shape, train=False, val=True)
+    if tuple(classes) != tuple(net.classes):
+        raise ConfigError(f"the checkpoint predicts {list(net.classes)} but the data set has {list(classes)}")
+    loader = build_loader(val_set, cfg, train=False)
+    metric = build_metric(cfg, classes, val_set, data_shape)
+    names, values = evaluate(net, loader, metric, dev, decoder=cfg.decoder)
+    title = f"{os.path.basename(path)} on {cfg.dataset} ({len(val_set)} images, decoder {cfg.decoder})"
+    return names, values, format_ap_table(names, values, title=title)
+
+
+@torch.no_grad()
+def predict_images(path: str, images: Sequence[str], score_thresh: float = 0.3, output: str | None = None,
+                   device: str = "auto") -> list[dict[str, Any]]:
+    """Detect objects in ``images``; boxes in original pixels. Writes ``<name>.pred.png`` with the boxes drawn."""
+    from torchvision.io import write_png
+    from torchvision.utils import draw_bounding_boxes
+
+    from ..data.errors import BadSampleError, read_image
+    from ..data.transforms import SSDValTransform
+
+    dev = select_device(device)
+    net, cfg, ckpt = load_trained_model(path, dev)
+    data_shape = int(ckpt.get("data_shape") or net.data_shape)
+    transform = SSDValTransform(data_shape)
+    out_dir = output or os.path.join(os.path.dirname(os.path.abspath(path)), "predictions")
+    os.makedirs(out_dir, exist_ok=True)
+    results = []
+    for image_path in images:
+        try:
+            image = read_image(image_path)
+        except BadSampleError as err:
+            raise ConfigError(str(err)) from None
+        h, w = image.shape[-2:]
+        x, _ = transform(image, {"boxes": _empty_boxes(h, w), "labels": torch.zeros(0, dtype=torch.int64)})
+        ids, scores, boxes = net.detect(x[None].to(dev))
+        keep = (ids[0, :, 0] >= 0) & (scores[0, :, 0] > score_thresh)
+        scale = torch.tensor([w / data_shape, h / data_shape, w / data_shape, h / data_shape], device=boxes.device)
+        kept = (boxes[0][keep] * scale).cpu()
+        kept[:, 0::2] = kept[:, 0::2].clamp(0, w)
+        kept[:, 1::2] = kept[:, 1::2].clamp(0, h)
+        labels = [net.classes[int(i)] for i in ids[0, keep, 0].tolist()]
+        dets = [{"label": lab, "score": round(float(s), 4), "box_xyxy": [round(float(v), 1) for v in b]}
+                for lab, s, b in zip(labels, scores[0, keep, 0].tolist(), kept)]
+        picture = os.path.join(out_dir, os.path.splitext(os.path.basename(image_path))[0] + ".pred.png")
+        drawn = draw_bounding_boxes(image.as_subclass(torch.Tensor), kept,
+                                    labels=[f"{d['label']} {d['score']:.2f}" for d in dets], width=2)
+        write_png(drawn, picture)
+        results.append({"image": image_path, "detections": dets, "picture": picture})
+    return results
+
+
+def _empty_boxes(h: int, w: int):
+    from torchvision import tv_tensors
+
+    return tv_tensors.BoundingBoxes(torch.zeros(0, 4), format="XYXY", canvas_size=(h, w))
