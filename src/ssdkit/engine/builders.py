@@ -181,5 +181,5 @@ def build_metric(cfg: TrainConfig, classes: tuple[str, ...], val_set=None, data_
     from ..metrics import COCODetectionMetric, VOC07MApMetric
 
     if cfg.dataset == "coco":
-        return COCODetectionMetric(val_set, data_shape=data_shape)
+        return COCODetectionMetric(val_set, data_shape=(data_shape, data_shape))
     return VOC07MApMetric(iou_thresh=0.5, class_names=list(classes))

@@ -140,7 +140,9 @@ def evaluate(net, loader, metric, device: torch.device, bad_samples=None, progre
 
 
 def _metric_extras(metric, batch) -> dict[str, Any]:
-    if hasattr(metric, "needs_image_info") and metric.needs_image_info:
+    from ..metrics import COCODetectionMetric
+
+    if isinstance(metric, COCODetectionMetric):  # boxes go back to original pixels per image
         return {"image_ids": batch["image_ids"], "orig_sizes": batch["orig_sizes"]}
     return {}
 
@@ -273,10 +275,10 @@ def fit(cfg: TrainConfig, say: Callable[[str], None] = print) -> FitResult:
                 from ..metrics.report import format_ap_table
 
                 table = format_ap_table(names, values, title=f"{key} after epoch {epoch + 1}")
-            say(msg)
             checkpoint(os.path.join(cfg.output, "last.pt"), epoch, best)
             if (epoch + 1) % cfg.save_interval == 0:
                 checkpoint(os.path.join(cfg.output, f"epoch_{epoch + 1:04d}.pt"), epoch, best)
+            say(msg)
     except KeyboardInterrupt:
         say(f"interrupted during epoch {epoch + 1}; the last finished epoch is in "
             f"{os.path.join(cfg.output, 'last.pt')} (continue with --resume)")

@@ -1,0 +1,76 @@
+import pytest
+import torch
+
+from ssdkit.engine.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from ssdkit.engine.config import ConfigError, TrainConfig, resolve_config, scaled_decay_epochs
+from ssdkit.engine.schedule import make_scheduler, step_decay_factor
+
+
+def test_gluoncv_defaults_for_voc():
+    cfg = resolve_config(TrainConfig(dataset="voc", data_root="/data"))
+    assert (cfg.model, cfg.epochs, cfg.lr, cfg.batch_size, cfg.momentum, cfg.wd) == (
+        "ssd_300_vgg16_atrous_voc", 240, 1e-3, 32, 0.9, 5e-4)
+    assert cfg.lr_decay_epochs == [160, 200] and cfg.lr_decay == 0.1 and cfg.warmup_epochs == 0
+    assert cfg.train_splits == "2007_trainval,2012_trainval" and cfg.val_splits == "2007_test"
+    assert cfg.loss_norm == "batch" and cfg.decoder == "per_class" and cfg.seed == 233
+
+
+def test_decay_scales_with_epochs():
+    assert scaled_decay_epochs(240) == [160, 200]
+    assert scaled_decay_epochs(24) == [16, 20]
+    assert resolve_config(TrainConfig(dataset="voc", data_root="x", epochs=120)).lr_decay_epochs == [80, 100]
+    syn = resolve_config(TrainConfig())
+    halved = resolve_config(TrainConfig(epochs=syn.epochs // 2))
+    assert halved.lr_decay_epochs == [round(e / 2) for e in syn.lr_decay_epochs]
+    assert resolve_config(TrainConfig(epochs=10, lr_decay_epochs=[3])).lr_decay_epochs == [3]
+
+
+@pytest.mark.parametrize("changes,msg", [
+    (dict(dataset="imagenet"), "--dataset"),
+    (dict(loss_norm="mean"), "--loss-norm"),
+    (dict(init="normal"), "--init"),
+    (dict(decoder="max"), "--decoder"),
+    (dict(epochs=0), "--epochs"),
+    (dict(lr=-1.0), "--lr"),
+    (dict(dataset="voc"), "--data-root"),
+])
+def test_config_errors(changes, msg):
+    with pytest.raises(ConfigError, match=msg):
+        resolve_config(TrainConfig(**changes))
+
+
+def test_schedule():
+    # 10 iterations per epoch, decay at epochs 2 and 4, 5 warmup iterations
+    f = [step_decay_factor(i, 10, [2, 4], 0.1, warmup_iters=5) for i in range(50)]
+    assert f[0] == pytest.approx(0.2) and f[4] == pytest.approx(1.0) and f[19] == 1.0
+    assert f[20] == pytest.approx(0.1) and f[39] == pytest.approx(0.1) and f[40] == pytest.approx(0.01)
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=1.0)
+    sched = make_scheduler(opt, 10, [2], 0.1)
+    lrs = []
+    for _ in range(25):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[19] == 1.0 and lrs[20] == pytest.approx(0.1)
+
+
+def test_checkpoint_roundtrip_and_rng(tmp_path):
+    torch.manual_seed(5)
+    state = rng_state()
+    a = torch.rand(3)
+    path = str(tmp_path / "c.pt")
+    save_checkpoint(path, {"model": {"w": torch.ones(2)}, "config": TrainConfig().to_dict(), "rng": state})
+    ck = load_checkpoint(path)
+    set_rng_state(ck["rng"])
+    assert torch.equal(torch.rand(3), a)
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]  # no temporary files left
+
+
+def test_checkpoint_errors(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_checkpoint(str(tmp_path / "missing.pt"))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ConfigError, match="bad.pt"):
+        load_checkpoint(str(bad))
