@@ -1,0 +1,100 @@
+"""The command line, end to end: a one-epoch run on a tiny synthetic set, eval, predict, and clear errors."""
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from torchvision.io import write_png
+
+CLI = [sys.executable, "-m", "ssdkit.cli"]
+
+
+def run(*args, timeout=600):
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_console_script_installed():
+    assert shutil.which("ssdkit"), "pip install -e . should put the `ssdkit` command on PATH"
+
+
+def test_help_reads_well():
+    out = run("train", "--help").stdout
+    for flag in ("--model", "--dataset", "--data-root", "--train-splits", "--val-splits", "--classes", "--epochs",
+                 "--batch-size", "--lr", "--device", "--output", "--seed", "--resume", "--num-workers",
+                 "--loss-norm", "--init", "--decoder", "--on-bad-sample"):
+        assert flag in out
+    assert "synthetic" in run("--help").stdout
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cli") / "run"
+    proc = run("train", "--epochs", "1", "--synthetic-train-size", "32", "--synthetic-val-size", "8",
+               "--batch-size", "16", "--num-workers", "0", "--no-progress", "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+def test_train_one_epoch(trained_run):
+    out, proc = trained_run
+    assert "voc07_map" in proc.stdout and "| mAP" in proc.stdout
+    for name in ("best.pt", "last.pt", "metrics.csv", "config.json", "loss.png", "map.png"):
+        assert (out / name).exists(), name
+    rows = list(csv.DictReader(open(out / "metrics.csv")))
+    assert len(rows) == 1 and rows[0]["epoch"] == "1" and 0 <= float(rows[0]["voc07_map"]) <= 1
+
+
+def test_eval_json_equals_training_metric(trained_run):
+    out, _ = trained_run
+    proc = run("eval", "--checkpoint", str(out / "best.pt"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    metrics = json.loads(proc.stdout)
+    row = list(csv.DictReader(open(out / "metrics.csv")))[0]
+    assert metrics["mAP"] == pytest.approx(float(row["voc07_map"]), abs=1e-9)
+    table = run("eval", "--checkpoint", str(out / "best.pt"))
+    assert table.returncode == 0 and "| mAP" in table.stdout
+
+
+def test_predict(trained_run, tmp_path):
+    out, _ = trained_run
+    img = tmp_path / "photo.png"
+    write_png(torch.randint(0, 255, (3, 90, 160), dtype=torch.uint8), str(img))
+    proc = run("predict", "--checkpoint", str(out / "best.pt"), str(img), "--score-thresh", "0.0",
+               "--output", str(tmp_path / "pred"))
+    assert proc.returncode == 0, proc.stderr
+    res = json.loads(proc.stdout)
+    assert res[0]["image"] == str(img) and os.path.exists(res[0]["picture"])
+    for det in res[0]["detections"]:
+        x1, y1, x2, y2 = det["box_xyxy"]
+        assert 0 <= x1 <= x2 <= 160 and 0 <= y1 <= y2 <= 90
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["train", "--model", "ssd_999_nonsense"], "unknown model"),
+    (["train", "--dataset", "voc", "--data-root", "/nonexistent/VOCdevkit"], "/nonexistent/VOCdevkit"),
+    (["train", "--dataset", "voc"], "--data-root"),
+    (["train", "--classes", "circle,hexagon", "--epochs", "1"], "hexagon"),
+    (["eval", "--checkpoint", "/nonexistent/best.pt"], "/nonexistent/best.pt"),
+    (["predict", "--checkpoint", "/nonexistent/best.pt", "x.jpg"], "/nonexistent/best.pt"),
+])
+def test_user_errors_are_one_line_exit_2(args, needle):
+    proc = run(*args, timeout=120)
+    assert proc.returncode == 2, (proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    assert needle in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_bad_split_is_one_line(tmp_path):
+    root = tmp_path / "VOCdevkit" / "VOC2007"
+    (root / "ImageSets" / "Main").mkdir(parents=True)
+    (root / "Annotations").mkdir()
+    (root / "JPEGImages").mkdir()
+    proc = run("train", "--dataset", "voc", "--data-root", str(tmp_path / "VOCdevkit"), "--train-splits",
+               "2007_trainvall", timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "trainvall" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
