@@ -47,11 +47,14 @@ class SSDMultiBoxLoss(nn.Module):
     Call: ``(cls_preds Tensor[B,A,C+1], box_preds Tensor[B,A,4], cls_targets Tensor[B,A] (-1 ignore, 0
     background, k+1 class k), box_targets Tensor[B,A,4])`` -> ``(sum_loss, cls_loss, box_loss)``, each
     ``Tensor[B]``: per-image values already divided by the normalizer, so ``sum_loss.sum()`` is the batch loss.
-    Anchors whose target is -1 are neither positives nor negative candidates.
+    Anchors whose target is ``ignore_label`` (-1) are neither positives nor negative candidates. GluonCV's
+    loss instead reads a -1 target as background (``pick`` in clip mode) and mines it like any negative; pass
+    ``ignore_label=None`` for that behaviour. The two agree whenever the targets hold no -1, as in the training
+    pipeline, whose target generator does no sampling.
     """
 
     def __init__(self, negative_mining_ratio: float = 3, rho: float = 1.0, lambd: float = 1.0,
-                 min_hard_negatives: int = 0, normalization: str = "batch"):
+                 min_hard_negatives: int = 0, normalization: str = "batch", ignore_label: int | None = -1):
         super().__init__()
         if normalization not in _NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
@@ -62,6 +65,7 @@ class SSDMultiBoxLoss(nn.Module):
         self.lambd = lambd
         self.min_hard_negatives = int(min_hard_negatives)
         self.normalization = normalization
+        self.ignore_label = ignore_label
 
     def forward(self, cls_preds: Tensor, box_preds: Tensor, cls_targets: Tensor, box_targets: Tensor
                 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -79,7 +83,8 @@ class SSDMultiBoxLoss(nn.Module):
         log_probs = F.log_softmax(cls_preds.float(), dim=-1)
         ce = -log_probs.gather(2, targets.clamp(min=0)[..., None])[..., 0]  # [B, A]
         pos = targets > 0
-        hard_neg = hard_negative_mask(ce, pos, targets == 0, self.negative_mining_ratio, self.min_hard_negatives)
+        candidates = ~pos if self.ignore_label is None else (~pos & (targets != self.ignore_label))
+        hard_neg = hard_negative_mask(ce, pos, candidates, self.negative_mining_ratio, self.min_hard_negatives)
         cls_sum = torch.where(pos | hard_neg, ce, torch.zeros_like(ce)).sum(dim=1)
 
         diff = (box_preds.float() - box_targets.float()).abs()

@@ -68,13 +68,17 @@ def _topk_lowest_index_on_ties(iou_ga: Tensor, k: int) -> tuple[Tensor, Tensor]:
     if k >= a:
         val, idx = iou_ga.sort(dim=2, descending=True, stable=True)
         return val[..., :k], idx[..., :k]
-    val, idx = iou_ga.topk(k + 1, dim=2)
-    if not bool((val[..., k - 1] == val[..., k]).any()):
-        return val[..., :k], idx[..., :k]
-    nonneg = torch.where(iou_ga > 0, iou_ga, torch.zeros_like(iou_ga)).float()
-    keys = (nonneg.view(torch.int32).long() << 32) | (a - 1 - torch.arange(a, device=iou_ga.device))
-    _, idx = keys.topk(k, dim=2)
-    return iou_ga.gather(2, idx), idx
+    top_val, top_idx = iou_ga.topk(k + 1, dim=2)
+    val, idx = top_val[..., :k].contiguous(), top_idx[..., :k].contiguous()
+    tied = (top_val[..., k - 1] == top_val[..., k]).nonzero(as_tuple=True)  # rows with a tie at the k-th place
+    if tied[0].numel():
+        rows = iou_ga[tied]  # [T, A]
+        nonneg = torch.where(rows > 0, rows, torch.zeros_like(rows)).float()
+        keys = (nonneg.view(torch.int32).long() << 32) | (a - 1 - torch.arange(a, device=iou_ga.device))
+        row_idx = keys.topk(k, dim=1).indices
+        idx[tied] = row_idx
+        val[tied] = rows.gather(1, row_idx)
+    return val, idx
 
 
 def bipartite_match(iou_ga: Tensor, valid_gt: Tensor, threshold: float = 1e-12) -> tuple[Tensor, Tensor]:

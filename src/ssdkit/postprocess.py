@@ -7,9 +7,9 @@ GluonCV's inference path: softmax; per-class (default) or argmax class decoding 
 out class-major; the top 400 over all classes (stable, by score); greedy NMS within each class at IoU > 0.45;
 survivors compacted in score order; first 100 rows kept; missing rows padded with -1.
 
-Everything here is batched over images and classes: one top-k per batch and one NMS over ``[B, K, K]`` whose
-greedy result is found as the fixed point of "keep i unless a kept, higher-scored box of its class overlaps it";
-the iteration reaches the greedy answer exactly and usually stops after a handful of rounds.
+Class decoding and the top-k are batched over images and classes (one top-k over ``B x C*A`` scores); only the
+K winners are materialised, so per-class decoding costs little more than argmax. NMS is torchvision's, one call
+per image with the classes kept apart by coordinate shifts.
 """
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-from .boxes import batched_box_iou
+import torchvision
+
 from .coder import NormalizedBoxCenterDecoder
 
 __all__ = ["PostProcessor", "batched_class_nms", "DECODERS"]
@@ -28,28 +29,31 @@ DECODERS = ("per_class", "argmax")
 
 def batched_class_nms(boxes_xyxy: Tensor, scores: Tensor, ids: Tensor, valid: Tensor, iou_thresh: float,
                       force_suppress: bool = False) -> Tensor:
-    """Greedy NMS on score-sorted candidates of every image at once.
+    """Greedy NMS on score-sorted candidates of every image.
 
-    ``boxes_xyxy Tensor[B,K,4]``, ``scores``/``ids``/``valid`` ``Tensor[B,K]`` sorted by descending score.
+    ``boxes_xyxy Tensor[B,K,4]``, ``scores``/``ids``/``valid`` ``Tensor[B,K]`` sorted by descending score (stable).
     A box is suppressed by an earlier kept box of the same id (any id when ``force_suppress``) with IoU >
     ``iou_thresh``. Returns keep ``Tensor[B,K]`` bool.
+
+    One ``torchvision.ops.nms`` call per image; classes are kept apart by shifting each class's boxes by a
+    multiple of the largest coordinate, in float64 so that the shift costs no precision, and the given order is
+    passed as the score so that equal scores keep their order.
     """
     b, k, _ = boxes_xyxy.shape
+    keep = torch.zeros_like(valid)
     if k == 0:
-        return valid.clone()
-    overlap = batched_box_iou(boxes_xyxy, boxes_xyxy) > iou_thresh  # [B, K(j), K(i)]
-    if not force_suppress:
-        overlap &= ids[:, :, None] == ids[:, None, :]
-    earlier = torch.ones(k, k, dtype=torch.bool, device=boxes_xyxy.device).triu(diagonal=1)  # j < i
-    suppresses = (overlap & earlier & valid[:, :, None]).to(boxes_xyxy.dtype)
-    keep = valid.clone()
-    for _ in range(k):
-        hit = torch.bmm(keep.to(suppresses.dtype)[:, None, :], suppresses)[:, 0] > 0
-        new_keep = valid & ~hit
-        if torch.equal(new_keep, keep):
-            break
-        keep = new_keep
-    return keep
+        return keep
+    boxes64 = boxes_xyxy.double()
+    span = (boxes64.abs().amax() * 2 + 1) if boxes64.numel() else boxes64.new_tensor(1.0)
+    shift = torch.zeros_like(ids, dtype=torch.float64) if force_suppress else ids.double() * span
+    boxes64 = boxes64 + shift[..., None]
+    rank = torch.arange(k, 0, -1, device=boxes_xyxy.device, dtype=torch.float64)
+    counts = valid.sum(dim=1).tolist()  # valid candidates are a prefix: invalid ones scored lowest
+    for i, n in enumerate(counts):
+        if n:
+            kept = torchvision.ops.nms(boxes64[i, :n], rank[:n], iou_thresh)
+            keep[i, kept] = True
+    return keep & valid
 
 
 class PostProcessor(nn.Module):

@@ -1,0 +1,193 @@
+"""GluonCV side of the benchmarks: run under the GluonCV virtualenv by ``bench_targets.py`` and
+``bench_postprocess.py``, never imported by ssdkit.
+
+Usage: ``<venv>/bin/python benchmarks/_gluoncv_side.py {targets|postprocess} INPUTS.npz``, then one job name
+per stdin line; each answer is one JSON line with the seconds that job took, measured here. The benchmark
+interleaves these requests with its own timings, so a busy machine slows every column alike. GluonCV's threads
+are limited to 2 (``OMP_NUM_THREADS``/``MXNET_*`` are set by the caller).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+
+DEFAULT_PYTHON = "/work/.venv-gluoncv/bin/python"
+
+
+# ------------------------------------------------------------------ client side (the benchmark's python)
+
+class GluonCVServer:
+    """Start this file under the GluonCV venv on an inputs ``.npz``; ``job(name)()`` times one call there."""
+
+    def __init__(self, python, what, inputs_path):
+        import os
+        import subprocess
+
+        # passive OpenMP waiting: an idle subprocess must not spin on the cores the benchmark is timing
+        env = dict(os.environ, OMP_NUM_THREADS="2", MXNET_CPU_WORKER_NTHREADS="2", MKL_NUM_THREADS="2",
+                   OMP_WAIT_POLICY="PASSIVE", KMP_BLOCKTIME="0")
+        self.proc = subprocess.Popen([python, os.path.abspath(__file__), what, inputs_path], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        ready = self._read()
+        self.names = ready["ready"]
+
+    def _read(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"GluonCV subprocess ended:\n{self.proc.stderr.read()[-3000:]}")
+        return json.loads(line)
+
+    def job(self, name):
+        """A callable that runs job ``name`` in the subprocess and returns the seconds measured there."""
+        def call():
+            self.proc.stdin.write(name + "\n")
+            self.proc.stdin.flush()
+            answer = self._read()
+            if "error" in answer:
+                raise RuntimeError(answer["error"])
+            return answer["sec"]
+        return call
+
+    def close(self):
+        if self.proc.poll() is None:
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.flush()
+            self.proc.wait(timeout=60)
+
+
+def interleaved_medians(jobs, repeats, warmup=1, pause=0.2):
+    """Median seconds of each job, timed round-robin (one call of each job per round).
+
+    ``jobs``: name -> callable. A callable that returns a float reports its own time (remote jobs); otherwise the
+    wall time of the call is used. ``pause`` seconds of sleep before each call let OpenMP threads of the
+    previous job stop spinning.
+    """
+    import statistics
+
+    def once(fn):
+        time.sleep(pause)
+        t0 = time.perf_counter()
+        out = fn()
+        return out if isinstance(out, float) else time.perf_counter() - t0
+
+    for _ in range(warmup):
+        for fn in jobs.values():
+            once(fn)
+    times = {name: [] for name in jobs}
+    for _ in range(repeats):
+        for name, fn in jobs.items():
+            times[name].append(once(fn))
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+# ------------------------------------------------------------------ server side (the GluonCV venv)
+
+def timed(fn):
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def target_jobs(z):
+    """Callables by name: GluonCV ``SSDTargetGenerator`` without sampling and with 3:1 OHEM."""
+    import mxnet as mx
+    from gluoncv.model_zoo.ssd.target import SSDTargetGenerator
+
+    anchors = mx.nd.array(z["anchors_cxcywh"][None])
+    gt_boxes = mx.nd.array(z["gt_boxes"])
+    gt_ids = mx.nd.array(z["gt_ids"])
+    cls_preds = mx.nd.array(z["cls_preds"])
+
+    def job(gen, preds):
+        def call():
+            for o in gen(anchors, preds, gt_boxes, gt_ids):
+                o.wait_to_read()
+        return call
+
+    return {"naive": job(SSDTargetGenerator(negative_mining_ratio=-1), None),
+            "ohem": job(SSDTargetGenerator(negative_mining_ratio=3), cls_preds)}
+
+
+def _post_block(num_fg, decoder, stds=(0.1, 0.1, 0.2, 0.2), nms_thresh=0.45, nms_topk=400, post_nms=100):
+    """GluonCV SSD's inference branch (``SSD.hybrid_forward`` after the heads) as a HybridBlock."""
+    from mxnet import gluon
+    from gluoncv.nn.coder import MultiClassDecoder, MultiPerClassDecoder, NormalizedBoxCenterDecoder
+
+    class Post(gluon.HybridBlock):
+        def __init__(self):
+            super().__init__()
+            with self.name_scope():
+                self.bbox_decoder = NormalizedBoxCenterDecoder(stds)
+                self.cls_decoder = (MultiPerClassDecoder(num_fg + 1, thresh=0.01) if decoder == "per_class"
+                                    else MultiClassDecoder(thresh=0.01))
+
+        def hybrid_forward(self, F, cls_preds, box_preds, anchors):
+            bboxes = self.bbox_decoder(box_preds, anchors)
+            cls_ids, scores = self.cls_decoder(F.softmax(cls_preds, axis=-1))
+            if decoder == "per_class":
+                result = F.concat(*[F.concat(cls_ids.slice_axis(axis=-1, begin=i, end=i + 1),
+                                             scores.slice_axis(axis=-1, begin=i, end=i + 1), bboxes, dim=-1)
+                                    for i in range(num_fg)], dim=1)
+            else:
+                result = F.concat(cls_ids.expand_dims(-1), scores.expand_dims(-1), bboxes, dim=-1)
+            result = F.contrib.box_nms(result, overlap_thresh=nms_thresh, topk=nms_topk, valid_thresh=0.01,
+                                       id_index=0, score_index=1, coord_start=2, force_suppress=False)
+            result = result.slice_axis(axis=1, begin=0, end=post_nms)
+            return (F.slice_axis(result, axis=2, begin=0, end=1), F.slice_axis(result, axis=2, begin=1, end=2),
+                    F.slice_axis(result, axis=2, begin=2, end=6))
+
+    return Post()
+
+
+def postprocess_jobs(z):
+    """Callables by name: SSD's inference branch, per-class and argmax, imperative and hybridized."""
+    import mxnet as mx
+
+    cls_preds = mx.nd.array(z["cls_preds"])
+    box_preds = mx.nd.array(z["box_preds"])
+    anchors = mx.nd.array(z["anchors_cxcywh"][None])
+    num_fg = cls_preds.shape[-1] - 1
+    jobs = {}
+    for decoder in ("per_class", "argmax"):
+        for hybrid in (False, True):
+            block = _post_block(num_fg, decoder)
+            if hybrid:
+                block.hybridize(static_alloc=True, static_shape=True)
+
+            def call(block=block):
+                for o in block(cls_preds, box_preds, anchors):
+                    o.wait_to_read()
+
+            jobs[f"{decoder}{'_hybrid' if hybrid else ''}"] = call
+    return jobs
+
+
+def main():
+    """Serve timing requests: reads a job name per stdin line, answers one JSON line ``{"sec": ...}``."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("what", choices=("targets", "postprocess"))
+    parser.add_argument("inputs")
+    args = parser.parse_args()
+    with np.load(args.inputs) as f:
+        z = {k: f[k] for k in f.files}
+    jobs = target_jobs(z) if args.what == "targets" else postprocess_jobs(z)
+    for fn in jobs.values():  # warm-up (and hybridization)
+        fn()
+    print(json.dumps({"ready": sorted(jobs)}), flush=True)
+    for line in sys.stdin:
+        name = line.strip()
+        if name == "quit":
+            break
+        if name not in jobs:
+            print(json.dumps({"error": f"unknown job {name!r}"}), flush=True)
+            continue
+        print(json.dumps({"sec": timed(jobs[name])}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
