@@ -1,0 +1,133 @@
+"""Batching of detection samples: stack images, pad per-image boxes with -1.
+
+Shape legend: B batch, G the most boxes of any image in the batch (at least 1), A anchors.
+
+``detection_collate`` turns a list of ``(image, target)`` (the common format of :mod:`ssdkit.data`,
+after a transform that gives every image the same size) into a dict:
+
+=============== ======================= ==========================================================
+key             value                   notes
+=============== ======================= ==========================================================
+``images``      ``Tensor[B, 3, H, W]``  stacked as they are (float after the SSD transforms)
+``gt_boxes``    ``Tensor[B, G, 4]``     float32 corners, padding rows ``-1``
+``gt_ids``      ``Tensor[B, G]``        int64 class ids, padding ``-1``
+``difficult``   ``Tensor[B, G]``        int64 0/1, padding ``-1`` (GluonCV pads its label column)
+``num_boxes``   ``Tensor[B]``           int64, real boxes per image
+``image_ids``   ``list``                ``target["image_id"]`` (None when absent)
+``paths``       ``list[str | None]``
+``orig_sizes``  ``Tensor[B, 2]``        ``(H, W)`` before the transform (``-1`` when unknown)
+``bad_samples`` ``list[(path, reason)]`` problems met while producing the batch (see errors.py)
+=============== ======================= ==========================================================
+
+An image without boxes gives a row of -1, as GluonCV's ``Pad(pad_val=-1)``.
+
+``TargetCollate`` additionally runs the SSD target generator on the whole batch (in DataLoader
+workers when ``num_workers > 0``), as GluonCV's train transform does when given anchors.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = ["detection_collate", "TargetCollate", "compute_ssd_targets"]
+
+
+def _plain(t: Tensor) -> Tensor:
+    return t.as_subclass(Tensor) if isinstance(t, Tensor) else torch.as_tensor(t)
+
+
+def detection_collate(batch: Sequence[tuple[Any, dict]]) -> dict[str, Any]:
+    """Collate ``[(image Tensor[3, H, W], target dict), ...]`` into the dict described above."""
+    if len(batch) == 0:
+        raise ValueError("detection_collate got an empty batch")
+    images, targets = [], []
+    for k, sample in enumerate(batch):
+        if not (isinstance(sample, (tuple, list)) and len(sample) == 2 and isinstance(sample[1], dict)):
+            raise ValueError(f"batch item {k} is not an (image, target dict) pair: {type(sample).__name__}")
+        images.append(_plain(sample[0]))
+        targets.append(sample[1])
+    shapes = {tuple(img.shape) for img in images}
+    if len(shapes) != 1:
+        raise ValueError(f"images in a batch must share one shape, got {sorted(shapes)}; "
+                         "use a transform that resizes (e.g. SSDTrainTransform / SSDValTransform)")
+    bsz = len(batch)
+    counts = []
+    for k, t in enumerate(targets):
+        boxes = t.get("boxes")
+        if boxes is None:
+            raise ValueError(f"batch item {k} has no 'boxes' in its target")
+        if _plain(boxes).reshape(-1, 4).shape[0] != _plain(t["labels"]).reshape(-1).shape[0]:
+            raise ValueError(f"batch item {k} ({t.get('path')}): boxes and labels differ in length")
+        counts.append(_plain(boxes).reshape(-1, 4).shape[0])
+    g = max(max(counts), 1)
+    gt_boxes = torch.full((bsz, g, 4), -1.0, dtype=torch.float32)
+    gt_ids = torch.full((bsz, g), -1, dtype=torch.int64)
+    difficult = torch.full((bsz, g), -1, dtype=torch.int64)
+    for k, (t, n) in enumerate(zip(targets, counts)):
+        if n:
+            gt_boxes[k, :n] = _plain(t["boxes"]).reshape(-1, 4).to(torch.float32)
+            gt_ids[k, :n] = _plain(t["labels"]).reshape(-1).to(torch.int64)
+            if "difficult" in t:
+                difficult[k, :n] = _plain(t["difficult"]).reshape(-1).to(torch.int64)
+            else:
+                difficult[k, :n] = 0
+    orig_sizes = torch.tensor([list(t.get("orig_size", (-1, -1))) for t in targets], dtype=torch.int64)
+    return {
+        "images": torch.stack(images),
+        "gt_boxes": gt_boxes,
+        "gt_ids": gt_ids,
+        "difficult": difficult,
+        "num_boxes": torch.tensor(counts, dtype=torch.int64),
+        "image_ids": [t.get("image_id") for t in targets],
+        "paths": [t.get("path") for t in targets],
+        "orig_sizes": orig_sizes.reshape(bsz, 2),
+        "bad_samples": [tuple(p) for t in targets for p in t.get("bad_samples", ())],
+    }
+
+
+def compute_ssd_targets(target_generator: Callable, anchors_cxcywh: Tensor, gt_boxes: Tensor,
+                        gt_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """Run ``target_generator(anchors, None, gt_boxes, gt_ids)``; return ``(cls_targets, box_targets)``.
+
+    ``anchors_cxcywh`` ``Tensor[1, A, 4]``; ``gt_boxes`` ``Tensor[B, G, 4]``; ``gt_ids`` ``Tensor[B, G]``
+    (-1 rows are padding) -> ``cls_targets Tensor[B, A]``, ``box_targets Tensor[B, A, 4]``. The one
+    place that knows the generator's calling convention.
+    """
+    if anchors_cxcywh.dim() == 2:
+        anchors_cxcywh = anchors_cxcywh.unsqueeze(0)
+    with torch.no_grad():
+        out = target_generator(anchors_cxcywh, None, gt_boxes.to(anchors_cxcywh.dtype),
+                               gt_ids.to(anchors_cxcywh.dtype))
+    return out[0], out[1]
+
+
+class TargetCollate:
+    """``detection_collate`` plus ``cls_targets Tensor[B, A]`` and ``box_targets Tensor[B, A, 4]``.
+
+    ``target_generator`` defaults to ``ssdkit.targets.SSDTargetGenerator(negative_mining_ratio=-1)``
+    (GluonCV's train transform: every unmatched anchor is background; hard negatives are mined in
+    the loss). Pass it as ``collate_fn`` to a DataLoader so the targets are computed in workers.
+    """
+
+    def __init__(self, anchors_cxcywh: Tensor, target_generator: Callable | None = None,
+                 collate_fn: Callable = detection_collate):
+        if target_generator is None:
+            from ssdkit.targets import SSDTargetGenerator
+
+            target_generator = SSDTargetGenerator(negative_mining_ratio=-1)
+        anchors = torch.as_tensor(anchors_cxcywh).detach().to("cpu", torch.float32)
+        if anchors.dim() == 2:
+            anchors = anchors.unsqueeze(0)
+        if anchors.dim() != 3 or anchors.shape[0] != 1 or anchors.shape[-1] != 4:
+            raise ValueError(f"anchors_cxcywh must be Tensor[1, A, 4] or [A, 4], got {tuple(anchors.shape)}")
+        self.anchors_cxcywh = anchors
+        self.target_generator = target_generator
+        self.collate_fn = collate_fn
+
+    def __call__(self, batch: Sequence[tuple[Any, dict]]) -> dict[str, Any]:
+        out = self.collate_fn(batch)
+        out["cls_targets"], out["box_targets"] = compute_ssd_targets(
+            self.target_generator, self.anchors_cxcywh, out["gt_boxes"], out["gt_ids"])
+        return out

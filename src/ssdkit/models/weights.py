@@ -1,0 +1,223 @@
+"""Loading local weight files into ssdkit models (nothing is ever downloaded).
+
+Accepted files: anything ``torch.load(path, weights_only=True)`` reads (a state dict, or a checkpoint dict with
+the state dict under ``"model"``, ``"state_dict"`` or ``"net"``), or a ``.npz`` of arrays (handy for
+parameters exported from MXNet without torch). MXNet/Gluon BatchNorm names (``gamma``, ``beta``) are renamed
+to PyTorch's (``weight``, ``bias``) and GluonCV's constants (anchors, ``init_scale``) are dropped.
+
+ImageNet bases (``pretrained_base``):
+
+| backbone      | accepted key layouts                                                                    |
+| ------------- | --------------------------------------------------------------------------------------- |
+| vgg16_atrous  | torchvision ``vgg16`` (``features.N.*``; fc6/fc7 are not in it and keep their init) or   |
+|               | GluonCV-style ``stages.*`` / ``norm4.scale`` (a converted ``vgg16_atrous`` file)         |
+| resnet50_v1   | torchvision ``resnet50`` (``conv1``, ``layerN.*``; ``fc.*`` ignored) or Gluon            |
+|               | ``resnet50_v1`` (``features.N.*``, ``output.*`` ignored). GluonCV's bottleneck 1x1 biases |
+|               | are not in torchvision files and stay zero. Note torchvision's ImageNet weights were     |
+|               | trained with the stride in the 3x3 conv (v1.5); the shapes are identical.                |
+| mobilenet1.0  | ssdkit's own ``MobileNetV1Body`` names (``features.N.*``), which equal Gluon's           |
+|               | ``mobilenet1.0`` layout (``output.*`` ignored). torchvision has no MobileNet v1.         |
+
+Keys of a full ssdkit model (``features.body.*`` / ``features.*``) are accepted for the base too. A file that
+does not fit raises ``WeightsError`` naming the file and the first offending keys and shapes.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Callable, Mapping
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+__all__ = ["WeightsError", "read_weights", "gluon_to_torch_names", "load_state_strict", "load_pretrained_base",
+           "load_checkpoint_weights", "checkpoint_classes"]
+
+_SHOW = 5
+
+
+class WeightsError(ValueError):
+    """A weight file that cannot be read or does not fit the model."""
+
+
+# ----------------------------------------------------------------------------------------------- reading
+def read_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
+    """Read ``path`` into ``(state_dict, meta)``; ``meta`` is the rest of a checkpoint dict (e.g. ``classes``)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise WeightsError(f"weight file {path!r} does not exist")
+    if path.endswith(".npz"):
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                return {k: torch.from_numpy(np.array(z[k])) for k in z.files}, {}
+        except Exception as e:  # noqa: BLE001 - any reader failure is a bad file
+            raise WeightsError(f"cannot read weight file {path!r} as .npz: {e}") from e
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001
+        raise WeightsError(f"cannot read weight file {path!r} with torch.load(weights_only=True): {e}") from e
+    meta: dict = {}
+    if isinstance(obj, Mapping):
+        for key in ("model", "state_dict", "net"):
+            if key in obj and isinstance(obj[key], Mapping):
+                meta = {k: v for k, v in obj.items() if k != key}
+                obj = obj[key]
+                break
+    if not isinstance(obj, Mapping) or not obj:
+        raise WeightsError(f"weight file {path!r} holds no state dict (got {type(obj).__name__})")
+    bad = [k for k, v in obj.items() if not isinstance(v, Tensor)]
+    if bad:
+        raise WeightsError(f"weight file {path!r}: entries that are not tensors: {bad[:_SHOW]}")
+    # state dicts of DistributedDataParallel / torch.compile wrappers
+    return _strip_prefix(obj, ("module.", "_orig_mod.")), meta
+
+
+def checkpoint_classes(meta: Mapping) -> tuple[str, ...] | None:
+    """Class names stored in a checkpoint (top-level ``classes``), if any."""
+    classes = meta.get("classes")
+    if isinstance(classes, (list, tuple)) and all(isinstance(c, str) for c in classes):
+        return tuple(classes)
+    return None
+
+
+_GLUON_DROP = re.compile(r"(^|\.)(anchor_generators\.\d+\.anchors|init_scale)$")
+
+
+def gluon_to_torch_names(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Rename Gluon BatchNorm parameters (``.gamma``/``.beta``) and drop GluonCV constants."""
+    out = {}
+    for k, v in state.items():
+        if _GLUON_DROP.search(k):
+            continue
+        k = re.sub(r"\.gamma$", ".weight", k)
+        k = re.sub(r"\.beta$", ".bias", k)
+        out[k] = v
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- checking
+def load_state_strict(module: nn.Module, state: Mapping[str, Tensor], source: str, *,
+                      may_be_missing: Callable[[str], bool] = lambda k: False) -> None:
+    """Copy ``state`` into ``module``; every module key must be given unless ``may_be_missing(key)``.
+
+    Raises ``WeightsError`` naming ``source`` and the first missing, unexpected and mismatched keys.
+    """
+    target = module.state_dict()
+    unexpected = [k for k in state if k not in target]
+    missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")
+               and not may_be_missing(k)]
+    mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
+                  for k in state if k in target and tuple(state[k].shape) != tuple(target[k].shape)]
+    if unexpected or missing or mismatched:
+        parts = []
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatches, first: {mismatched[:_SHOW]}")
+        if missing:
+            parts.append(f"{len(missing)} missing keys, first: {missing[:_SHOW]}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys, first: {unexpected[:_SHOW]}")
+        raise WeightsError(f"weight file {source!r} does not fit {type(module).__name__}: " + "; ".join(parts))
+    with torch.no_grad():
+        for k, v in state.items():
+            target[k].copy_(v.to(dtype=target[k].dtype))
+
+
+def _strip_prefix(state: Mapping[str, Tensor], prefixes: tuple[str, ...]) -> dict[str, Tensor]:
+    for p in prefixes:
+        if state and all(k.startswith(p) for k in state):
+            return {k[len(p):]: v for k, v in state.items()}
+    return dict(state)
+
+
+def _select_prefix(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
+    """Keys under ``prefix`` if there are any (prefix removed), else ``state`` unchanged."""
+    sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return sub if sub else dict(state)
+
+
+# ----------------------------------------------------------------------------------------------- bases
+_TV_VGG16_CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
+_OUR_VGG16_CONVS = tuple(f"stages.{s}.{j}" for s, n in enumerate((2, 2, 3, 3, 3)) for j in range(0, 2 * n, 2))
+
+
+def _vgg_state(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], Callable[[str], bool]]:
+    if any(re.match(r"^features\.\d+\.", k) for k in state):  # torchvision vgg16
+        out = {}
+        for tv_idx, ours in zip(_TV_VGG16_CONVS, _OUR_VGG16_CONVS):
+            for suffix in ("weight", "bias"):
+                key = f"features.{tv_idx}.{suffix}"
+                if key in state:
+                    out[f"{ours}.{suffix}"] = state[key]
+        extra = [k for k in state if not k.startswith("classifier.") and
+                 not any(k == f"features.{i}.{s}" for i in _TV_VGG16_CONVS for s in ("weight", "bias"))]
+        for k in extra:  # unknown keys go through so the check names them
+            out[k] = state[k]
+        return out, lambda k: not k.startswith(_OUR_VGG16_CONVS)
+    state = _select_prefix(state, "features.")
+    base = {k: v for k, v in state.items() if not k.startswith(("class_predictors.", "box_predictors."))}
+    return base, lambda k: not k.startswith(_OUR_VGG16_CONVS)
+
+
+_GLUON_RESNET_BLOCK = {"body.0": "conv1", "body.1": "bn1", "body.3": "conv2", "body.4": "bn2", "body.6": "conv3",
+                       "body.7": "bn3", "downsample.0": "downsample.0", "downsample.1": "downsample.1"}
+
+
+def _resnet_state(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], Callable[[str], bool]]:
+    state = _select_prefix(state, "features.body.")
+    if any(".body." in k for k in state):  # Gluon resnet50_v1 layout
+        out = {}
+        for k, v in state.items():
+            if k.startswith("output."):
+                continue
+            m = re.match(r"^features\.(\d+)\.(.*)$", k)
+            if m and m.group(1) in ("0", "1"):
+                out[("conv1." if m.group(1) == "0" else "bn1.") + m.group(2)] = v
+                continue
+            m = re.match(r"^features\.([4-7])\.(\d+)\.(body\.\d|downsample\.\d)\.(.*)$", k)
+            if m and m.group(3) in _GLUON_RESNET_BLOCK:
+                out[f"layer{int(m.group(1)) - 3}.{m.group(2)}.{_GLUON_RESNET_BLOCK[m.group(3)]}.{m.group(4)}"] = v
+            else:
+                out[k] = v
+        state = out
+    state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    return state, lambda k: bool(re.match(r"^layer\d\.\d+\.conv[13]\.bias$", k))
+
+
+def _mobilenet_state(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], Callable[[str], bool]]:
+    state = _select_prefix(state, "features.body.")
+    return {k: v for k, v in state.items() if not k.startswith("output.")}, lambda k: False
+
+
+def load_pretrained_base(net: nn.Module, path: str | os.PathLike) -> None:
+    """Load an ImageNet base from ``path`` into ``net``'s backbone (see the module table)."""
+    from .feature_expander import MobileNetV1Body, ResNet50V1Body
+    from .vgg_atrous import VGGAtrousExtractor
+
+    source = os.fspath(path)
+    state, _ = read_weights(source)
+    state = gluon_to_torch_names(state)
+    features = getattr(net, "features", None)
+    if isinstance(features, VGGAtrousExtractor):
+        target, mapped = features, _vgg_state(state)
+        # the base file may carry fc6/fc7/norm4 (GluonCV vgg16_atrous) and even extras; allow all of those
+        state, may_miss = mapped
+    else:
+        body = getattr(features, "body", None)
+        if isinstance(body, ResNet50V1Body):
+            target, (state, may_miss) = body, _resnet_state(state)
+        elif isinstance(body, MobileNetV1Body):
+            target, (state, may_miss) = body, _mobilenet_state(state)
+        else:
+            raise WeightsError(f"{getattr(net, 'name', type(net).__name__)} has no ImageNet backbone to load "
+                               f"{source!r} into (pretrained_base is for the VGG / ResNet / MobileNet models)")
+    load_state_strict(target, state, source, may_be_missing=may_miss)
+
+
+def load_checkpoint_weights(net: nn.Module, path: str | os.PathLike,
+                            state: Mapping[str, Tensor] | None = None) -> None:
+    """Load a full ssdkit model state (plain state dict or a checkpoint with ``"model"``) strictly."""
+    source = os.fspath(path)
+    if state is None:
+        state, _ = read_weights(source)
+    load_state_strict(net, gluon_to_torch_names(state), source)

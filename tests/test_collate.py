@@ -1,0 +1,123 @@
+"""detection_collate padding, TargetCollate, and the bad-sample wrapper that feeds the batch report."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision import tv_tensors
+
+from ssdkit.data import (BadSampleError, BadSampleLog, SkipBadSamples, TargetCollate, compute_ssd_targets,
+                         detection_collate)
+
+
+def item(n_boxes, size=8, label_base=0, bad=()):
+    boxes = torch.arange(n_boxes * 4, dtype=torch.float32).reshape(n_boxes, 4)
+    boxes[:, 2:] += 1
+    target = {
+        "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(size, size)),
+        "labels": torch.arange(n_boxes, dtype=torch.int64) + label_base,
+        "difficult": (torch.arange(n_boxes) % 2).to(torch.uint8),
+        "image_id": f"id{n_boxes}", "path": f"p{n_boxes}.jpg", "orig_size": (size * 2, size * 3),
+        "bad_samples": list(bad),
+    }
+    return tv_tensors.Image(torch.full((3, size, size), float(n_boxes))), target
+
+
+def test_pads_with_minus_one_to_the_largest_image():
+    batch = detection_collate([item(2), item(0), item(3, label_base=5)])
+    assert batch["images"].shape == (3, 3, 8, 8) and type(batch["images"]) is torch.Tensor
+    assert batch["gt_boxes"].shape == (3, 3, 4) and batch["gt_boxes"].dtype == torch.float32
+    assert batch["gt_ids"].dtype == torch.int64 and batch["difficult"].dtype == torch.int64
+    assert batch["gt_ids"].tolist() == [[0, 1, -1], [-1, -1, -1], [5, 6, 7]]
+    assert batch["difficult"].tolist() == [[0, 1, -1], [-1, -1, -1], [0, 1, 0]]
+    assert (batch["gt_boxes"][0, 2] == -1).all() and (batch["gt_boxes"][1] == -1).all()
+    torch.testing.assert_close(batch["gt_boxes"][2], item(3)[1]["boxes"].as_subclass(torch.Tensor))
+    assert batch["num_boxes"].tolist() == [2, 0, 3]
+    assert batch["image_ids"] == ["id2", "id0", "id3"] and batch["paths"] == ["p2.jpg", "p0.jpg", "p3.jpg"]
+    assert batch["orig_sizes"].tolist() == [[16, 24]] * 3
+
+
+def test_all_empty_images_still_give_one_padding_row():
+    batch = detection_collate([item(0), item(0)])
+    assert batch["gt_boxes"].shape == (2, 1, 4) and (batch["gt_ids"] == -1).all()
+
+
+def test_bad_sample_reports_are_gathered():
+    batch = detection_collate([item(1, bad=[("x.jpg", "cannot decode")]), item(1),
+                               item(2, bad=[("y.xml", "degenerate"), ("x.jpg", "cannot decode")])])
+    assert batch["bad_samples"] == [("x.jpg", "cannot decode"), ("y.xml", "degenerate"), ("x.jpg", "cannot decode")]
+    log = BadSampleLog()
+    assert log.record_batch(batch) == 2 and log.paths == ["x.jpg", "y.xml"]
+
+
+def test_rejects_mixed_image_sizes_and_bad_items():
+    with pytest.raises(ValueError, match="share one shape"):
+        detection_collate([item(1, size=8), item(1, size=9)])
+    with pytest.raises(ValueError, match="not an \\(image, target dict\\) pair"):
+        detection_collate([torch.zeros(3, 8, 8)])
+    with pytest.raises(ValueError, match="empty batch"):
+        detection_collate([])
+
+
+class RecordingGenerator:
+    """Stands in for SSDTargetGenerator: records its inputs, marks anchors by the first gt id."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, anchors, cls_preds, gt_boxes, gt_ids):
+        self.calls.append((anchors, cls_preds, gt_boxes, gt_ids))
+        b, a = gt_boxes.shape[0], anchors.shape[1]
+        cls_targets = (gt_ids[:, :1] + 1).expand(b, a).to(torch.int64)
+        return cls_targets, torch.zeros(b, a, 4), torch.zeros(b, a, 4)
+
+
+def test_target_collate_runs_the_generator_on_the_padded_batch():
+    anchors = torch.rand(5, 4)
+    gen = RecordingGenerator()
+    collate = TargetCollate(anchors, target_generator=gen)
+    batch = collate([item(2, label_base=3), item(0)])
+    (a, preds, gt_boxes, gt_ids), = gen.calls
+    assert a.shape == (1, 5, 4) and preds is None
+    assert gt_boxes.shape == (2, 2, 4) and gt_ids.dtype == torch.float32
+    assert gt_ids.tolist() == [[3.0, 4.0], [-1.0, -1.0]]
+    assert batch["cls_targets"].shape == (2, 5) and batch["cls_targets"][:, 0].tolist() == [4, 0]
+    assert batch["box_targets"].shape == (2, 5, 4)
+    with pytest.raises(ValueError, match="anchors_cxcywh"):
+        TargetCollate(torch.rand(2, 5, 4), target_generator=gen)
+
+
+def test_target_collate_with_the_real_generator_if_available():
+    targets = pytest.importorskip("ssdkit.targets")
+    anchors = torch.tensor([[[2.0, 2.0, 4.0, 4.0], [6.0, 6.0, 4.0, 4.0], [4.0, 4.0, 8.0, 8.0]]])
+    cls_t, box_t = compute_ssd_targets(targets.SSDTargetGenerator(negative_mining_ratio=-1), anchors,
+                                       torch.tensor([[[0.0, 0.0, 4.0, 4.0], [-1, -1, -1, -1]]]),
+                                       torch.tensor([[2, -1]]))
+    assert cls_t.shape == (1, 3) and box_t.shape == (1, 3, 4)
+    assert int(cls_t[0, 0]) == 3  # class 2 -> target 3 (0 is background)
+
+
+class FlakyDataset(torch.utils.data.Dataset):
+    def __init__(self, bad):
+        self.bad = set(bad)
+
+    def __len__(self):
+        return 5
+
+    def __getitem__(self, i):
+        if i in self.bad:
+            raise BadSampleError(f"img{i}.jpg", "cannot decode image")
+        return item(1, label_base=i)
+
+
+def test_skip_wrapper_replaces_bad_items_and_reports_them():
+    ds = SkipBadSamples(FlakyDataset(bad={1, 2}))
+    image, target = ds[1]
+    assert target["labels"].tolist() == [3]       # next valid index
+    assert target["bad_samples"] == [("img1.jpg", "cannot decode image"), ("img2.jpg", "cannot decode image")]
+    assert ds[4][1]["bad_samples"] == []
+    assert ds[1][1]["labels"].tolist() == [3]     # known-bad indices are skipped without retrying
+    assert "img1.jpg: cannot decode image" in ds.bad_sample_log.summary()
+    with pytest.raises(BadSampleError, match="img2.jpg"):
+        SkipBadSamples(FlakyDataset(bad={2}), on_bad_sample="error")[2]
+    with pytest.raises(RuntimeError, match="no valid sample"):
+        SkipBadSamples(FlakyDataset(bad=range(5)))[0]

@@ -1,0 +1,119 @@
+"""SyntheticShapes: determinism, object counts, box tightness, occlusion rule, splits."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ssdkit.data import (SHAPE_CLASSES, VAL_SEED_OFFSET, SSDTrainTransform, SyntheticShapes,
+                         detection_collate)
+from ssdkit.data.synthetic import _UNIT_AREA, _unit_mask
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tests run many tiny tensor ops: intra-op threads only add contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def sample_stats():
+    ds = SyntheticShapes(120, seed=7)
+    items = [ds[i] for i in range(len(ds))]
+    return ds, items
+
+
+def test_same_seed_same_tensors_and_different_seeds_differ():
+    a, b = SyntheticShapes(5, seed=3), SyntheticShapes(5, seed=3)
+    for i in (0, 4):
+        (ia, ta), (ib, tb) = a[i], b[i]
+        assert torch.equal(ia, ib)
+        assert torch.equal(ta["boxes"], tb["boxes"]) and torch.equal(ta["labels"], tb["labels"])
+    c = SyntheticShapes(5, seed=4)
+    assert not torch.equal(a[0][0], c[0][0])
+    assert not torch.equal(a[0][0], a[1][0])
+    # random access order does not matter (generation depends only on (seed, index))
+    assert torch.equal(SyntheticShapes(5, seed=3)[4][0], a[4][0])
+
+
+def test_format_and_object_counts(sample_stats):
+    ds, items = sample_stats
+    counts = []
+    for image, target in items:
+        assert image.dtype == torch.uint8 and tuple(image.shape) == (3, 128, 128)
+        assert target["boxes"].dtype == torch.float32 and target["boxes"].canvas_size == (128, 128)
+        assert target["labels"].dtype == torch.int64
+        assert target["difficult"].sum() == 0
+        counts.append(len(target["labels"]))
+    assert 1 <= min(counts) and max(counts) <= 10
+    assert min(counts) <= 2 and max(counts) >= 8       # the whole range is used
+    labels = torch.cat([t["labels"] for _, t in items])
+    assert set(labels.tolist()) == set(range(len(SHAPE_CLASSES)))
+
+
+def test_boxes_inside_image_and_varied_sizes(sample_stats):
+    _, items = sample_stats
+    boxes = torch.cat([t["boxes"].as_subclass(torch.Tensor) for _, t in items])
+    assert (boxes[:, :2] >= 0).all() and (boxes[:, 2:] <= 127).all()
+    assert (boxes[:, 2] > boxes[:, 0]).all() and (boxes[:, 3] > boxes[:, 1]).all()
+    side = torch.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) + 1
+    assert (side <= 12).any(), "some small objects"
+    assert (side >= 70).any(), "some large objects"
+
+
+def test_boxes_are_tight_and_occlusion_is_limited():
+    ds = SyntheticShapes(30, seed=11)
+    for i in range(len(ds)):
+        image, boxes, labels, masks = ds.render(i, with_masks=True)
+        assert masks.shape == (len(boxes), 128, 128)
+        for k in range(len(boxes)):
+            ys, xs = np.nonzero(masks[k])
+            assert tuple(boxes[k]) == (xs.min(), ys.min(), xs.max(), ys.max())
+            visible = masks[k] & ~masks[k + 1:].any(axis=0)
+            assert visible.sum() >= (1 - ds.max_occlusion) * masks[k].sum()
+
+
+def test_shape_defines_the_class():
+    # each unit shape covers its documented area and differs from every other shape
+    grid = np.linspace(-1.5, 1.5, 601)
+    u, v = np.meshgrid(grid, grid)
+    masks = {k: _unit_mask(k, u, v) for k in SHAPE_CLASSES}
+    cell = (grid[1] - grid[0]) ** 2
+    for k, m in masks.items():
+        assert abs(m.sum() * cell - _UNIT_AREA[k]) < 0.02 * _UNIT_AREA[k]
+    for a in SHAPE_CLASSES:
+        for b in SHAPE_CLASSES:
+            if a < b:
+                iou = (masks[a] & masks[b]).sum() / (masks[a] | masks[b]).sum()
+                assert iou < 0.85, (a, b)
+
+
+def test_class_subset_and_validation():
+    ds = SyntheticShapes(20, seed=0, classes=("star", "circle"))
+    assert ds.classes == ("star", "circle") and ds.num_classes == 2
+    assert set(torch.cat([ds[i][1]["labels"] for i in range(20)]).tolist()) <= {0, 1}
+    with pytest.raises(ValueError, match="classes"):
+        SyntheticShapes(1, classes=("hexagon",))
+    with pytest.raises(ValueError, match="min_objects"):
+        SyntheticShapes(1, min_objects=3, max_objects=2)
+    with pytest.raises(IndexError):
+        ds[20]
+
+
+def test_splits_use_a_seed_offset():
+    train, val = SyntheticShapes.splits(seed=5, num_train=4, num_val=3, image_size=64)
+    assert (train.seed, val.seed) == (5, 5 + VAL_SEED_OFFSET) and (len(train), len(val)) == (4, 3)
+    assert train.image_size == val.image_size == (64, 64)
+    assert not torch.equal(train[0][0], val[0][0])
+
+
+def test_non_square_size_and_pipeline_with_loader():
+    ds = SyntheticShapes(4, seed=1, image_size=(96, 160), transform=SSDTrainTransform(64))
+    assert ds[0][0].shape == (3, 64, 64)
+    raw = SyntheticShapes(1, seed=1, image_size=(96, 160))[0]
+    assert raw[0].shape == (3, 96, 160) and raw[1]["boxes"].canvas_size == (96, 160)
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=detection_collate)))
+    assert batch["images"].shape == (4, 3, 64, 64) and batch["gt_boxes"].shape[0] == 4
