@@ -41,3 +41,30 @@ def test_arms_differ_only_in_their_switch(tip):
     # every other seed gives other runs, the same pairing
     other = arm_configs(base, TIPS[tip], seed_index=2)[TIPS[tip].better]
     assert other.seed == base.seed + 2 and dataclasses.replace(other, seed=a["seed"]).to_dict() == a
+
+
+def test_ablate_command_tiny_budget(tmp_path):
+    """`ssdkit ablate --tip all` end to end on a tiny budget; a rerun reuses every finished arm."""
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "abl"
+    cmd = [sys.executable, "-m", "ssdkit.cli", "ablate", "--tip", "all", "--seeds", "2", "--epochs", "1",
+           "--synthetic-train-size", "16", "--synthetic-val-size", "8", "--batch-size", "8", "--num-workers", "0",
+           "--output", str(out)]
+    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0, first.stderr
+    for name in ("ablation.md", "ablation.csv", "ablation.json", "ablation.png"):
+        assert (out / name).exists(), name
+    rows = json.loads((out / "ablation.json").read_text())
+    assert [r["tip"] for r in rows] == ["loss-norm", "init", "decoder"]
+    for r in rows:
+        assert r["n"] == 2 and len(r["better_maps"]) == 2
+        assert r["diff_mean"] == pytest.approx(sum(b - w for b, w in zip(r["better_maps"], r["worse_maps"])) / 2)
+    # 4 distinct trainings per seed pair: batch(=default, shared with the decoder tip), sample, xavier, uniform
+    assert len([p for p in out.iterdir() if p.name.startswith("run-")]) == 8
+    assert "| loss-norm |" in first.stdout
+    second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0 and "trained" not in second.stdout and "reusing" in second.stdout
+    assert json.loads((out / "ablation.json").read_text()) == rows
