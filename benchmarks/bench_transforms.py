@@ -14,7 +14,6 @@ with images/s and the ratio. Without the GluonCV environment only ssdkit's numbe
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics

@@ -52,7 +52,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--synthetic-val-size", type=int, default=500, help="images in the synthetic val split")
 
     g = p.add_argument_group("recipe (defaults: GluonCV's train_ssd.py; a CPU recipe for the synthetic set)")
-    g.add_argument("--epochs", type=int, help="training epochs (voc/coco: 240; synthetic: 24)")
+    g.add_argument("--epochs", type=int, help="training epochs (voc/coco: 240; synthetic: 10)")
     g.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
     g.add_argument("--lr", type=float, help="SGD learning rate (voc/coco: 0.001; synthetic: 0.05)")
     g.add_argument("--momentum", type=float, default=0.9)

@@ -80,8 +80,8 @@ class TrainConfig:
 _PRESETS: dict[str, dict[str, Any]] = {
     # A CPU recipe for the built-in data set: a small model trained from scratch needs a larger lr, a short warmup
     # and a schedule counted in minutes, not GluonCV's 240 epochs.
-    "synthetic": dict(model="ssd_tiny_synthetic", epochs=24, lr=0.05, lr_decay_epochs=[18, 22], warmup_epochs=1.0,
-                      num_workers=1, val_interval=4, augment="light"),
+    "synthetic": dict(model="ssd_tiny_synthetic", epochs=10, lr=0.05, lr_decay_epochs=[7, 9], warmup_epochs=1.0,
+                      num_workers=1, val_interval=2, augment="light"),
     # GluonCV's train_ssd.py
     "voc": dict(model="ssd_300_vgg16_atrous_voc", epochs=GLUONCV_EPOCHS, lr=1e-3, warmup_epochs=0.0,
                 num_workers=4, val_interval=1, train_splits="2007_trainval,2012_trainval", val_splits="2007_test",
