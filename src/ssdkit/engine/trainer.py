@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
-from torch import Tensor
 
 from ..boxes import clip_boxes_xyxy
 from ..loss import SSDMultiBoxLoss
