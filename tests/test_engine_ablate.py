@@ -68,3 +68,17 @@ def test_ablate_command_tiny_budget(tmp_path):
     second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0 and "trained" not in second.stdout and "reusing" in second.stdout
     assert json.loads((out / "ablation.json").read_text()) == rows
+
+
+def test_diverged_arm_counts_as_zero_and_is_reported(tmp_path):
+    import json
+
+    from ssdkit.engine.ablate import _final_map, markdown_table
+
+    run = tmp_path / "run-x"
+    run.mkdir()
+    (run / "finished.json").write_text(json.dumps({"diverged": "the loss became nan"}))
+    assert _final_map(str(run), "per_class", print) == 0.0
+    row = {"tip": "loss-norm", "better": "batch", "worse": "sample", **paired_stats([0.2, 0.3], [0.0, 0.1]),
+           "verdict": "x", "diverged_better": 0, "diverged_worse": 1}
+    assert "sample (1 of 2 diverged)" in markdown_table([row])

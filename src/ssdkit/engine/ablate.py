@@ -114,15 +114,31 @@ def _train_or_reuse(cfg: TrainConfig, folder: str, say: Callable[[str], None]) -
         return run
     last = os.path.join(run, "last.pt")
     cfg = dataclasses.replace(cfg, output=run, resume=last if os.path.exists(last) else None)
-    result = fit(cfg, say=lambda m: None)
+    try:
+        result = fit(cfg, say=lambda m: None)
+    except FloatingPointError as err:  # a diverged arm is a result too: it scores 0 and is reported
+        with open(done, "w") as f:
+            json.dump({"diverged": str(err)}, f)
+        say(f"  {run} diverged: {err}; counted as mAP 0")
+        return run
     with open(done, "w") as f:
         json.dump({"best_map": result.best_map, "last_map": result.last_map, "seconds": result.seconds}, f)
     say(f"  trained {run}: final mAP {result.last_map:.4f} ({result.seconds / 60:.1f} min)")
     return run
 
 
+def _diverged(run: str) -> bool:
+    done = os.path.join(run, "finished.json")
+    if not os.path.exists(done):
+        return False
+    with open(done) as f:
+        return "diverged" in json.load(f)
+
+
 def _final_map(run: str, decoder: str, say: Callable[[str], None]) -> float:
     """The final checkpoint's validation mAP with ``decoder`` (cached in the run folder)."""
+    if _diverged(run):
+        return 0.0
     cache = os.path.join(run, f"eval_last_{decoder}.json")
     if os.path.exists(cache):
         with open(cache) as f:
@@ -139,10 +155,15 @@ def markdown_table(rows: list[dict]) -> str:
     lines = ["| tip | arm (claimed better) | mAP mean ± sd | arm (claimed worse) | mAP mean ± sd | "
              "paired diff [95% CI] | seed's claim |", "|---|---|---|---|---|---|---|"]
     for r in rows:
+        def arm(name: str, key: str) -> str:
+            failed = r.get(f"diverged_{key}", 0)
+            return f"{name} ({failed} of {r['n']} diverged)" if failed else name
         lines.append(
-            f"| {r['tip']} | {r['better']} | {100 * r['better_mean']:.2f} ± {100 * r['better_std']:.2f} | "
-            f"{r['worse']} | {100 * r['worse_mean']:.2f} ± {100 * r['worse_std']:.2f} | "
+            f"| {r['tip']} | {arm(r['better'], 'better')} | {100 * r['better_mean']:.2f} ± {100 * r['better_std']:.2f} | "
+            f"{arm(r['worse'], 'worse')} | {100 * r['worse_mean']:.2f} ± {100 * r['worse_std']:.2f} | "
             f"{100 * r['diff_mean']:+.2f} [{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}] | {r['verdict']} |")
+    lines.append("")
+    lines.append("mAP in percent (final VOC07 mAP of each run); a diverged run (NaN loss) counts as 0.")
     return "\n".join(lines)
 
 
@@ -195,18 +216,16 @@ def run_ablation(base: TrainConfig, tip: str = "all", seeds: int = 3,
     for name in tips:
         t = TIPS[name]
         say(f"tip {name}: {t.claim}")
-        better, worse = [], []
+        better, worse, diverged = [], [], {t.better: 0, t.worse: 0}
         for s in range(seeds):
             arms = arm_configs(base, t, s)
-            if name == "decoder":
-                run = _train_or_reuse(arms[t.better], folder, say)
-                better.append(_final_map(run, t.better, say))
-                worse.append(_final_map(run, t.worse, say))
-            else:
-                better.append(_final_map(_train_or_reuse(arms[t.better], folder, say), "per_class", say))
-                worse.append(_final_map(_train_or_reuse(arms[t.worse], folder, say), "per_class", say))
+            runs = {arm: _train_or_reuse(arms[arm], folder, say) for arm in (t.better, t.worse)}
+            for arm, maps in ((t.better, better), (t.worse, worse)):
+                diverged[arm] += _diverged(runs[arm])
+                maps.append(_final_map(runs[arm], arm if name == "decoder" else "per_class", say))
         stats = paired_stats(better, worse)
         row = {"tip": name, "better": t.better, "worse": t.worse, **stats, "verdict": verdict(stats),
+               "diverged_better": diverged[t.better], "diverged_worse": diverged[t.worse],
                "claim": t.claim, "better_maps": better, "worse_maps": worse}
         rows.append(row)
     table = markdown_table(rows)
