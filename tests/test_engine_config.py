@@ -33,6 +33,7 @@ def test_decay_scales_with_epochs():
     (dict(epochs=0), "--epochs"),
     (dict(lr=-1.0), "--lr"),
     (dict(dataset="voc"), "--data-root"),
+    (dict(optimizer="adam"), "--optimizer"),
 ])
 def test_config_errors(changes, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -74,3 +75,14 @@ def test_checkpoint_errors(tmp_path):
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(ConfigError, match="bad.pt"):
         load_checkpoint(str(bad))
+
+
+def test_optimizer_choice():
+    import ssdkit
+    from ssdkit.engine.builders import build_optimizer
+
+    net = ssdkit.get_model("ssd_tiny_synthetic")
+    sgd = build_optimizer(net, resolve_config(TrainConfig()))
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.9 and sgd.defaults["weight_decay"] == 5e-4
+    adamw = build_optimizer(net, resolve_config(TrainConfig(optimizer="adamw", lr=2e-3)))
+    assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["lr"] == 2e-3

@@ -54,6 +54,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("recipe (defaults: GluonCV's train_ssd.py; a CPU recipe for the synthetic set)")
     g.add_argument("--epochs", type=int, help="training epochs (voc/coco: 240; synthetic: 10)")
     g.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
+    g.add_argument("--optimizer", choices=("sgd", "adamw"), help="sgd (GluonCV's, default) or adamw")
     g.add_argument("--lr", type=float, help="SGD learning rate (voc/coco: 0.001; synthetic: 0.05)")
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--wd", type=float, default=5e-4, help="weight decay on every parameter (default 5e-4)")

@@ -171,8 +171,11 @@ def build_loader(dataset, cfg: TrainConfig, train: bool, anchors: torch.Tensor |
 
 
 def build_optimizer(net: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """SGD with momentum and weight decay on every parameter, as GluonCV (no exemptions for biases or BN)."""
+    """SGD with momentum and weight decay on every parameter, as GluonCV (no exemptions for biases or BN);
+    ``--optimizer adamw`` for recipes that train from scratch."""
     params = [p for p in net.parameters() if p.requires_grad]
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.wd)
     return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.wd)
 
 

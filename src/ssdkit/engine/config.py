@@ -42,6 +42,7 @@ class TrainConfig:
     # the recipe (None: from the data set's preset)
     epochs: int | None = None
     batch_size: int = 32
+    optimizer: str | None = None
     lr: float | None = None
     momentum: float = 0.9
     wd: float = 5e-4
@@ -80,15 +81,17 @@ class TrainConfig:
 _PRESETS: dict[str, dict[str, Any]] = {
     # A CPU recipe for the built-in data set: a small model trained from scratch needs a larger lr, a short warmup
     # and a schedule counted in minutes, not GluonCV's 240 epochs.
-    "synthetic": dict(model="ssd_tiny_synthetic", epochs=10, lr=0.05, lr_decay_epochs=[7, 9], warmup_epochs=1.0,
+    "synthetic": dict(model="ssd_tiny_synthetic", optimizer="sgd", epochs=10, lr=0.05, lr_decay_epochs=[7, 9],
+                      warmup_epochs=1.0,
                       num_workers=1, val_interval=2, augment="light"),
     # GluonCV's train_ssd.py
-    "voc": dict(model="ssd_300_vgg16_atrous_voc", epochs=GLUONCV_EPOCHS, lr=1e-3, warmup_epochs=0.0,
+    "voc": dict(optimizer="sgd", model="ssd_300_vgg16_atrous_voc", epochs=GLUONCV_EPOCHS, lr=1e-3, warmup_epochs=0.0,
                 num_workers=4, val_interval=1, train_splits="2007_trainval,2012_trainval", val_splits="2007_test",
                 augment="gluoncv"),
-    "voc-folder": dict(model="ssd_300_vgg16_atrous_custom", epochs=GLUONCV_EPOCHS, lr=1e-3, warmup_epochs=0.0,
+    "voc-folder": dict(optimizer="sgd", model="ssd_300_vgg16_atrous_custom", epochs=GLUONCV_EPOCHS, lr=1e-3,
+                       warmup_epochs=0.0,
                        num_workers=4, val_interval=1, train_splits="train", val_splits="val", augment="gluoncv"),
-    "coco": dict(model="ssd_300_vgg16_atrous_coco", epochs=GLUONCV_EPOCHS, lr=1e-3, warmup_epochs=0.0,
+    "coco": dict(optimizer="sgd", model="ssd_300_vgg16_atrous_coco", epochs=GLUONCV_EPOCHS, lr=1e-3, warmup_epochs=0.0,
                  num_workers=4, val_interval=10, train_splits="instances_train2017",
                  val_splits="instances_val2017", augment="gluoncv"),
 }
@@ -121,6 +124,8 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"--init must be one of {', '.join(INITS)}, got {out.init!r}")
     if out.decoder not in DECODERS:
         raise ConfigError(f"--decoder must be one of {', '.join(DECODERS)}, got {out.decoder!r}")
+    if out.optimizer not in ("sgd", "adamw"):
+        raise ConfigError(f"--optimizer must be sgd or adamw, got {out.optimizer!r}")
     if out.on_bad_sample not in ("skip", "error"):
         raise ConfigError(f"--on-bad-sample must be 'skip' or 'error', got {out.on_bad_sample!r}")
     if out.augment not in ("gluoncv", "light", "none"):
