@@ -70,7 +70,8 @@ def _topk_lowest_index_on_ties(iou_ga: Tensor, k: int) -> tuple[Tensor, Tensor]:
         return val[..., :k], idx[..., :k]
     top_val, top_idx = iou_ga.topk(k + 1, dim=2)
     val, idx = top_val[..., :k].contiguous(), top_idx[..., :k].contiguous()
-    tied = (top_val[..., k - 1] == top_val[..., k]).nonzero(as_tuple=True)  # rows with a tie at the k-th place
+    # rows with a tie at the k-th place; a tie at IoU 0 cannot change a match (pairs need IoU > 1e-12)
+    tied = ((top_val[..., k - 1] == top_val[..., k]) & (top_val[..., k] > 0)).nonzero(as_tuple=True)
     if tied[0].numel():
         rows = iou_ga[tied]  # [T, A]
         nonneg = torch.where(rows > 0, rows, torch.zeros_like(rows)).float()
