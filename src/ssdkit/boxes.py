@@ -58,7 +58,7 @@ def batched_box_iou(boxes1_xyxy: Tensor, boxes2_xyxy: Tensor) -> Tensor:
     area1 = (ax2 - ax1).clamp_(min=0) * (ay2 - ay1).clamp_(min=0)
     area2 = (bx2 - bx1).clamp_(min=0) * (by2 - by1).clamp_(min=0)
     union = torch.add(area1, area2, out=ih).sub_(inter)
-    return inter.div_(union.clamp_(min=torch.finfo(union.dtype).tiny))
+    return torch.where(union > 0, inter / union, torch.zeros_like(inter))
 
 
 def gt_anchor_iou(gt_boxes_xyxy: Tensor, anchors_xyxy: Tensor) -> Tensor:
@@ -66,7 +66,7 @@ def gt_anchor_iou(gt_boxes_xyxy: Tensor, anchors_xyxy: Tensor) -> Tensor:
 
     The same numbers as ``torchvision.ops.box_iou`` (tested), computed for the whole batch in place in the
     layout the matcher reduces over (anchors innermost): this is the hot loop of target generation.
-    Zero-area boxes have IoU 0 with everything.
+    Zero-area boxes have IoU 0 with everything; anchors must have a positive area (SSD anchors always do).
     """
     gx1, gy1, gx2, gy2 = (c.contiguous()[..., None] for c in gt_boxes_xyxy.unbind(-1))  # [B, G, 1] each
     ax1, ay1, ax2, ay2 = (c.contiguous() for c in anchors_xyxy.unbind(-1))  # [A] each
@@ -77,8 +77,8 @@ def gt_anchor_iou(gt_boxes_xyxy: Tensor, anchors_xyxy: Tensor) -> Tensor:
     inter.mul_(ih)
     area_g = (gx2 - gx1).clamp_(min=0) * (gy2 - gy1).clamp_(min=0)  # [B, G, 1]
     area_a = (ax2 - ax1).clamp_(min=0) * (ay2 - ay1).clamp_(min=0)  # [A]
-    union = torch.add(area_g, area_a, out=ih).sub_(inter)
-    return inter.div_(union.clamp_(min=torch.finfo(union.dtype).tiny))
+    union = torch.add(area_g, area_a, out=ih).sub_(inter)  # >= the anchor's area > 0: no zero division
+    return inter.div_(union)
 
 
 def clip_boxes_xyxy(boxes_xyxy: Tensor, width: float, height: float) -> Tensor:
