@@ -8,6 +8,15 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of many tiny tensor ops, where intra-op threads only add contention."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def data_dir():
     return DATA_DIR

@@ -12,19 +12,12 @@ from torchvision.io import write_jpeg
 from ssdkit.data import BadSampleError, COCODetection, SSDValTransform, detection_collate
 from ssdkit.data.coco import coco_xywh_to_xyxy
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*image decoding and encoding capabilities:DeprecationWarning")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # category ids are deliberately not contiguous and not listed in order
 CATEGORIES = [{"id": 7, "name": "kite"}, {"id": 1, "name": "person"}, {"id": 3, "name": "car"}]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests run many tiny tensor ops: intra-op threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def ann(ann_id, image_id, bbox, cat, iscrowd=0, area=None):

@@ -9,14 +9,9 @@ from ssdkit.data import (SHAPE_CLASSES, VAL_SEED_OFFSET, SSDTrainTransform, Synt
                          detection_collate)
 from ssdkit.data.synthetic import _UNIT_AREA, _unit_mask
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests run many tiny tensor ops: intra-op threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
 
 
 @pytest.fixture(scope="module")

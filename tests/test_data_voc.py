@@ -13,18 +13,11 @@ from ssdkit.data import (BadSampleError, BadSampleLog, VOC_CLASSES, VOCDetection
                          detection_collate)
 from ssdkit.data.voc import parse_voc_xml
 
-pytestmark = pytest.mark.filterwarnings("ignore:.*image decoding and encoding capabilities:DeprecationWarning")
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 VOC_MAP = {c: i for i, c in enumerate(VOC_CLASSES)}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests run many tiny tensor ops: intra-op threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def obj_xml(name="dog", box=("48", "240", "195", "371"), difficult="0", truncated="0", extra=""):

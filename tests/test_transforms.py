@@ -17,14 +17,9 @@ from ssdkit.data.transforms import (IMAGENET_MEAN, IMAGENET_STD, RandomColorDist
 
 FILL = tuple(m * 255 for m in IMAGENET_MEAN)
 
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """These tests run many tiny tensor ops: intra-op threads only add contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+
 
 
 def sample(h=60, w=80, boxes=((5, 5, 30, 40), (40, 10, 78, 58), (10, 30, 20, 50)), dtype=torch.uint8, seed=0):
