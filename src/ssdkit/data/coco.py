@@ -28,8 +28,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import (AnnotationReporter, BadSampleError, BadSampleLog, attach_problems, check_policy,
-                     load_with_policy, make_target, read_image)
+from .errors import (AnnotationReporter, BadSampleError, BadSampleLog, PolicyLoading, check_policy,
+                     make_target, read_image)
 
 __all__ = ["COCODetection", "coco_xywh_to_xyxy"]
 
@@ -60,7 +60,7 @@ def _load_coco(ann_path: str):
         raise ValueError(f"{ann_path}: cannot read COCO annotations ({type(err).__name__}: {err})") from None
 
 
-class COCODetection(torch.utils.data.Dataset):
+class COCODetection(PolicyLoading, torch.utils.data.Dataset):
     """COCO-format detection data set.
 
     ``root/annotations/<split>.json`` for each of ``splits`` (or one ``ann_file``). Images are found
@@ -222,13 +222,6 @@ class COCODetection(torch.utils.data.Dataset):
         target = make_target(boxes, labels, np.zeros(len(labels), np.uint8), h, w,
                              image_id=image_id, path=path, orig_size=(int(h), int(w)))
         return image, target
-
-    def __getitem__(self, index: int):
-        sample, _, problems = load_with_policy(self.load_raw, index, len(self), self.on_bad_sample,
-                                               self.bad_sample_log, self._known_bad)
-        if self.transform is not None:
-            sample = self.transform(*sample)
-        return attach_problems(sample, problems) if self.on_bad_sample == "skip" else sample
 
     def __repr__(self) -> str:
         return (f"COCODetection({len(self)} images, {self.num_classes} classes, "

@@ -200,6 +200,19 @@ def attach_problems(sample: Any, problems: Sequence[tuple[str, str]]) -> Any:
     return sample
 
 
+class PolicyLoading:
+    """Mixin for file-backed data sets: ``__getitem__`` loads ``self.load_raw(i)`` under the bad-sample policy,
+    then applies ``self.transform``. Needs ``load_raw``, ``transform``, ``on_bad_sample``, ``bad_sample_log`` and
+    ``_known_bad``."""
+
+    def __getitem__(self, index: int):
+        sample, _, problems = load_with_policy(self.load_raw, index, len(self), self.on_bad_sample,
+                                               self.bad_sample_log, self._known_bad)
+        if self.transform is not None:
+            sample = self.transform(*sample)
+        return attach_problems(sample, problems) if self.on_bad_sample == "skip" else sample
+
+
 class SkipBadSamples:
     """Wrap any map-style data set whose ``__getitem__`` raises :class:`BadSampleError` on bad input.
 

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from defusedxml import ElementTree
 
-from .errors import (AnnotationReporter, BadSampleError, BadSampleLog, attach_problems, check_policy,
-                     load_with_policy, make_target, read_image)
+from .errors import (AnnotationReporter, BadSampleError, BadSampleLog, PolicyLoading, check_policy,
+                     make_target, read_image)
 
 __all__ = ["VOC_CLASSES", "VOCAnnotation", "parse_voc_xml", "VOCDetection", "VOCFolder"]
 
@@ -186,7 +186,7 @@ def _check_classes(classes: Sequence[str]) -> tuple[str, ...]:
     return classes
 
 
-class _VOCBase(torch.utils.data.Dataset):
+class _VOCBase(PolicyLoading, torch.utils.data.Dataset):
     """Shared loading for VOC-format data; subclasses build ``items`` = [(image_id, xml, image)]."""
 
     def __init__(self, items: list[tuple[str, str, str]], classes: Sequence[str],
@@ -268,13 +268,6 @@ class _VOCBase(torch.utils.data.Dataset):
         target = make_target(boxes, labels, difficult, h, w, image_id=image_id, path=path,
                              orig_size=(int(h), int(w)))
         return image, target
-
-    def __getitem__(self, index: int):
-        sample, _, problems = load_with_policy(self.load_raw, index, len(self), self.on_bad_sample,
-                                               self.bad_sample_log, self._known_bad)
-        if self.transform is not None:
-            sample = self.transform(*sample)
-        return attach_problems(sample, problems) if self.on_bad_sample == "skip" else sample
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({len(self)} images, {self.num_classes} classes, "
