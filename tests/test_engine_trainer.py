@@ -66,3 +66,9 @@ def test_run_folder_contents(tmp_path):
     header = open(os.path.join(res.output, "metrics.csv")).readline().strip().split(",")
     assert "epoch" in header and "voc07_map" in header
     assert 0.0 <= res.best_map <= 1.0
+
+
+def test_amp_on_cpu_trains_with_bfloat16(tmp_path):
+    res = fit(_tiny_cfg(tmp_path, "amp", epochs=1, amp=True), say=lambda m: None)
+    assert res.epochs_run == 1 and 0.0 <= res.best_map <= 1.0
+    assert all(float(r["train_loss"]) > 0 for r in res.history)
