@@ -192,15 +192,6 @@ class COCODetection(PolicyLoading, torch.utils.data.Dataset):
         return self._cocos[0]
 
     @property
-    def classes(self) -> tuple[str, ...]:
-        return self._classes
-
-    @property
-    def num_classes(self) -> int:
-        """Number of object classes (background excluded)."""
-        return len(self._classes)
-
-    @property
     def image_ids(self) -> list[int]:
         return [item[0] for item in self._items]
 

@@ -200,7 +200,19 @@ def attach_problems(sample: Any, problems: Sequence[tuple[str, str]]) -> Any:
     return sample
 
 
-class PolicyLoading:
+class NamedClasses:
+    """Mixin: ``classes`` (names, in label order) and ``num_classes`` (background excluded) from ``self._classes``."""
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self._classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self._classes)
+
+
+class PolicyLoading(NamedClasses):
     """Mixin for file-backed data sets: ``__getitem__`` loads ``self.load_raw(i)`` under the bad-sample policy,
     then applies ``self.transform``. Needs ``load_raw``, ``transform``, ``on_bad_sample``, ``bad_sample_log`` and
     ``_known_bad``."""

@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torchvision import tv_tensors
 
-from .errors import make_target
+from .errors import NamedClasses, make_target
 
 __all__ = ["SyntheticShapes", "SHAPE_CLASSES", "VAL_SEED_OFFSET"]
 
@@ -96,7 +96,7 @@ def _unit_mask(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown shape {kind!r}")
 
 
-class SyntheticShapes(torch.utils.data.Dataset):
+class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
     """Deterministic synthetic detection data: ``(image, target)`` in the common format of :mod:`ssdkit.data`.
 
     ``num_images`` items; item ``i`` depends only on ``(seed, i)`` and the constructor arguments.
@@ -150,15 +150,6 @@ class SyntheticShapes(torch.utils.data.Dataset):
         attribute if train and val need different transforms.
         """
         return cls(num_train, seed, **kwargs), cls(num_val, seed + VAL_SEED_OFFSET, **kwargs)
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return self._classes
-
-    @property
-    def num_classes(self) -> int:
-        """Number of object classes (background excluded)."""
-        return len(self._classes)
 
     def __len__(self) -> int:
         return self.num_images

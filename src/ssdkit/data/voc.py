@@ -224,15 +224,6 @@ class _VOCBase(PolicyLoading, torch.utils.data.Dataset):
 
     # --- public attributes ---------------------------------------------------------------------
     @property
-    def classes(self) -> tuple[str, ...]:
-        return self._classes
-
-    @property
-    def num_classes(self) -> int:
-        """Number of object classes (background excluded)."""
-        return len(self._classes)
-
-    @property
     def image_ids(self) -> list[str]:
         return [image_id for image_id, _ in self._items]
 

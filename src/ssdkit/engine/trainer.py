@@ -50,7 +50,7 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
 def train_one_epoch(net, loader, loss_fn: SSDMultiBoxLoss, optimizer, scheduler, device: torch.device, epoch: int,
                     scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
                     log_interval: int = 20, on_log: Callable[[int, dict[str, float]], None] | None = None,
-                    bad_samples=None, progress: bool = True, max_iters: int | None = None) -> dict[str, float]:
+                    bad_samples=None, progress: bool = True) -> dict[str, float]:
     """One pass over ``loader``; returns the epoch's mean ``loss``, ``cls_loss``, ``box_loss`` and ``images_per_s``.
 
     Loss values are read from the device only every ``log_interval`` steps (one sync), not every step.
@@ -63,9 +63,7 @@ def train_one_epoch(net, loader, loss_fn: SSDMultiBoxLoss, optimizer, scheduler,
     n_images = 0
     start = time.perf_counter()
     bar = _progress(loader, len(loader), f"epoch {epoch}", progress)
-    for i, batch in enumerate(bar):
-        if max_iters is not None and i >= max_iters:
-            break
+    for batch in bar:
         if bad_samples is not None:
             bad_samples.record_batch(batch)
         images = batch["images"].to(device, non_blocking=True)
@@ -185,13 +183,9 @@ def fit(cfg: TrainConfig, say: Callable[[str], None] = print) -> FitResult:
 
     from ..data.errors import BadSampleLog
 
-    probe = build_model(cfg, None if cfg.dataset != "voc-folder" else tuple(cfg.classes or ())) \
-        if cfg.dataset in ("voc", "coco") else None
-    data_shape = cfg.data_shape or (probe.data_shape if probe is not None else None)
-    if data_shape is None:
-        data_shape = _model_data_shape(cfg.model)
+    data_shape = cfg.data_shape or _model_data_shape(cfg.model)
     train_set, val_set, classes = build_datasets(cfg, data_shape)
-    net = probe if probe is not None else build_model(cfg, classes)
+    net = build_model(cfg, classes)
     if tuple(net.classes) != tuple(classes):
         raise ConfigError(f"model {cfg.model} predicts {len(net.classes)} classes but the data set has "
                           f"{len(classes)}: use a *_custom model")
