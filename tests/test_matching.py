@@ -4,7 +4,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssdkit.matching import bipartite_match, naive_samples, ohem_samples, ssd_match
+from ssdkit.matching import _top_per_row, bipartite_match, max_first_index, naive_samples, ohem_samples, ssd_match
 
 
 def sequential_greedy(iou, threshold=1e-12):
@@ -75,3 +75,28 @@ def test_samplers():
     # 2 positives -> 2 negatives among max_iou < 0.5: the lowest bg logits are anchors 7 (-4) and 3 (-2);
     # anchor 2 (-3) is excluded by its IoU 0.6
     assert s.tolist() == [[1, 0, 0, -1, 0, 0, 1, -1]]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 300), st.integers(1, 60), st.integers(0, 2**31 - 1))
+def test_max_first_index_is_first_max(b, g, a, seed):
+    rng = np.random.RandomState(seed)
+    x = np.round(rng.rand(b, g, a) * 3) / 3  # many ties
+    pmax, first = max_first_index(torch.from_numpy(x).float())
+    assert np.array_equal(pmax.numpy(), x.max(1).astype(np.float32))
+    assert np.array_equal(first.numpy(), x.argmax(1))  # numpy returns the first maximum
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 3), st.integers(1, 50), st.integers(0, 2**31 - 1))
+def test_top_per_row_is_a_stable_descending_sort(b, a, seed):
+    rng = np.random.RandomState(seed)
+    score = np.round(rng.randn(b, a) * 2) / 2  # many ties
+    score[rng.rand(b, a) < 0.3] = -np.inf
+    count = rng.randint(0, a + 2, b)
+    got = _top_per_row(torch.from_numpy(score).float(), torch.from_numpy(count).float())
+    for i in range(b):
+        order = np.argsort(-score[i], kind="stable")[:count[i]]
+        want = np.zeros(a, bool)
+        want[order] = True
+        assert got[i].tolist() == want.tolist()

@@ -62,12 +62,17 @@ class NormalizedBoxCenterEncoder(nn.Module):
     def forward(self, samples: Tensor, matches: Tensor, anchors_xyxy: Tensor, refs_xyxy: Tensor
                 ) -> tuple[Tensor, Tensor]:
         """``(samples Tensor[B,A], matches Tensor[B,A], anchors_xyxy Tensor[1|B,A,4], refs_xyxy Tensor[B,G,4])``
-        -> ``(targets Tensor[B,A,4], masks Tensor[B,A,4])``."""
-        matched = gather_matched(refs_xyxy, matches)
-        codes = self.encode_matched(matched, xyxy_to_cxcywh(anchors_xyxy))
-        pos = (samples > 0.5).unsqueeze(-1)
-        targets = torch.where(pos, codes, torch.zeros_like(codes))
-        masks = pos.expand_as(codes).to(codes.dtype)
+        -> ``(targets Tensor[B,A,4], masks Tensor[B,A,4])``. Only the positives are encoded (a few percent of the
+        anchors); the rest stay 0."""
+        b, a = matches.shape
+        pos = samples > 0.5
+        bi, ai = pos.nonzero(as_tuple=True)
+        matched = refs_xyxy[bi, matches[bi, ai].long().clamp(min=0)]  # [P, 4]
+        anchors = anchors_xyxy[bi if anchors_xyxy.shape[0] > 1 else torch.zeros_like(bi), ai]  # [P, 4]
+        codes = self.encode_matched(matched, xyxy_to_cxcywh(anchors))
+        targets = codes.new_zeros(b, a, 4)
+        targets[bi, ai] = codes
+        masks = pos[..., None].expand(b, a, 4).to(codes.dtype)
         return targets, masks
 
 

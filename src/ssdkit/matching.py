@@ -24,6 +24,7 @@ from torch import Tensor
 
 __all__ = [
     "bipartite_match",
+    "max_first_index",
     "ssd_match",
     "naive_samples",
     "ohem_samples",
@@ -47,7 +48,7 @@ def _greedy_block(scores: Tensor, threshold: float) -> Tensor:
         s = torch.where(col_free[:, :, None] & row_free[:, None, :], scores, neg_inf)
         best_cand = s.argmax(dim=2)  # [B, G]: best free candidate of each gt
         best_val = s.gather(2, best_cand[..., None])[..., 0]
-        best_gt = s.argmax(dim=1)  # [B, R]: best free gt of each candidate
+        best_gt = s.transpose(1, 2).contiguous().argmax(dim=2)  # [B, R]: best free gt of each candidate
         mutual = (best_gt.gather(1, best_cand) == gt_idx) & (best_val > threshold)  # [B, G]
         takes = mutual.gather(1, best_gt) & (best_cand.gather(1, best_gt) == cand_idx)  # [B, R]
         if not bool(takes.any()):
@@ -61,8 +62,8 @@ def _greedy_block(scores: Tensor, threshold: float) -> Tensor:
 def _topk_lowest_index_on_ties(iou_ga: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """Top-k IoUs along anchors where equal values rank the lower anchor first (a stable descending sort).
 
-    ``torch.topk`` breaks ties arbitrarily, which only matters when a tie straddles the k-th place; then the
-    IoUs are ranked on exact int64 keys (float bits, then reversed anchor index) instead.
+    ``torch.topk`` breaks ties arbitrarily, which only matters when a tie straddles the k-th place; those rows are
+    ranked again: every IoU above the k-th value, then the tied ones in anchor order.
     """
     a = iou_ga.shape[2]
     if k >= a:
@@ -74,12 +75,32 @@ def _topk_lowest_index_on_ties(iou_ga: Tensor, k: int) -> tuple[Tensor, Tensor]:
     tied = ((top_val[..., k - 1] == top_val[..., k]) & (top_val[..., k] > 0)).nonzero(as_tuple=True)
     if tied[0].numel():
         rows = iou_ga[tied]  # [T, A]
-        nonneg = torch.where(rows > 0, rows, torch.zeros_like(rows)).float()
-        keys = (nonneg.view(torch.int32).long() << 32) | (a - 1 - torch.arange(a, device=iou_ga.device))
+        kth = top_val[tied][:, k - 1:k]  # [T, 1]
+        # exact small integers in float32 (A < 2**24): above the tie 2A, tied A - index (lower index first), else 0
+        order_key = torch.arange(a, 0, -1, dtype=rows.dtype, device=rows.device)
+        keys = torch.where(rows > kth, 2.0 * a, torch.where(rows == kth, order_key, 0.0))
         row_idx = keys.topk(k, dim=1).indices
-        idx[tied] = row_idx
-        val[tied] = rows.gather(1, row_idx)
+        row_val, by_value = rows.gather(1, row_idx).sort(dim=1, descending=True, stable=True)
+        idx[tied] = row_idx.gather(1, by_value)
+        val[tied] = row_val
     return val, idx
+
+
+def max_first_index(iou_ga: Tensor) -> tuple[Tensor, Tensor]:
+    """``(max, argmax)`` over gts of ``iou_ga Tensor[B, G, A]`` -> two ``Tensor[B, A]``; ties go to the lower gt.
+
+    ``torch.max(dim=1)`` reduces across the strided gt axis slowly on CPU (about 2x this); ``amax`` is fast, and the
+    first gt that reaches it is found with one comparison and a small-integer ``amax`` (G < 256) or ``argmax``.
+    """
+    g = iou_ga.shape[1]
+    pmax = iou_ga.amax(dim=1)
+    reaches = iou_ga == pmax[:, None]
+    if g < 256:
+        weight = torch.arange(g, 0, -1, dtype=torch.uint8, device=iou_ga.device)[None, :, None]  # g - index
+        first = g - (reaches.to(torch.uint8) * weight).amax(dim=1).long()
+    else:
+        first = reaches.to(torch.uint8).argmax(dim=1)
+    return pmax, first
 
 
 def bipartite_match(iou_ga: Tensor, valid_gt: Tensor, threshold: float = 1e-12) -> tuple[Tensor, Tensor]:
@@ -115,7 +136,7 @@ def ssd_match(iou_ga: Tensor, valid_gt: Tensor, iou_thresh: float = 0.5, eps: fl
         return (torch.full((b, a), -1, dtype=torch.long, device=iou_ga.device),
                 torch.zeros(b, a, dtype=iou_ga.dtype, device=iou_ga.device))
     match, gt_best = bipartite_match(iou_ga, valid_gt, eps)
-    pmax, pargmax = iou_ga.max(dim=1)  # [B, A]: each anchor's best gt
+    pmax, pargmax = max_first_index(iou_ga)  # [B, A]: each anchor's best gt
     best_of_arg = gt_best.gather(1, pargmax)
     tie = (pmax + eps >= best_of_arg) & (best_of_arg > eps)
     free = match < 0
@@ -130,16 +151,25 @@ def naive_samples(match: Tensor) -> Tensor:
 
 def background_loss(cls_preds: Tensor) -> Tensor:
     """``-log softmax(cls_preds)[..., 0]``, the cross-entropy an anchor pays for background: ``Tensor[B,A]``."""
-    logits = cls_preds.float()
-    return torch.logsumexp(logits, dim=-1) - logits[..., 0]
+    return torch.log_softmax(cls_preds.float(), dim=-1)[..., 0].neg()
 
 
-def _rank_descending(score: Tensor) -> Tensor:
-    """0-based position of each entry when sorted descending (stable) along dim 1."""
-    order = score.argsort(dim=1, descending=True, stable=True)
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(score.shape[1], device=score.device).expand_as(order))
-    return rank
+def _top_per_row(score: Tensor, count: Tensor) -> Tensor:
+    """``Tensor[B, A]`` bool: the ``count[b]`` highest scores of each row, equal scores taken in index order.
+
+    The same set as the first ``count`` places of a stable descending sort, found with one ``topk`` of the largest
+    count (a few hundred of thousands of anchors) instead of sorting every row.
+    """
+    b, a = score.shape
+    k = min(int(count.max()), a) if b else 0
+    if k <= 0:
+        return torch.zeros(b, a, dtype=torch.bool, device=score.device)
+    count = count.reshape(b, 1).to(torch.long).clamp(max=a)
+    kth = score.topk(k, dim=1).values.gather(1, (count - 1).clamp(min=0))  # [B, 1]: the count-th best value
+    above = score > kth
+    tied = score == kth
+    room = count - above.sum(dim=1, keepdim=True)  # places left for the tied scores
+    return (above | (tied & (tied.cumsum(dim=1) <= room))) & (count > 0)
 
 
 def ohem_samples(match: Tensor, cls_preds: Tensor, max_iou: Tensor, ratio: float = 3.0,
@@ -156,6 +186,6 @@ def ohem_samples(match: Tensor, cls_preds: Tensor, max_iou: Tensor, ratio: float
     num_neg = torch.minimum(torch.clamp(ratio * num_pos, min=float(min_samples)), total - num_pos).floor()
     candidate = (~pos) & (max_iou < neg_thresh)
     score = torch.where(candidate, background_loss(cls_preds.detach()), float("-inf"))
-    neg = candidate & (_rank_descending(score) < num_neg)
+    neg = candidate & _top_per_row(score, num_neg)
     zeros = torch.zeros(match.shape, dtype=torch.float32, device=match.device)
     return torch.where(pos, 1.0, torch.where(neg, -1.0, zeros))
