@@ -152,7 +152,7 @@ def test_tiny_forward_backward_train_eval_structure():
     assert isinstance(train_out, tuple) and isinstance(eval_out, tuple) and len(train_out) == len(eval_out) == 3
     for a, b in zip(train_out, eval_out):
         assert a.shape == b.shape and a.dtype == b.dtype
-    assert train_out[0].shape == (4, 1364, 7)
+    assert train_out[0].shape == (4, 2730, 7)
     torch.testing.assert_close(train_out[2], eval_out[2])
 
 
@@ -189,8 +189,8 @@ def test_anchor_cache_and_other_sizes():
     running = net.features.stem[1].running_mean.clone()
     assert net.anchors_for_input() is a1 and net.training
     assert torch.equal(net.features.stem[1].running_mean, running)  # no BN statistics touched
-    sides = [(math.ceil(96 / s), math.ceil(160 / s)) for s in (8, 16, 32, 64, 128)]
-    assert a3.shape == (1, sum(h * w * 4 for h, w in sides), 4)
+    sides = [(math.ceil(96 / s), math.ceil(160 / s)) for s in (4, 8, 16, 32, 64, 128)]
+    assert a3.shape == (1, sum(h * w * 2 for h, w in sides), 4)
 
 
 def test_resnet_is_gluoncv_v1_layout():
@@ -265,7 +265,7 @@ def test_reset_class_reuses_rows():
     assert net.postprocessor.num_classes == 3
     for head, w_old, b_old in zip(net.class_predictors, old_cls, old_bias):
         w, b = head.predictor.weight.detach(), head.predictor.bias.detach()
-        assert w.shape[0] == 4 * 4  # 4 anchors per position x (3 + 1)
+        assert w.shape[0] == 2 * 4  # 2 anchors per position x (3 + 1)
         torch.testing.assert_close(w[0::4], w_old[0::7])  # background
         torch.testing.assert_close(w[1::4], w_old[2::7])  # square (old index 1)
         torch.testing.assert_close(w[3::4], w_old[1::7])  # circle (old index 0)
@@ -273,7 +273,7 @@ def test_reset_class_reuses_rows():
         assert not any(torch.equal(w[2::4], w_old[k::7]) for k in range(7))  # hexagon is new
     for head, w_old in zip(net.box_predictors, old_box):
         assert torch.equal(head.predictor.weight, w_old)
-    assert net(torch.randn(2, 3, 128, 128))[0].shape == (2, 1364, 4)
+    assert net(torch.randn(2, 3, 128, 128))[0].shape == (2, 2730, 4)
 
     with pytest.warns(UserWarning, match="zzz"):
         net.reset_class(["circle", "zzz"], reuse_weights=["circle", "zzz"])

@@ -6,7 +6,7 @@
 | ``ssd_512_vgg16_atrous_{voc,coco,custom}`` | VGG16-atrous | 512   | 24564              |
 | ``ssd_512_resnet50_v1_{voc,coco,custom}``  | ResNet-50 v1 | 512   | 6132               |
 | ``ssd_512_mobilenet1.0_{voc,coco,custom}`` | MobileNet 1.0 | 512  | 6132               |
-| ``ssd_tiny_synthetic``, ``ssd_tiny_custom`` | tiny (CPU)     | 128   | 1364               |
+| ``ssd_tiny_synthetic``, ``ssd_tiny_custom`` | tiny (CPU)     | 128   | 2730               |
 
 ``*_custom`` models take GluonCV's sizes for the custom variant (the COCO sizes, except MobileNet which
 uses the VOC ones, as GluonCV does).
