@@ -86,3 +86,42 @@ def test_optimizer_choice():
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.9 and sgd.defaults["weight_decay"] == 5e-4
     adamw = build_optimizer(net, resolve_config(TrainConfig(optimizer="adamw", lr=2e-3)))
     assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["lr"] == 2e-3
+
+
+def test_presets_amp_and_batch():
+    syn = resolve_config(TrainConfig())
+    assert syn.amp is None and syn.batch_size == 8  # auto mixed precision; small steps for the CPU recipe
+    voc = resolve_config(TrainConfig(dataset="voc", data_root="/data"))
+    assert voc.amp is False and voc.batch_size == 32  # GluonCV: float32, batch 32
+    assert resolve_config(TrainConfig(dataset="voc", data_root="/data", amp=True, batch_size=4)).batch_size == 4
+
+
+def test_amp_dtype_choice(monkeypatch):
+    from ssdkit.engine import trainer
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert trainer.amp_dtype_for(cpu, False) is None and trainer.amp_dtype_for(cuda, False) is None
+    assert trainer.amp_dtype_for(cpu, True) == torch.bfloat16
+    assert trainer.amp_dtype_for(cuda, None) == torch.float16 and trainer.amp_dtype_for(cuda, True) == torch.float16
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: False)
+    assert trainer.amp_dtype_for(cpu, None) is None  # emulated bf16 is slow: auto leaves it off
+    monkeypatch.setattr(trainer, "cpu_has_native_bf16", lambda: True)
+    assert trainer.amp_dtype_for(cpu, None) == torch.bfloat16
+
+
+def test_cpu_threads_leave_cores_to_workers(monkeypatch):
+    from ssdkit.engine import builders
+
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr(builders.os, "cpu_count", lambda: 2)
+        assert builders.share_cpu_cores(torch.device("cpu"), 1) == 1
+        assert builders.share_cpu_cores(torch.device("cpu"), 4) == 1
+        monkeypatch.setattr(builders.os, "cpu_count", lambda: 8)
+        assert builders.share_cpu_cores(torch.device("cpu"), 2) == 6
+        torch.set_num_threads(3)
+        monkeypatch.setenv("OMP_NUM_THREADS", "3")
+        assert builders.share_cpu_cores(torch.device("cpu"), 1) == 3  # the user's setting wins
+    finally:
+        torch.set_num_threads(before)

@@ -53,7 +53,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("recipe (defaults: GluonCV's train_ssd.py; a CPU recipe for the synthetic set)")
     g.add_argument("--epochs", type=int, help="training epochs (voc/coco: 240; synthetic: 10)")
-    g.add_argument("--batch-size", type=int, default=32, help="images per step (default 32)")
+    g.add_argument("--batch-size", type=int, help="images per step (voc/coco: 32; synthetic: 16)")
     g.add_argument("--optimizer", choices=("sgd", "adamw"), help="sgd (GluonCV's, default) or adamw")
     g.add_argument("--lr", type=float, help="SGD learning rate (voc/coco: 0.001; synthetic: 0.05)")
     g.add_argument("--momentum", type=float, default=0.9)
@@ -76,7 +76,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("running")
     g.add_argument("--device", default="auto", help="auto (CUDA if available), cpu, cuda, cuda:1 ...")
-    g.add_argument("--amp", action="store_true", help="mixed precision (float16 on CUDA, bfloat16 on CPU)")
+    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision: float16 on CUDA, bfloat16 on CPU (default: on for the synthetic set when "
+                        "the device runs it natively, off for voc/coco as GluonCV)")
     g.add_argument("--num-workers", type=int, help="DataLoader worker processes")
     g.add_argument("--seed", type=int, default=233, help="random seed (default 233, as GluonCV)")
     g.add_argument("--output", help="run folder (default runs/<model>-<dataset>-<time>)")

@@ -41,7 +41,7 @@ class TrainConfig:
     synthetic_val_size: int = 500
     # the recipe (None: from the data set's preset)
     epochs: int | None = None
-    batch_size: int = 32
+    batch_size: int | None = None
     optimizer: str | None = None
     lr: float | None = None
     momentum: float = 0.9
@@ -56,7 +56,7 @@ class TrainConfig:
     decoder: str = "per_class"
     # running
     device: str = "auto"
-    amp: bool = False
+    amp: bool | None = None  # None: auto (bfloat16 on CPUs with native bf16, float16 on CUDA)
     num_workers: int | None = None
     seed: int = 233
     output: str | None = None
@@ -79,20 +79,19 @@ class TrainConfig:
 
 # per data set: values for the fields left None
 _PRESETS: dict[str, dict[str, Any]] = {
-    # A CPU recipe for the built-in data set: a small model trained from scratch needs a larger lr, a short warmup
-    # and a schedule counted in minutes, not GluonCV's 240 epochs.
-    "synthetic": dict(model="ssd_tiny_synthetic", optimizer="sgd", epochs=10, lr=0.05, lr_decay_epochs=[7, 9],
-                      warmup_epochs=1.0,
-                      num_workers=1, val_interval=2, augment="light"),
+    # A CPU recipe for the built-in data set: a small model trained from scratch needs a larger lr, a short warmup,
+    # many small steps and a schedule counted in minutes, not GluonCV's 240 epochs.
+    "synthetic": dict(model="ssd_tiny_synthetic", optimizer="sgd", batch_size=8, epochs=11, lr=0.04,
+                      lr_decay_epochs=[8, 10], warmup_epochs=1.0, num_workers=1, val_interval=2, augment="light"),
     # GluonCV's train_ssd.py
-    "voc": dict(optimizer="sgd", model="ssd_300_vgg16_atrous_voc", epochs=GLUONCV_EPOCHS, lr=1e-3, warmup_epochs=0.0,
-                num_workers=4, val_interval=1, train_splits="2007_trainval,2012_trainval", val_splits="2007_test",
-                augment="gluoncv"),
-    "voc-folder": dict(optimizer="sgd", model="ssd_300_vgg16_atrous_custom", epochs=GLUONCV_EPOCHS, lr=1e-3,
-                       warmup_epochs=0.0,
-                       num_workers=4, val_interval=1, train_splits="train", val_splits="val", augment="gluoncv"),
-    "coco": dict(optimizer="sgd", model="ssd_300_vgg16_atrous_coco", epochs=GLUONCV_EPOCHS, lr=1e-3, warmup_epochs=0.0,
-                 num_workers=4, val_interval=10, train_splits="instances_train2017",
+    "voc": dict(optimizer="sgd", batch_size=32, amp=False, model="ssd_300_vgg16_atrous_voc", epochs=GLUONCV_EPOCHS, lr=1e-3,
+                warmup_epochs=0.0, num_workers=4, val_interval=1, train_splits="2007_trainval,2012_trainval",
+                val_splits="2007_test", augment="gluoncv"),
+    "voc-folder": dict(optimizer="sgd", batch_size=32, amp=False, model="ssd_300_vgg16_atrous_custom", epochs=GLUONCV_EPOCHS,
+                       lr=1e-3, warmup_epochs=0.0, num_workers=4, val_interval=1, train_splits="train",
+                       val_splits="val", augment="gluoncv"),
+    "coco": dict(optimizer="sgd", batch_size=32, amp=False, model="ssd_300_vgg16_atrous_coco", epochs=GLUONCV_EPOCHS, lr=1e-3,
+                 warmup_epochs=0.0, num_workers=4, val_interval=10, train_splits="instances_train2017",
                  val_splits="instances_val2017", augment="gluoncv"),
 }
 

@@ -14,7 +14,7 @@ import torch
 from ..boxes import clip_boxes_xyxy
 from ..loss import SSDMultiBoxLoss
 from .builders import (build_datasets, build_loader, build_metric, build_model, build_optimizer, model_anchors,
-                       seed_everything, select_device)
+                       seed_everything, select_device, share_cpu_cores)
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ConfigError, TrainConfig, resolve_config
 from .logger import RunLogger
@@ -67,6 +67,8 @@ def train_one_epoch(net, loader, loss_fn: SSDMultiBoxLoss, optimizer, scheduler,
         if bad_samples is not None:
             bad_samples.record_batch(batch)
         images = batch["images"].to(device, non_blocking=True)
+        if amp_dtype is not None:
+            images = images.contiguous(memory_format=torch.channels_last)
         cls_targets = batch["cls_targets"].to(device, non_blocking=True)
         box_targets = batch["box_targets"].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
@@ -144,12 +146,24 @@ def _metric_extras(metric, batch) -> dict[str, Any]:
     return {}
 
 
-def _amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
-    if not enabled:
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU runs bfloat16 convolutions natively (AVX512-BF16 / AMX); elsewhere bf16 is emulated, slow."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def amp_dtype_for(device: torch.device, amp: bool | None) -> torch.dtype | None:
+    """Autocast dtype: ``amp`` True forces it on, False off, None (auto) turns it on where it is native and fast:
+    float16 on CUDA, bfloat16 on CPUs with native bf16."""
+    if amp is False:
         return None
     if device.type == "cuda":
         return torch.float16
-    return torch.bfloat16  # CPU autocast
+    if amp or (device.type == "cpu" and cpu_has_native_bf16()):
+        return torch.bfloat16
+    return None
 
 
 def _default_output(cfg: TrainConfig) -> str:
@@ -179,6 +193,7 @@ def fit(cfg: TrainConfig, say: Callable[[str], None] = print) -> FitResult:
     if not cfg.output:
         cfg.output = _default_output(cfg)
     device = select_device(cfg.device)
+    share_cpu_cores(device, cfg.num_workers)
     seed_everything(cfg.seed)
 
     from ..data.errors import BadSampleLog
@@ -199,7 +214,10 @@ def fit(cfg: TrainConfig, say: Callable[[str], None] = print) -> FitResult:
     train_loader = build_loader(train_set, cfg, train=True, anchors=anchors, generator=loader_gen)
     val_loader = build_loader(val_set, cfg, train=False)
     scheduler = make_scheduler(optimizer, len(train_loader), cfg.lr_decay_epochs, cfg.lr_decay, cfg.warmup_epochs)
-    amp_dtype = _amp_dtype(device, cfg.amp)
+    amp_dtype = amp_dtype_for(device, cfg.amp)
+    if amp_dtype is not None and device.type in ("cpu", "cuda"):
+        # NHWC: oneDNN's bf16 (AMX) and CUDA's tensor-core convs are fastest in it (about 3x on this CPU)
+        net.to(memory_format=torch.channels_last)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     metric = build_metric(cfg, classes, val_set, data_shape)
     key = metric_key(cfg.dataset)
