@@ -106,11 +106,11 @@ def cached_anchor_grid(anchors_cxcywh: Tensor, anchors_xyxy: Tensor) -> AnchorGr
     """:func:`factor_anchor_grid`, remembered for the last few anchor sets (looked up by exact equality)."""
     for cxcywh, xyxy, grid in _CACHE:
         if (cxcywh.shape == anchors_cxcywh.shape and cxcywh.device == anchors_cxcywh.device
-                and cxcywh.dtype == anchors_cxcywh.dtype and torch.equal(cxcywh, anchors_cxcywh)
-                and xyxy.dtype == anchors_xyxy.dtype):
+                and cxcywh.dtype == anchors_cxcywh.dtype and xyxy.dtype == anchors_xyxy.dtype
+                and torch.equal(cxcywh, anchors_cxcywh) and torch.equal(xyxy, anchors_xyxy)):
             return grid
     grid = factor_anchor_grid(anchors_cxcywh, anchors_xyxy)
-    _CACHE.insert(0, (anchors_cxcywh.clone(), anchors_xyxy, grid))
+    _CACHE.insert(0, (anchors_cxcywh.clone(), anchors_xyxy.clone(), grid))
     del _CACHE[_CACHE_SIZE:]
     return grid
 
