@@ -98,3 +98,13 @@ def test_bad_split_is_one_line(tmp_path):
                "2007_trainvall", timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "trainvall" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_amp_flag_is_three_way():
+    from ssdkit.cli import build_parser, config_from_args
+
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["train"])).amp is None  # auto: the preset / device decides
+    assert config_from_args(parser.parse_args(["train", "--amp"])).amp is True
+    assert config_from_args(parser.parse_args(["train", "--no-amp"])).amp is False
+    assert config_from_args(parser.parse_args(["train"])).batch_size is None  # from the data set's preset
