@@ -158,7 +158,7 @@ def _top_per_row(score: Tensor, count: Tensor) -> Tensor:
     """``Tensor[B, A]`` bool: the ``count[b]`` highest scores of each row, equal scores taken in index order.
 
     The same set as the first ``count`` places of a stable descending sort, found with one ``topk`` of the largest
-    count (a few hundred of thousands of anchors) instead of sorting every row.
+    count (a few hundred out of thousands of anchors) instead of sorting every row.
     """
     b, a = score.shape
     k = min(int(count.max()), a) if b else 0

@@ -84,14 +84,14 @@ _PRESETS: dict[str, dict[str, Any]] = {
     "synthetic": dict(model="ssd_tiny_synthetic", optimizer="sgd", batch_size=8, epochs=11, lr=0.04,
                       lr_decay_epochs=[8, 10], warmup_epochs=1.0, num_workers=1, val_interval=2, augment="light"),
     # GluonCV's train_ssd.py
-    "voc": dict(optimizer="sgd", batch_size=32, amp=False, model="ssd_300_vgg16_atrous_voc", epochs=GLUONCV_EPOCHS, lr=1e-3,
-                warmup_epochs=0.0, num_workers=4, val_interval=1, train_splits="2007_trainval,2012_trainval",
+    "voc": dict(optimizer="sgd", batch_size=32, amp=False, model="ssd_300_vgg16_atrous_voc", epochs=GLUONCV_EPOCHS,
+                lr=1e-3, warmup_epochs=0.0, num_workers=4, val_interval=1, train_splits="2007_trainval,2012_trainval",
                 val_splits="2007_test", augment="gluoncv"),
-    "voc-folder": dict(optimizer="sgd", batch_size=32, amp=False, model="ssd_300_vgg16_atrous_custom", epochs=GLUONCV_EPOCHS,
-                       lr=1e-3, warmup_epochs=0.0, num_workers=4, val_interval=1, train_splits="train",
-                       val_splits="val", augment="gluoncv"),
-    "coco": dict(optimizer="sgd", batch_size=32, amp=False, model="ssd_300_vgg16_atrous_coco", epochs=GLUONCV_EPOCHS, lr=1e-3,
-                 warmup_epochs=0.0, num_workers=4, val_interval=10, train_splits="instances_train2017",
+    "voc-folder": dict(optimizer="sgd", batch_size=32, amp=False, model="ssd_300_vgg16_atrous_custom",
+                       epochs=GLUONCV_EPOCHS, lr=1e-3, warmup_epochs=0.0, num_workers=4, val_interval=1,
+                       train_splits="train", val_splits="val", augment="gluoncv"),
+    "coco": dict(optimizer="sgd", batch_size=32, amp=False, model="ssd_300_vgg16_atrous_coco", epochs=GLUONCV_EPOCHS,
+                 lr=1e-3, warmup_epochs=0.0, num_workers=4, val_interval=10, train_splits="instances_train2017",
                  val_splits="instances_val2017", augment="gluoncv"),
 }
 

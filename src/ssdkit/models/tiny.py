@@ -17,10 +17,11 @@ Extras (the added layers, GluonCV style: 1x1 conv + BN + ReLU, 3x3/2 conv + BN +
 
 Anchors (``TINY_ANCHORS``): six layers with steps 4..128 and sizes 10, 20, 36, 60, 92, 120 (second squares
 14.1, 26.8, 46.5, 74.3, 105.1, 123.9), two squares per position and no elongated ones (the shapes' boxes are
-nearly square): 2730 anchors at 128 x 128. Every anchor is about 2-2.5 steps wide, so any object of 8 to 110
-pixels overlaps some anchor with IoU >= 0.5 (98-100 % of them, 2-4 anchors each); GluonCV's SSD300 spaces its
-anchors alike (30 px at step 8, 60 at 16, ...). An earlier preset with one-step-wide anchors left half of the
-objects without any anchor at IoU 0.5 and learned several times slower.
+nearly square): 2730 anchors at 128 x 128. Every anchor is about 2-2.5 steps wide, so almost every object of 8 to
+100 pixels overlaps some anchor with IoU >= 0.5 (98-100 % per size band of simulated boxes, 2-4 such anchors each);
+GluonCV's SSD300 spaces its anchors alike (30 px at step 8, 60 at 16, ...). The earlier preset, with one-step-wide
+anchors, left 16-61 % of those boxes (by size band) without any anchor at IoU 0.5; after 600 training steps it reached VOC07
+mAP 0.08 where these anchors on the same (then depthwise-separable) network reached 0.23.
 """
 from __future__ import annotations
 
