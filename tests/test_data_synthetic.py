@@ -112,3 +112,21 @@ def test_non_square_size_and_pipeline_with_loader():
     assert raw[0].shape == (3, 96, 160) and raw[1]["boxes"].canvas_size == (96, 160)
     batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=detection_collate)))
     assert batch["images"].shape == (4, 3, 64, 64) and batch["gt_boxes"].shape[0] == 4
+
+
+def test_fresh_per_epoch_new_images_each_epoch_and_same_again_for_that_epoch():
+    fixed = SyntheticShapes(3, seed=5)
+    fresh = SyntheticShapes(3, seed=5, fresh_per_epoch=True)
+    assert torch.equal(fresh[1][0], fixed[1][0])  # epoch 0 is the fixed set
+    fresh.set_epoch(2)
+    epoch2 = [fresh[i][0] for i in range(3)]
+    assert not any(torch.equal(epoch2[i], fixed[i][0]) for i in range(3))
+    assert "epoch=2" in fresh[0][1]["path"]
+    fresh.set_epoch(3)
+    assert not torch.equal(fresh[0][0], epoch2[0])
+    fresh.set_epoch(2)  # a resumed run replays the epoch's images
+    assert all(torch.equal(fresh[i][0], epoch2[i]) for i in range(3))
+    fixed.set_epoch(2)  # without fresh_per_epoch the epoch changes nothing
+    assert torch.equal(fixed[1][0], SyntheticShapes(3, seed=5)[1][0])
+    with pytest.raises(ValueError, match="epoch"):
+        fresh.set_epoch(-1)

@@ -3,13 +3,17 @@
 Shape legend: H x W image, G objects of one image.
 
 Each image is generated on the fly from ``(seed, index)`` (numpy ``default_rng([seed, index])``):
-nothing touches the disk, and the same pair always gives the same tensors. An image holds 1 to 10
-filled shapes; the *shape* defines the class (circle, square, triangle, star, cross, ring), never
-the colour. Sizes are log-uniform between ``min_size`` and ``max_size`` pixels (about 8 to 100 at
-128 x 128), each shape is mildly stretched (aspect 0.78-1.28) and, except circles and rings,
-rotated. Colours are random but kept apart from the local background. Backgrounds are textured:
-flat, linear or radial gradients, or soft stripes, plus random thin clutter lines, plus uniform
-pixel noise of standard deviation ``noise_std``.
+nothing touches the disk, and the same pair always gives the same tensors. With
+``fresh_per_epoch=True`` the set is an endless stream cut into epochs of ``num_images``: after
+``set_epoch(e)``, item ``index`` comes from ``(seed, index, e)`` for ``e >= 1`` (epoch 0 is the
+fixed set), so a training run sees new images every epoch and a resumed run the same ones again.
+
+An image holds 1 to 10 filled shapes; the *shape* defines the class (circle, square, triangle, star,
+cross, ring), never the colour. Sizes are log-uniform between ``min_size`` and ``max_size`` pixels
+(about 8 to 100 at 128 x 128), each shape is mildly stretched (aspect 0.78-1.28) and, except circles
+and rings, rotated. Colours are random but kept apart from the local background. Backgrounds are
+textured: flat, linear or radial gradients, or soft stripes, plus random thin clutter lines, plus
+uniform pixel noise of standard deviation ``noise_std``.
 
 Occlusion: shapes are drawn largest first, later ones on top. A new shape is placed only where it
 hides at most ``max_occlusion`` (60 %) of every earlier shape; after a few failed placements it is
@@ -109,7 +113,8 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
     def __init__(self, num_images: int = 1000, seed: int = 0, image_size: int | Sequence[int] = 128,
                  classes: Sequence[str] = SHAPE_CLASSES, min_objects: int = 1, max_objects: int = 10,
                  min_size: float = 8.0, max_size: float = 100.0, max_occlusion: float = 0.6,
-                 noise_std: float = 6.0, clutter_lines: int = 5, transform: Callable | None = None):
+                 noise_std: float = 6.0, clutter_lines: int = 5, transform: Callable | None = None,
+                 fresh_per_epoch: bool = False):
         if int(num_images) < 0:
             raise ValueError(f"num_images must be >= 0, got {num_images}")
         if int(seed) < 0:
@@ -137,6 +142,8 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
         self.noise_std = float(noise_std)
         self.clutter_lines = int(clutter_lines)
         self.transform = transform
+        self.fresh_per_epoch = bool(fresh_per_epoch)
+        self.epoch = 0
         h, w = size
         self._yy, self._xx = np.meshgrid(np.arange(h, dtype=np.float32) + 0.5,
                                          np.arange(w, dtype=np.float32) + 0.5, indexing="ij")
@@ -154,6 +161,21 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.num_images
 
+    def set_epoch(self, epoch: int) -> None:
+        """Choose the images of training epoch ``epoch`` (without ``fresh_per_epoch`` the images stay the same).
+
+        DataLoader workers copy the data set when they start, so call this before iterating the loader
+        (with ``persistent_workers=True`` the workers would keep the epoch they started with).
+        """
+        if int(epoch) < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self.epoch = int(epoch)
+
+    def _key(self, index: int) -> list[int]:
+        if self.fresh_per_epoch and self.epoch > 0:
+            return [self.seed, int(index), self.epoch]
+        return [self.seed, int(index)]
+
     def __getitem__(self, index: int):
         if not -self.num_images <= index < self.num_images:
             raise IndexError(f"index {index} out of range for {self.num_images} images")
@@ -161,8 +183,9 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
         image_hwc, boxes, labels = self.render(index)
         h, w = self.image_size
         image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image_hwc.transpose(2, 0, 1))))
+        epoch = f", epoch={self.epoch}" if len(self._key(index)) == 3 else ""
         target = make_target(boxes, labels, np.zeros(len(labels), np.uint8), h, w, image_id=index,
-                             path=f"synthetic(seed={self.seed})[{index}]", orig_size=(h, w))
+                             path=f"synthetic(seed={self.seed}{epoch})[{index}]", orig_size=(h, w))
         if self.transform is not None:
             return self.transform(image, target)
         return image, target
@@ -174,7 +197,7 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
         ``with_masks=True`` appends ``masks bool [G, H, W]``: each shape's full extent inside the
         image, in drawing order (later shapes on top), e.g. to check occlusion or for segmentation.
         """
-        rng = np.random.default_rng([self.seed, int(index)])
+        rng = np.random.default_rng(self._key(index))
         img = self._background(rng)
         h, w = self.image_size
         owner = np.full((h, w), -1, dtype=np.int16)
@@ -303,5 +326,6 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
         return np.where(background > 127, 20.0, 235.0).astype(np.float32)
 
     def __repr__(self) -> str:
+        fresh = ", new images every epoch" if self.fresh_per_epoch else ""
         return (f"SyntheticShapes({self.num_images} images, seed={self.seed}, size={self.image_size}, "
-                f"classes={self._classes})")
+                f"classes={self._classes}{fresh})")
