@@ -21,7 +21,11 @@ def test_decay_scales_with_epochs():
     assert resolve_config(TrainConfig(dataset="voc", data_root="x", epochs=120)).lr_decay_epochs == [80, 100]
     syn = resolve_config(TrainConfig())
     halved = resolve_config(TrainConfig(epochs=syn.epochs // 2))
-    assert halved.lr_decay_epochs == sorted({max(1, round(e / 2)) for e in syn.lr_decay_epochs})
+    last = syn.epochs // 2 - 1
+    assert halved.lr_decay_epochs == sorted({min(last, max(1, round(e / 2))) for e in syn.lr_decay_epochs})
+    # scaled points stay inside the run: a decay at the last epoch boundary would never apply
+    assert resolve_config(TrainConfig(epochs=6, lr_decay_epochs=None)).lr_decay_epochs[-1] <= 5
+    assert scaled_decay_epochs(3) == [2] and scaled_decay_epochs(1) == [1]
     assert resolve_config(TrainConfig(epochs=10, lr_decay_epochs=[3])).lr_decay_epochs == [3]
 
 

@@ -72,3 +72,23 @@ def test_amp_on_cpu_trains_with_bfloat16(tmp_path):
     res = fit(_tiny_cfg(tmp_path, "amp", epochs=1, amp=True), say=lambda m: None)
     assert res.epochs_run == 1 and 0.0 <= res.best_map <= 1.0
     assert all(float(r["train_loss"]) > 0 for r in res.history)
+
+
+@pytest.mark.parametrize("fresh", [True, False])
+def test_synthetic_training_images_change_each_epoch_unless_disabled(tmp_path, monkeypatch, fresh):
+    seen = []
+    render = SyntheticShapes.render
+
+    def spy(self, index, *args, **kwargs):
+        if self.fresh_per_epoch or self.num_images == 32:  # the train split
+            seen.append((self.epoch, tuple(self._key(index))))
+        return render(self, index, *args, **kwargs)
+
+    monkeypatch.setattr(SyntheticShapes, "render", spy)
+    fit(_tiny_cfg(tmp_path, f"fresh{fresh}", synthetic_fresh=fresh), say=lambda m: None)
+    keys = {epoch: {key for e, key in seen if e == epoch} for epoch in (0, 1)}
+    assert len(keys[0]) == len(keys[1]) == 32
+    if fresh:
+        assert keys[0].isdisjoint(keys[1]) and all(len(k) == 3 and k[2] == 1 for k in keys[1])
+    else:  # the same 32 images in both epochs
+        assert keys[0] == keys[1]

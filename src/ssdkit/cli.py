@@ -32,7 +32,12 @@ def _int_list(text: str) -> list[int]:
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
     """The options of ``ssdkit train`` (shared with ``ssdkit ablate``). Unset options take the data set's preset."""
-    from .engine.config import DATASETS, DECODERS, INITS, LOSS_NORMS
+    from .engine.config import DATASETS, DECODERS, GLUONCV_DECAY_EPOCHS, INITS, LOSS_NORMS, preset
+
+    voc, syn = preset("voc"), preset("synthetic")
+
+    def both(key: str) -> str:
+        return f"voc/coco: {voc[key]:g}; synthetic: {syn[key]:g}"
 
     g = p.add_argument_group("what to train")
     g.add_argument("--model", help="zoo model name (see `ssdkit models`); default: ssd_tiny_synthetic for the "
@@ -48,23 +53,29 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-shape", type=int, help="input size in pixels (default: the model's)")
     g.add_argument("--pretrained-base", help="local ImageNet weights file for the backbone (never downloaded)")
     g.add_argument("--pretrained", help="local ssdkit checkpoint to start from")
-    g.add_argument("--synthetic-train-size", type=int, default=4000, help="images in the synthetic train split")
-    g.add_argument("--synthetic-val-size", type=int, default=500, help="images in the synthetic val split")
+    g.add_argument("--synthetic-train-size", type=int, default=4000,
+                   help="synthetic training images per epoch (default 4000)")
+    g.add_argument("--synthetic-val-size", type=int, default=500,
+                   help="images in the synthetic val split (default 500)")
+    g.add_argument("--synthetic-fresh", action=argparse.BooleanOptionalAction, default=True,
+                   help="new synthetic training images every epoch (default); --no-synthetic-fresh repeats the "
+                        "same --synthetic-train-size images each epoch")
 
     g = p.add_argument_group("recipe (defaults: GluonCV's train_ssd.py; a CPU recipe for the synthetic set)")
-    g.add_argument("--epochs", type=int, help="training epochs (voc/coco: 240; synthetic: 10)")
-    g.add_argument("--batch-size", type=int, help="images per step (voc/coco: 32; synthetic: 16)")
+    g.add_argument("--epochs", type=int, help=f"training epochs ({both('epochs')})")
+    g.add_argument("--batch-size", type=int, help=f"images per step ({both('batch_size')})")
     g.add_argument("--optimizer", choices=("sgd", "adamw"), help="sgd (GluonCV's, default) or adamw")
-    g.add_argument("--lr", type=float, help="SGD learning rate (voc/coco: 0.001; synthetic: 0.05)")
+    g.add_argument("--lr", type=float, help=f"learning rate ({both('lr')})")
     g.add_argument("--momentum", type=float, default=0.9)
     g.add_argument("--wd", type=float, default=5e-4, help="weight decay on every parameter (default 5e-4)")
     g.add_argument("--lr-decay", type=float, default=0.1, help="LR factor at each decay epoch")
     g.add_argument("--lr-decay-epochs", type=_int_list,
-                   help="e.g. 160,200 (the default, scaled when --epochs changes)")
-    g.add_argument("--warmup-epochs", type=float, help="linear LR warmup (voc/coco: 0, synthetic: 1)")
+                   help=f"epochs at which the LR decays (voc/coco: {','.join(map(str, GLUONCV_DECAY_EPOCHS))}; "
+                        f"synthetic: {','.join(map(str, syn['lr_decay_epochs']))}; scaled when --epochs changes)")
+    g.add_argument("--warmup-epochs", type=float, help=f"linear LR warmup ({both('warmup_epochs')})")
     g.add_argument("--augment", choices=("gluoncv", "light", "none"),
-                   help="gluoncv: GluonCV's SSD train preset (voc/coco default); light: flip + colour (synthetic "
-                        "default); none: resize only")
+                   help="gluoncv: GluonCV's SSD train preset (voc/coco default); light: flip + colour; none: "
+                        "resize only (synthetic default)")
 
     g = p.add_argument_group("the seed tutorial's three tips")
     g.add_argument("--loss-norm", choices=LOSS_NORMS, default="batch",
@@ -79,11 +90,13 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision: float16 on CUDA, bfloat16 on CPU (default: on for the synthetic set when "
                         "the device runs it natively, off for voc/coco as GluonCV)")
-    g.add_argument("--num-workers", type=int, help="DataLoader worker processes")
+    g.add_argument("--num-workers", type=int, help=f"DataLoader worker processes ({both('num_workers')})")
     g.add_argument("--seed", type=int, default=233, help="random seed (default 233, as GluonCV)")
     g.add_argument("--output", help="run folder (default runs/<model>-<dataset>-<time>)")
     g.add_argument("--resume", help="checkpoint (last.pt) of a run to continue exactly where it stopped")
-    g.add_argument("--val-interval", type=int, help="evaluate every N epochs")
+    g.add_argument("--val-interval", type=int, help=f"evaluate every N epochs (voc: {voc['val_interval']}, "
+                                                    f"coco: {preset('coco')['val_interval']}, "
+                                                    f"synthetic: {syn['val_interval']})")
     g.add_argument("--save-interval", type=int, default=10, help="keep epoch_XXXX.pt every N epochs")
     g.add_argument("--log-interval", type=int, default=20, help="log the loss every N steps")
     g.add_argument("--on-bad-sample", choices=("skip", "error"), default="skip",

@@ -72,8 +72,8 @@ def build_model(cfg: TrainConfig, classes: tuple[str, ...] | None):
 
 
 def train_transform(augment: str, data_shape: int):
-    """``gluoncv``: GluonCV's full SSD train preset; ``light``: colour distortion + flip + resize (the CPU recipe of
-    the synthetic set, whose images are already varied in scale and position); ``none``: resize only."""
+    """``gluoncv``: GluonCV's full SSD train preset; ``light``: colour distortion + flip + resize; ``none``: resize
+    only (the synthetic set's default: it brings new images every epoch, varied in scale and position)."""
     from torchvision.transforms import v2
 
     from ..data import transforms as T
@@ -104,7 +104,8 @@ def build_datasets(cfg: TrainConfig, data_shape: int, train: bool = True, val: b
             if cfg.classes:
                 kw["classes"] = tuple(cfg.classes)
             if train:
-                train_set = SyntheticShapes(cfg.synthetic_train_size, seed=cfg.seed, transform=train_tf, **kw)
+                train_set = SyntheticShapes(cfg.synthetic_train_size, seed=cfg.seed, transform=train_tf,
+                                            fresh_per_epoch=cfg.synthetic_fresh, **kw)
             if val:
                 val_set = SyntheticShapes(cfg.synthetic_val_size, seed=cfg.seed + 1_000_003, transform=val_tf, **kw)
         else:

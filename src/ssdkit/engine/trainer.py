@@ -263,6 +263,8 @@ def fit(cfg: TrainConfig, say: Callable[[str], None] = print) -> FitResult:
             # every epoch's shuffle and augmentation depend only on (seed, epoch): a resumed run replays them
             loader_gen.manual_seed(cfg.seed * 1000 + epoch)
             torch.manual_seed(cfg.seed * 1000 + epoch)
+            if hasattr(train_set, "set_epoch"):  # the synthetic set's new images (workers start after this)
+                train_set.set_epoch(epoch)
             stats = train_one_epoch(
                 net, train_loader, loss_fn, optimizer, scheduler, device, epoch, scaler, amp_dtype,
                 cfg.log_interval, lambda s, v, e=epoch: logger.log_train(e * iters + s, e + s / iters, v),
