@@ -171,10 +171,12 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self.epoch = int(epoch)
 
+    def _in_fresh_epoch(self) -> bool:
+        return self.fresh_per_epoch and self.epoch > 0
+
     def _key(self, index: int) -> list[int]:
-        if self.fresh_per_epoch and self.epoch > 0:
-            return [self.seed, int(index), self.epoch]
-        return [self.seed, int(index)]
+        """The numpy seed sequence of item ``index`` in the current epoch."""
+        return [self.seed, int(index), self.epoch] if self._in_fresh_epoch() else [self.seed, int(index)]
 
     def __getitem__(self, index: int):
         if not -self.num_images <= index < self.num_images:
@@ -183,7 +185,7 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
         image_hwc, boxes, labels = self.render(index)
         h, w = self.image_size
         image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image_hwc.transpose(2, 0, 1))))
-        epoch = f", epoch={self.epoch}" if len(self._key(index)) == 3 else ""
+        epoch = f", epoch={self.epoch}" if self._in_fresh_epoch() else ""
         target = make_target(boxes, labels, np.zeros(len(labels), np.uint8), h, w, image_id=index,
                              path=f"synthetic(seed={self.seed}{epoch})[{index}]", orig_size=(h, w))
         if self.transform is not None:
