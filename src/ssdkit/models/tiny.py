@@ -43,8 +43,8 @@ TINY_ANCHORS = AnchorSpec(sizes=(10, 20, 36, 60, 92, 120, 128), ratios=((1,),) *
                           steps=(4, 8, 16, 32, 64, 128))
 
 
-def _cbr(in_ch: int, out_ch: int, kernel: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, groups=groups, bias=False),
+def _cbr(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> list[nn.Module]:
+    return [nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, bias=False),
             nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
 
 
