@@ -90,6 +90,32 @@ def test_optimizer_choice():
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.9 and sgd.defaults["weight_decay"] == 5e-4
     adamw = build_optimizer(net, resolve_config(TrainConfig(optimizer="adamw", lr=2e-3)))
     assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["lr"] == 2e-3
+    assert sgd.defaults["fused"] and adamw.defaults["fused"]  # one kernel for all parameters on CPU/CUDA
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_fused_optimizer_steps_like_the_plain_one(optimizer):
+    import copy
+
+    import ssdkit
+    from ssdkit.engine.builders import build_optimizer
+
+    torch.manual_seed(0)
+    net = ssdkit.get_model("ssd_tiny_synthetic")
+    plain_net = copy.deepcopy(net)
+    cfg = resolve_config(TrainConfig(optimizer=optimizer, lr=0.05))
+    fused = build_optimizer(net, cfg)
+    params = list(plain_net.parameters())
+    plain = (torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4, foreach=False) if optimizer == "sgd"
+             else torch.optim.AdamW(params, lr=0.05, weight_decay=5e-4, foreach=False))
+    for _ in range(3):
+        for a, b in zip(net.parameters(), plain_net.parameters()):
+            a.grad = torch.randn_like(a)
+            b.grad = a.grad.clone()
+        fused.step()
+        plain.step()
+    for a, b in zip(net.parameters(), plain_net.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_presets_amp_and_batch():
