@@ -117,10 +117,12 @@ def test_synthetic_fresh_flag_and_help_shows_the_presets(capsys):
     parser = build_parser()
     assert config_from_args(parser.parse_args(["train"])).synthetic_fresh is True
     assert config_from_args(parser.parse_args(["train", "--no-synthetic-fresh"])).synthetic_fresh is False
+    assert config_from_args(parser.parse_args(["train", "--match-iou", "0.5"])).match_iou == 0.5
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     syn = preset("synthetic")
-    for flag, key in (("--epochs", "epochs"), ("--batch-size", "batch_size"), ("--lr", "lr")):
+    for flag, key in (("--epochs", "epochs"), ("--batch-size", "batch_size"), ("--lr", "lr"),
+                      ("--match-iou", "match_iou")):
         assert f"synthetic: {syn[key]:g}" in text, flag  # help texts follow the presets, never stale numbers
     assert f"synthetic: {','.join(map(str, syn['lr_decay_epochs']))}" in text

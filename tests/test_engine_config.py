@@ -38,6 +38,8 @@ def test_decay_scales_with_epochs():
     (dict(lr=-1.0), "--lr"),
     (dict(dataset="voc"), "--data-root"),
     (dict(optimizer="adam"), "--optimizer"),
+    (dict(match_iou=0.0), "--match-iou"),
+    (dict(match_iou=1.5), "--match-iou"),
 ])
 def test_config_errors(changes, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -155,3 +157,25 @@ def test_cpu_threads_leave_cores_to_workers(monkeypatch):
         assert builders.share_cpu_cores(torch.device("cpu"), 1) == 3  # the user's setting wins
     finally:
         torch.set_num_threads(before)
+
+
+def test_match_iou_presets_and_the_training_loader_uses_it():
+    from ssdkit.data.synthetic import SyntheticShapes
+    from ssdkit.data.transforms import SSDValTransform
+    from ssdkit.engine.builders import build_loader, model_anchors
+    from ssdkit.models import get_model
+
+    assert resolve_config(TrainConfig(dataset="voc", data_root="/d")).match_iou == 0.5  # GluonCV's threshold
+    assert resolve_config(TrainConfig(dataset="coco", data_root="/d")).match_iou == 0.5
+    assert resolve_config(TrainConfig()).match_iou == 0.4
+    assert resolve_config(TrainConfig(match_iou=0.6)).match_iou == 0.6
+    data = SyntheticShapes(8, seed=5, transform=SSDValTransform(128))
+    anchors = model_anchors(get_model("ssd_tiny_synthetic"), 128, torch.device("cpu"))
+    positives = []
+    for thresh in (0.3, 0.5, 0.7):
+        cfg = resolve_config(TrainConfig(match_iou=thresh, batch_size=8, num_workers=0))
+        batch = next(iter(build_loader(data, cfg, train=True, anchors=anchors)))
+        positives.append(int((batch["cls_targets"] > 0).sum()))
+    n_gt = sum(len(data[i][1]["boxes"]) for i in range(8))
+    # every ground truth keeps its best anchor, and a lower threshold adds positives
+    assert positives[0] > positives[1] > positives[2] >= n_gt

@@ -76,6 +76,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--augment", choices=("gluoncv", "light", "none"),
                    help="gluoncv: GluonCV's SSD train preset (voc/coco default); light: flip + colour; none: "
                         "resize only (synthetic default)")
+    g.add_argument("--match-iou", type=float,
+                   help=f"an anchor whose IoU with a ground truth is at least this is a positive, besides each "
+                        f"ground truth's best anchor ({both('match_iou')})")
 
     g = p.add_argument_group("the seed tutorial's three tips")
     g.add_argument("--loss-norm", choices=LOSS_NORMS, default="batch",

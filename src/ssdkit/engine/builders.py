@@ -173,7 +173,13 @@ def build_loader(dataset, cfg: TrainConfig, train: bool, anchors: torch.Tensor |
     """Training loaders compute SSD targets in their workers (``TargetCollate``); evaluation loaders only pad."""
     from ..data.collate import TargetCollate, detection_collate
 
-    collate = TargetCollate(anchors) if train else detection_collate
+    if train:
+        from ..targets import SSDTargetGenerator
+
+        # no sampling in the targets (negative_mining_ratio=-1): hard negatives are mined in the loss, as GluonCV
+        collate = TargetCollate(anchors, SSDTargetGenerator(iou_thresh=cfg.match_iou, negative_mining_ratio=-1))
+    else:
+        collate = detection_collate
     workers = cfg.num_workers
     return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=train, drop_last=False, num_workers=workers,
                       collate_fn=collate, worker_init_fn=worker_init if workers else None, generator=generator,
