@@ -59,7 +59,7 @@ class TinyExtractor(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.stem = nn.Sequential(*_cbr(3, 16, 3, 2), *_cbr(16, 32, 3, 2), *_cbr(32, 64, 3), *_cbr(64, 64, 3),
+        self.stem = nn.Sequential(*_cbr(3, 32, 3, 2), *_cbr(32, 64, 3, 2), *_cbr(64, 64, 3), *_cbr(64, 64, 3),
                                   *_cbr(64, 64, 3))
         self.stage3 = nn.Sequential(*_cbr(64, 128, 3, 2), *_cbr(128, 128, 3))
         self.stage4 = nn.Sequential(*_cbr(128, 192, 3, 2), *_cbr(192, 192, 3))
