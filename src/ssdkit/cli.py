@@ -10,7 +10,7 @@ from typing import Sequence
 __all__ = ["main", "build_parser"]
 
 EPILOG = """examples:
-  ssdkit train                                   # built-in synthetic shapes, small CPU model, ~7.5 min on 2 cores
+  ssdkit train                                   # built-in synthetic shapes, small CPU model, ~9 min on 2 cores
   ssdkit train --model ssd_300_vgg16_atrous_voc --dataset voc --data-root ~/data/VOCdevkit \\
                --pretrained-base ~/weights/vgg16.pth
   ssdkit eval --checkpoint runs/<run>/best.pt
@@ -127,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a detector (default: built-in synthetic data, small CPU model)",
                        description="Train an SSD. With no options: the built-in synthetic shapes data set and the "
-                                   "small ssd_tiny_synthetic model, about 7.5 minutes on a 2-core CPU.")
+                                   "small ssd_tiny_synthetic model, about 9 minutes on a 2-core CPU.")
     add_train_options(p)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint and print the per-class AP table",

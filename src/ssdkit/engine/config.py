@@ -84,6 +84,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
     # A CPU recipe for the built-in data set: a small model trained from scratch needs a larger lr, a short warmup,
     # many small steps and a schedule counted in minutes, not GluonCV's 240 epochs. Every epoch brings new images
     # (synthetic_fresh), so no augmentation is needed: without it mAP after 6 epochs was 0.795 vs 0.775 with "light".
+    # Matching at IoU 0.4 (GluonCV: 0.5) gives the smallest objects more positive anchors: 6 epochs 0.809 -> 0.824.
     "synthetic": dict(model="ssd_tiny_synthetic", optimizer="sgd", batch_size=8, epochs=12, lr=0.04,
                       lr_decay_epochs=[9, 11], warmup_epochs=1.0, num_workers=1, val_interval=2, augment="none",
                       match_iou=0.4),

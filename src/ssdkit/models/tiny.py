@@ -6,16 +6,19 @@ Backbone: plain 3x3 conv + BN + ReLU layers (on a CPU a dense 3x3 conv does more
 one, and these nets are trained from scratch, where the wider layers learn faster per step), no pretrained
 weights:
 
-| stage  | layers                               | output                     | feature |
-| ------ | ------------------------------------ | -------------------------- | ------- |
-| stem   | conv 3x3/2, conv 3x3/2, 3 x conv 3x3 | ``Tensor[B, 64, 32, 32]``  | 0       |
-| stage3 | conv 3x3/2, conv 3x3                 | ``Tensor[B, 128, 16, 16]`` | 1       |
-| stage4 | conv 3x3/2, conv 3x3                 | ``Tensor[B, 192, 8, 8]``   | 2       |
+| stage  | layers                                    | output                     | feature |
+| ------ | ----------------------------------------- | -------------------------- | ------- |
+| stem   | conv 3x3/2 (32), conv 3x3/2, 3 x conv 3x3 | ``Tensor[B, 64, 32, 32]``  | 0       |
+| stage3 | conv 3x3/2, conv 3x3                      | ``Tensor[B, 128, 16, 16]`` | 1       |
+| stage4 | conv 3x3/2, conv 3x3                      | ``Tensor[B, 192, 8, 8]``   | 2       |
 
 The stride-4 map feeds the smallest anchors (10-14 px), so it gets depth: five convs in the stem instead of three.
 VOC07 mAP after 6 epochs (new images each epoch, "light" augmentation, one run each): 0.73 with three, 0.76 with
 four, 0.79 with five; 0.79 also with six, or with five plus one more at stride 8; 0.74 with four at 96 channels (and
 slower). A top-down FPN-style path into the stride-4 map did worse (0.67 vs 0.70, on the fixed 4000-image set).
+The first two convs have 32 and 64 channels (they had 16 and 32): 6-epoch mAP 0.795 -> 0.809 (no augmentation), for a
+step about 8 % slower: the objects under 12 px are 2-3 pixels wide on the stride-4 map, and their shape has to pass
+through these two layers.
 
 Extras (the added layers, GluonCV style: 1x1 conv + BN + ReLU, 3x3/2 conv + BN + ReLU): 4x4, 2x2, 1x1 with
 128 channels each. Heads are 3x3 convs as in the big models.
