@@ -25,7 +25,7 @@ def test_help_reads_well():
     out = run("train", "--help").stdout
     for flag in ("--model", "--dataset", "--data-root", "--train-splits", "--val-splits", "--classes", "--epochs",
                  "--batch-size", "--lr", "--device", "--output", "--seed", "--resume", "--num-workers",
-                 "--loss-norm", "--init", "--decoder", "--on-bad-sample"):
+                 "--loss-norm", "--init", "--decoder", "--on-bad-sample", "--procs"):
         assert flag in out
     assert "synthetic" in run("--help").stdout
 
@@ -78,6 +78,7 @@ def test_predict(trained_run, tmp_path):
     (["train", "--dataset", "voc", "--data-root", "/nonexistent/VOCdevkit"], "/nonexistent/VOCdevkit"),
     (["train", "--dataset", "voc"], "--data-root"),
     (["train", "--classes", "circle,hexagon", "--epochs", "1"], "hexagon"),
+    (["train", "--procs", "3", "--batch-size", "16"], "--procs 3"),
     (["eval", "--checkpoint", "/nonexistent/best.pt"], "/nonexistent/best.pt"),
     (["predict", "--checkpoint", "/nonexistent/best.pt", "x.jpg"], "/nonexistent/best.pt"),
 ])

@@ -39,15 +39,16 @@ def _tiny_cfg(tmp_path, name, **kw):
     return TrainConfig(**base)
 
 
-def test_resume_continues_exactly(tmp_path):
-    full = fit(_tiny_cfg(tmp_path, "full"), say=lambda m: None)
+@pytest.mark.parametrize("procs", [1, 2])
+def test_resume_continues_exactly(tmp_path, procs):
+    full = fit(_tiny_cfg(tmp_path, "full", procs=procs), say=lambda m: None)
 
     def stop_after_first_epoch(message):
         if message.startswith("epoch 1/2"):
             raise KeyboardInterrupt  # as a user's Ctrl-C right after epoch 1
 
     with pytest.raises(KeyboardInterrupt):
-        fit(_tiny_cfg(tmp_path, "part"), say=stop_after_first_epoch)
+        fit(_tiny_cfg(tmp_path, "part", procs=procs), say=stop_after_first_epoch)
     assert os.path.exists(tmp_path / "part" / "last.pt")
     resumed = fit(_tiny_cfg(tmp_path, "part", resume=str(tmp_path / "part" / "last.pt")), say=lambda m: None)
     assert resumed.epochs_run == 1
@@ -85,7 +86,8 @@ def test_synthetic_training_images_change_each_epoch_unless_disabled(tmp_path, m
         return render(self, index, *args, **kwargs)
 
     monkeypatch.setattr(SyntheticShapes, "render", spy)
-    fit(_tiny_cfg(tmp_path, f"fresh{fresh}", synthetic_fresh=fresh), say=lambda m: None)
+    # one process: the spy sees every rendered image
+    fit(_tiny_cfg(tmp_path, f"fresh{fresh}", synthetic_fresh=fresh, procs=1), say=lambda m: None)
     keys = {epoch: {key for e, key in seen if e == epoch} for epoch in (0, 1)}
     assert len(keys[0]) == len(keys[1]) == 32
     if fresh:

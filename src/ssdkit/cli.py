@@ -63,7 +63,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
 
     g = p.add_argument_group("recipe (defaults: GluonCV's train_ssd.py; a CPU recipe for the synthetic set)")
     g.add_argument("--epochs", type=int, help=f"training epochs ({both('epochs')})")
-    g.add_argument("--batch-size", type=int, help=f"images per step ({both('batch_size')})")
+    g.add_argument("--batch-size", type=int, help=f"images per step, all processes together ({both('batch_size')})")
     g.add_argument("--optimizer", choices=("sgd", "adamw"), help="sgd (GluonCV's, default) or adamw")
     g.add_argument("--lr", type=float, help=f"learning rate ({both('lr')})")
     g.add_argument("--momentum", type=float, default=0.9)
@@ -94,6 +94,10 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
                    help="mixed precision: float16 on CUDA, bfloat16 on CPU (default: on for the synthetic set when "
                         "the device runs it natively, off for voc/coco as GluonCV)")
     g.add_argument("--num-workers", type=int, help=f"DataLoader worker processes ({both('num_workers')})")
+    g.add_argument("--procs", type=int,
+                   help=f"training processes on this machine, data parallel (each takes batch-size / procs images "
+                        f"a step and its share of the CPU cores, or one GPU; rank 0 evaluates and saves) "
+                        f"({both('procs')})")
     g.add_argument("--seed", type=int, default=233, help="random seed (default 233, as GluonCV)")
     g.add_argument("--output", help="run folder (default runs/<model>-<dataset>-<time>)")
     g.add_argument("--resume", help="checkpoint (last.pt) of a run to continue exactly where it stopped")
@@ -221,6 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from .data.errors import BadSampleError
     from .engine.config import ConfigError
+    from .engine.distributed import ProcessFailed
 
     handlers = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict, "ablate": _cmd_ablate,
                 "models": _cmd_models}
@@ -232,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BadSampleError as err:
         print(f"ssdkit {args.command}: bad sample, stopping (--on-bad-sample error): {err}", file=sys.stderr)
         return 1
-    except FloatingPointError as err:
+    except (FloatingPointError, ProcessFailed) as err:
         print(f"ssdkit {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

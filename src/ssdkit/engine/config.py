@@ -60,6 +60,7 @@ class TrainConfig:
     device: str = "auto"
     amp: bool | None = None  # None: auto (bfloat16 on CPUs with native bf16, float16 on CUDA)
     num_workers: int | None = None
+    procs: int | None = None       # training processes (data parallel); batch_size is split among them
     seed: int = 233
     output: str | None = None
     resume: str | None = None
@@ -87,17 +88,17 @@ _PRESETS: dict[str, dict[str, Any]] = {
     # Matching at IoU 0.4 (GluonCV: 0.5) gives the smallest objects more positive anchors: 6 epochs 0.809 -> 0.824.
     "synthetic": dict(model="ssd_tiny_synthetic", optimizer="sgd", batch_size=8, epochs=12, lr=0.04,
                       lr_decay_epochs=[9, 11], warmup_epochs=1.0, num_workers=1, val_interval=2, augment="none",
-                      match_iou=0.4),
+                      match_iou=0.4, procs=1),
     # GluonCV's train_ssd.py
     "voc": dict(optimizer="sgd", batch_size=32, amp=False, model="ssd_300_vgg16_atrous_voc", epochs=GLUONCV_EPOCHS,
                 lr=1e-3, warmup_epochs=0.0, num_workers=4, val_interval=1, train_splits="2007_trainval,2012_trainval",
-                val_splits="2007_test", augment="gluoncv", match_iou=0.5),
+                val_splits="2007_test", augment="gluoncv", match_iou=0.5, procs=1),
     "voc-folder": dict(optimizer="sgd", batch_size=32, amp=False, model="ssd_300_vgg16_atrous_custom",
                        epochs=GLUONCV_EPOCHS, lr=1e-3, warmup_epochs=0.0, num_workers=4, val_interval=1,
-                       train_splits="train", val_splits="val", augment="gluoncv", match_iou=0.5),
+                       train_splits="train", val_splits="val", augment="gluoncv", match_iou=0.5, procs=1),
     "coco": dict(optimizer="sgd", batch_size=32, amp=False, model="ssd_300_vgg16_atrous_coco", epochs=GLUONCV_EPOCHS,
                  lr=1e-3, warmup_epochs=0.0, num_workers=4, val_interval=10, train_splits="instances_train2017",
-                 val_splits="instances_val2017", augment="gluoncv", match_iou=0.5),
+                 val_splits="instances_val2017", augment="gluoncv", match_iou=0.5, procs=1),
 }
 
 
@@ -156,6 +157,11 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"--lr must be positive, got {out.lr}")
     if out.num_workers < 0:
         raise ConfigError(f"--num-workers must be >= 0, got {out.num_workers}")
+    if out.procs < 1:
+        raise ConfigError(f"--procs must be at least 1, got {out.procs}")
+    if out.batch_size % out.procs:
+        raise ConfigError(f"--batch-size {out.batch_size} must be a multiple of --procs {out.procs} "
+                          f"(every process takes batch-size / procs images a step)")
     if out.dataset != "synthetic" and not out.data_root:
         raise ConfigError(f"--dataset {out.dataset} needs --data-root (the folder that holds the data set)")
     return out

@@ -17,6 +17,7 @@ from .builders import (build_datasets, build_loader, build_metric, build_model, 
                        seed_everything, select_device, share_cpu_cores)
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ConfigError, TrainConfig, resolve_config
+from .distributed import all_reduce_sum, world_size
 from .logger import RunLogger
 from .schedule import make_scheduler
 
@@ -54,8 +55,11 @@ def train_one_epoch(net, loader, loss_fn: SSDMultiBoxLoss, optimizer, scheduler,
     """One pass over ``loader``; returns the epoch's mean ``loss``, ``cls_loss``, ``box_loss`` and ``images_per_s``.
 
     Loss values are read from the device only every ``log_interval`` steps (one sync), not every step.
+    Under ``torch.distributed`` (``net`` wrapped in ``DistributedDataParallel``) every process takes its share of
+    each batch; the logged losses and images/s are those of all processes together.
     """
     net.train()
+    world = world_size()
     sums = torch.zeros(3, dtype=torch.float64)
     pending = torch.zeros(3, device=device)
     n_steps = 0
@@ -75,20 +79,23 @@ def train_one_epoch(net, loader, loss_fn: SSDMultiBoxLoss, optimizer, scheduler,
             cls_preds, box_preds, _ = net(images)
         sum_loss, cls_loss, box_loss = loss_fn(cls_preds, box_preds, cls_targets, box_targets)
         loss = sum_loss.sum()
+        # DDP averages gradients over the processes; each one's loss is its share of the global batch's loss
+        # (normalized by the positives of all processes), so scale by the process count to get their sum
+        backprop = loss * world if world > 1 else loss
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
-            scaler.scale(loss).backward()
+            scaler.scale(backprop).backward()
             scaler.step(optimizer)
             scaler.update()
         else:
-            loss.backward()
+            backprop.backward()
             optimizer.step()
         scheduler.step()
         pending += torch.stack((loss.detach(), cls_loss.detach().sum(), box_loss.detach().sum())).float()
         n_steps += 1
-        n_images += images.shape[0]
+        n_images += images.shape[0] * world
         if n_steps % log_interval == 0:
-            window = pending.double().cpu()
+            window = all_reduce_sum(pending).double().cpu()  # the global batch's loss (every rank logs it)
             sums += window
             pending.zero_()
             values = (window / (n_steps - logged_at)).tolist()
@@ -103,7 +110,7 @@ def train_one_epoch(net, loader, loss_fn: SSDMultiBoxLoss, optimizer, scheduler,
                 bar.set_postfix(loss=f"{values[0]:.3f}", img_s=f"{rate:.1f}")
             if on_log is not None:
                 on_log(n_steps, logged)
-    sums += pending.double().cpu()
+    sums += all_reduce_sum(pending).double().cpu()
     steps = max(n_steps, 1)
     if not math.isfinite(sums[0].item()):
         raise FloatingPointError(f"the loss became {sums[0].item()} in epoch {epoch + 1}; "
@@ -176,16 +183,17 @@ def fit(cfg: TrainConfig, say: Callable[[str], None] = print) -> FitResult:
 
     ``last.pt`` is written after every epoch, ``best.pt`` when the validation metric improves and
     ``epoch_XXXX.pt`` every ``save_interval`` epochs; all atomically, so an interrupted run keeps them.
+    With ``procs > 1`` the run trains in that many processes (data parallel, see :mod:`.distributed`); this
+    process is rank 0, which alone evaluates, logs and writes checkpoints.
     """
-    resume_ckpt = None
     if cfg.resume:
-        resume_ckpt = load_checkpoint(cfg.resume)
-        saved = TrainConfig.from_dict(resume_ckpt["config"])
+        saved = TrainConfig.from_dict(load_checkpoint(cfg.resume)["config"])
         # the saved recipe wins; only where-to-run options may change on resume
         for keep in ("device", "num_workers", "progress", "on_bad_sample"):
             setattr(saved, keep, getattr(cfg, keep))
-        if cfg.epochs is not None:
-            saved.epochs = cfg.epochs
+        for maybe in ("epochs", "procs"):  # the run's own unless given again
+            if getattr(cfg, maybe) is not None:
+                setattr(saved, maybe, getattr(cfg, maybe))
         saved.output = cfg.output or saved.output or os.path.dirname(os.path.abspath(cfg.resume))
         saved.resume = cfg.resume
         cfg = saved
@@ -193,8 +201,22 @@ def fit(cfg: TrainConfig, say: Callable[[str], None] = print) -> FitResult:
     if not cfg.output:
         cfg.output = _default_output(cfg)
     device = select_device(cfg.device)
-    share_cpu_cores(device, cfg.num_workers)
-    seed_everything(cfg.seed)
+    if cfg.procs > 1:
+        from .distributed import run_in_processes
+
+        return run_in_processes(_train, cfg, say, device.type)
+    return _train(cfg, say, 0, 1)
+
+
+def _train(cfg: TrainConfig, say: Callable[[str], None], rank: int, world: int) -> FitResult:
+    """One process's part of :func:`fit` (``cfg`` resolved); rank 0 evaluates, logs and saves."""
+    device = select_device(cfg.device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", torch.cuda.current_device())
+    share_cpu_cores(device, cfg.num_workers, world)
+    seed_everything(cfg.seed + rank)
+    resume_ckpt = load_checkpoint(cfg.resume) if cfg.resume else None
+    main = rank == 0
 
     from ..data.errors import BadSampleLog
 
@@ -211,13 +233,18 @@ def fit(cfg: TrainConfig, say: Callable[[str], None] = print) -> FitResult:
     loss_fn = SSDMultiBoxLoss(normalization=cfg.loss_norm)
     optimizer = build_optimizer(net, cfg)
     loader_gen = torch.Generator()
-    train_loader = build_loader(train_set, cfg, train=True, anchors=anchors, generator=loader_gen)
+    train_loader = build_loader(train_set, cfg, train=True, anchors=anchors, generator=loader_gen,
+                                shard=(rank, world))
     val_loader = build_loader(val_set, cfg, train=False)
     scheduler = make_scheduler(optimizer, len(train_loader), cfg.lr_decay_epochs, cfg.lr_decay, cfg.warmup_epochs)
     amp_dtype = amp_dtype_for(device, cfg.amp)
     if amp_dtype is not None and device.type in ("cpu", "cuda"):
         # NHWC: oneDNN's bf16 (AMX) and CUDA's tensor-core convs are fastest in it (about 3x on this CPU)
         net.to(memory_format=torch.channels_last)
+    train_net = net
+    if world > 1:  # the model of every rank starts from rank 0's weights (DDP broadcasts them)
+        train_net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda"
+                                                              else None)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     metric = build_metric(cfg, classes, val_set, data_shape)
     key = metric_key(cfg.dataset)
@@ -234,16 +261,18 @@ def fit(cfg: TrainConfig, say: Callable[[str], None] = print) -> FitResult:
         set_rng_state(resume_ckpt["rng"])
         say(f"resumed from {cfg.resume} at epoch {start_epoch}")
 
-    os.makedirs(cfg.output, exist_ok=True)
-    with open(os.path.join(cfg.output, "config.json"), "w") as f:
-        json.dump(cfg.to_dict(), f, indent=2)
-    logger = RunLogger(cfg.output)
+    if main:
+        os.makedirs(cfg.output, exist_ok=True)
+        with open(os.path.join(cfg.output, "config.json"), "w") as f:
+            json.dump(cfg.to_dict(), f, indent=2)
+    logger = RunLogger(cfg.output) if main else None
     bad = BadSampleLog()
     for ds in (train_set, val_set):
         if getattr(ds, "bad_sample_log", None):
             bad.merge(ds.bad_sample_log)
     say(f"training {cfg.model} on {cfg.dataset} ({len(train_set)} train / {len(val_set)} val images, "
-        f"{len(classes)} classes) for {cfg.epochs} epochs on {device}; run folder: {cfg.output}")
+        f"{len(classes)} classes) for {cfg.epochs} epochs on {device}"
+        f"{f' in {world} processes' if world > 1 else ''}; run folder: {cfg.output}")
     iters = len(train_loader)
     t0 = time.perf_counter()
     last_map = float("nan")
@@ -251,6 +280,8 @@ def fit(cfg: TrainConfig, say: Callable[[str], None] = print) -> FitResult:
     table = ""
 
     def checkpoint(path: str, epoch_done: int, best_value: float) -> None:
+        if not main:
+            return
         save_checkpoint(path, {
             "model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict() if scaler is not None else None, "epoch": epoch_done,
@@ -262,20 +293,22 @@ def fit(cfg: TrainConfig, say: Callable[[str], None] = print) -> FitResult:
         for epoch in range(start_epoch, cfg.epochs):
             # every epoch's shuffle and augmentation depend only on (seed, epoch): a resumed run replays them
             loader_gen.manual_seed(cfg.seed * 1000 + epoch)
-            torch.manual_seed(cfg.seed * 1000 + epoch)
+            torch.manual_seed(cfg.seed * 1000 + epoch + 100_003 * rank)
             if hasattr(train_set, "set_epoch"):  # the synthetic set's new images (workers start after this)
                 train_set.set_epoch(epoch)
+            if hasattr(train_loader.sampler, "set_epoch"):  # DistributedSampler: this epoch's shuffle
+                train_loader.sampler.set_epoch(epoch)
+            on_log = (lambda s, v, e=epoch: logger.log_train(e * iters + s, e + s / iters, v)) if main else None
             stats = train_one_epoch(
-                net, train_loader, loss_fn, optimizer, scheduler, device, epoch, scaler, amp_dtype,
-                cfg.log_interval, lambda s, v, e=epoch: logger.log_train(e * iters + s, e + s / iters, v),
-                bad, cfg.progress)
+                train_net, train_loader, loss_fn, optimizer, scheduler, device, epoch, scaler, amp_dtype,
+                cfg.log_interval, on_log, bad, cfg.progress and main)
             row: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
                                    "train_loss": stats["loss"], "train_cls_loss": stats["cls_loss"],
                                    "train_box_loss": stats["box_loss"], "images_per_s": stats["images_per_s"]}
             is_eval = (epoch + 1) % cfg.val_interval == 0 or epoch + 1 == cfg.epochs
             msg = (f"epoch {epoch + 1}/{cfg.epochs}  loss {stats['loss']:.4f} (cls {stats['cls_loss']:.4f}, "
                    f"box {stats['box_loss']:.4f})  {stats['images_per_s']:.1f} img/s")
-            if is_eval:
+            if is_eval and main:  # the other ranks wait for rank 0 in their next collective
                 names, values = evaluate(net, val_loader, metric, device, bad)
                 last_map = float(values[-1])
                 row[key] = last_map
@@ -292,19 +325,25 @@ def fit(cfg: TrainConfig, say: Callable[[str], None] = print) -> FitResult:
             if (epoch + 1) % cfg.save_interval == 0:
                 checkpoint(os.path.join(cfg.output, f"epoch_{epoch + 1:04d}.pt"), epoch, best)
             say(msg)
+        if world > 1:  # one summary of the skipped samples of every rank
+            from .distributed import gather_bad_samples
+
+            gather_bad_samples(bad)
     except KeyboardInterrupt:
         say(f"interrupted during epoch {epoch + 1}; the last finished epoch is in "
             f"{os.path.join(cfg.output, 'last.pt')} (continue with --resume)")
         raise
     finally:
-        logger.plot(key)
-        logger.close()
+        if logger is not None:
+            logger.plot(key)
+            logger.close()
     if table:
         say(table)
     if len(bad):
         say(bad.summary())
     return FitResult(output=cfg.output, best_map=best, last_map=last_map, epochs_run=epoch + 1 - start_epoch,
-                     seconds=time.perf_counter() - t0, history=logger.eval_rows, bad_samples=bad.summary(),
+                     seconds=time.perf_counter() - t0, history=logger.eval_rows if logger else [],
+                     bad_samples=bad.summary(),
                      table=table)
 
 

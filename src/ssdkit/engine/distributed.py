@@ -1,0 +1,127 @@
+"""Data-parallel training in several processes on one machine (``--procs N``): the distributed helpers.
+
+``run_in_processes(fn, cfg, say)`` starts ``N - 1`` child processes and runs rank 0 in the calling process, so the
+caller keeps its console messages, its return value and its exceptions. Every rank calls ``fn(cfg, say, rank,
+world)`` inside a process group: gloo on the CPU (each process takes its share of the cores), NCCL with one GPU
+per process on CUDA. Gradients are averaged by ``DistributedDataParallel``; the loss's batch-wise normalization
+sums the positives of all processes (:func:`ssdkit.loss.global_positive_count`), as GluonCV does across devices.
+
+A child that fails reports its error through a queue, and rank 0 raises it with the child's message.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import traceback
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["run_in_processes", "is_distributed", "world_size", "all_reduce_sum", "ProcessFailed"]
+
+# long enough for rank 0 to evaluate a large validation set while the others wait at their next collective
+_TIMEOUT = datetime.timedelta(hours=6)
+
+
+class ProcessFailed(RuntimeError):
+    """A training process other than rank 0 failed; the message is the child's."""
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum of ``t`` over all processes (``t`` itself when not distributed)."""
+    if is_distributed():
+        t = t.clone()
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _init(rank: int, world: int, port: int, device_type: str) -> None:
+    backend = "nccl" if device_type == "cuda" else "gloo"
+    if device_type == "cuda":
+        torch.cuda.set_device(rank % max(1, torch.cuda.device_count()))
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
+                            timeout=_TIMEOUT)
+
+
+def _child(fn, cfg_dict: dict[str, Any], rank: int, world: int, port: int, device_type: str, errors) -> None:
+    from .config import TrainConfig
+
+    try:
+        _init(rank, world, port, device_type)
+        try:
+            fn(TrainConfig.from_dict(cfg_dict), lambda message: None, rank, world)
+        finally:
+            dist.destroy_process_group()
+    except KeyboardInterrupt:
+        os._exit(130)  # rank 0 tells the user; no traceback from every process
+    except BaseException as err:  # noqa: BLE001 - every failure must reach rank 0
+        errors.put((rank, f"{type(err).__name__}: {err}", traceback.format_exc()))
+        os._exit(1)
+
+
+def run_in_processes(fn: Callable, cfg, say: Callable[[str], None], device_type: str = "cpu"):
+    """Run ``fn(cfg, say, rank, world)`` in ``cfg.procs`` processes; returns rank 0's result."""
+    import torch.multiprocessing as mp
+
+    world = int(cfg.procs)
+    port = _free_port()
+    # spawn, not fork: a forked child hangs in its first OpenMP region with more than one thread once the parent
+    # has used OpenMP (seen here with torch 2.14), and CUDA cannot be forked. A script that calls fit() with
+    # procs > 1 needs the usual ``if __name__ == "__main__":`` guard.
+    ctx = mp.get_context("spawn")
+    errors = ctx.SimpleQueue()
+    children = [ctx.Process(target=_child, args=(fn, cfg.to_dict(), rank, world, port, device_type, errors),
+                            daemon=False) for rank in range(1, world)]  # may start DataLoader workers
+    for p in children:
+        p.start()
+    finished = False
+    try:
+        _init(0, world, port, device_type)
+        try:
+            result = fn(cfg, say, 0, world)
+            finished = True
+            return result
+        except RuntimeError as err:
+            # a collective that failed because a child died: raise the child's own error instead
+            for p in children:
+                p.join(timeout=10)
+            if not errors.empty():
+                rank, message, _ = errors.get()
+                raise ProcessFailed(f"training process {rank} failed: {message}") from err
+            raise
+        finally:
+            dist.destroy_process_group()
+    finally:
+        for p in children:  # after a failure or Ctrl-C of rank 0 the others cannot go on: stop them
+            p.join(timeout=60 if finished else 2)
+            if p.is_alive():
+                p.terminate()
+                p.join()
+
+
+def gather_bad_samples(log) -> None:
+    """Merge every rank's skipped-sample records into rank 0's ``log`` (a collective: all ranks call it)."""
+    if not is_distributed():
+        return
+    entries = list(log.entries) if dist.get_rank() else []
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, entries)
+    if dist.get_rank() == 0:
+        for part in gathered[1:]:
+            log.extend(part or [])

@@ -1,0 +1,125 @@
+"""Data-parallel training in several processes (engine/distributed.py, ``--procs``) on the CPU with gloo."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ssdkit.engine import builders
+from ssdkit.engine.config import ConfigError, TrainConfig, resolve_config
+from ssdkit.engine.distributed import ProcessFailed, run_in_processes
+from ssdkit.engine.trainer import fit, train_one_epoch
+from ssdkit.loss import SSDMultiBoxLoss
+
+NUM_CLASSES, BATCH = 3, 8
+
+
+class _GridDetector(nn.Module):
+    """No batch norm, so one step on the whole batch and the same step split over processes must agree."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2 * (NUM_CLASSES + 1 + 4), 4, 4)
+
+    def forward(self, x):
+        y = self.conv(x).permute(0, 2, 3, 1).reshape(x.shape[0], -1, NUM_CLASSES + 1 + 4)
+        return y[..., :NUM_CLASSES + 1], y[..., NUM_CLASSES + 1:], None
+
+
+def _batch(lo: int, hi: int) -> dict:
+    g = torch.Generator().manual_seed(7)
+    images = torch.randn(BATCH, 3, 16, 16, generator=g)
+    cls_targets = torch.randint(0, NUM_CLASSES + 1, (BATCH, 32), generator=g)
+    cls_targets[torch.rand(BATCH, 32, generator=g) < 0.6] = 0
+    cls_targets[2] = 0  # an image without positives
+    box_targets = torch.randn(BATCH, 32, 4, generator=g)
+    return {"images": images[lo:hi], "cls_targets": cls_targets[lo:hi], "box_targets": box_targets[lo:hi]}
+
+
+def _one_step(cfg: TrainConfig, say, rank: int, world: int):
+    torch.manual_seed(0)
+    net = _GridDetector()
+    model = nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0)
+    share = BATCH // world
+    stats = train_one_epoch(model, [_batch(rank * share, (rank + 1) * share)],
+                            SSDMultiBoxLoss(normalization=cfg.loss_norm), optimizer, scheduler, torch.device("cpu"),
+                            0, log_interval=1, progress=False)
+    return [p.detach().clone() for p in net.parameters()], stats
+
+
+@pytest.mark.parametrize("loss_norm", ["batch", "sample"])
+def test_a_step_in_two_processes_equals_the_step_on_the_whole_batch(loss_norm):
+    cfg = TrainConfig(procs=2, loss_norm=loss_norm)
+    single, single_stats = _one_step(cfg, None, 0, 1)
+    split, split_stats = run_in_processes(_one_step, cfg, lambda m: None)
+    for a, b in zip(single, split):
+        torch.testing.assert_close(b, a, rtol=1e-5, atol=1e-6)
+    # the logged loss is that of the whole batch on every rank
+    assert split_stats["loss"] == pytest.approx(single_stats["loss"], rel=1e-5)
+    assert not dist.is_initialized()
+
+
+def _fail_in_child(cfg, say, rank, world):
+    if rank == 1:
+        raise ValueError("bad thing in rank 1")
+    dist.barrier()
+
+
+def test_a_failing_child_is_reported_by_rank_0_with_its_message():
+    with pytest.raises(ProcessFailed, match="process 1 failed: ValueError: bad thing in rank 1"):
+        run_in_processes(_fail_in_child, TrainConfig(procs=2), lambda m: None)
+    assert not dist.is_initialized()
+
+
+def test_batch_size_must_split_evenly_over_the_processes():
+    with pytest.raises(ConfigError, match="--batch-size 10 must be a multiple of --procs 4"):
+        resolve_config(TrainConfig(procs=4, batch_size=10))
+    with pytest.raises(ConfigError, match="--procs must be at least 1"):
+        resolve_config(TrainConfig(procs=0))
+
+
+def test_each_process_gets_its_share_of_the_cores(monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    old = torch.get_num_threads()
+    try:
+        assert builders.share_cpu_cores(torch.device("cpu"), num_workers=1, procs=2) == 3
+        assert builders.share_cpu_cores(torch.device("cpu"), num_workers=0, procs=8) == 1
+        assert builders.share_cpu_cores(torch.device("cpu"), num_workers=2, procs=4) == 1
+    finally:
+        torch.set_num_threads(old)
+
+
+def test_the_loader_of_each_rank_takes_its_own_half_of_the_epoch():
+    cfg = resolve_config(TrainConfig(batch_size=4, procs=2, num_workers=0))
+    data = [(torch.zeros(3, 8, 8), {"boxes": torch.tensor([[float(i), 0.0, i + 2.0, 2.0]]),
+                                    "labels": torch.tensor([0])}) for i in range(10)]
+    seen = []
+    for rank in (0, 1):
+        loader = builders.build_loader(data, cfg, train=False, shard=(rank, 2))
+        assert loader.batch_size == 4  # evaluation is not split
+        loader = builders.build_loader(data, cfg, train=True, anchors=torch.tensor([[0.0, 0.0, 4.0, 4.0]]),
+                                       shard=(rank, 2))
+        assert loader.batch_size == 2
+        loader.sampler.set_epoch(3)
+        seen.append([int(b["gt_boxes"][k, 0, 0]) for b in loader for k in range(len(b["gt_boxes"]))])
+    assert sorted(seen[0] + seen[1]) == list(range(10))
+
+
+def test_fit_in_two_processes_writes_one_run_and_resumes(tmp_path):
+    out = str(tmp_path / "run")
+    cfg = TrainConfig(output=out, procs=2, batch_size=4, num_workers=0, epochs=1, synthetic_train_size=16,
+                      synthetic_val_size=8, progress=False, lr=0.01)
+    messages = []
+    result = fit(cfg, say=messages.append)
+    assert any("in 2 processes" in m for m in messages)
+    assert result.epochs_run == 1 and len(result.history) == 1
+    assert os.path.isfile(os.path.join(out, "last.pt")) and os.path.isfile(os.path.join(out, "metrics.csv"))
+    more = fit(TrainConfig(resume=os.path.join(out, "last.pt"), epochs=2, progress=False), say=messages.append)
+    assert more.epochs_run == 1 and [int(r["epoch"]) for r in more.history] == [1, 2]
+    assert not dist.is_initialized()
