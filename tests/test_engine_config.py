@@ -122,9 +122,10 @@ def test_fused_optimizer_steps_like_the_plain_one(optimizer):
 
 def test_presets_amp_and_batch():
     syn = resolve_config(TrainConfig())
-    assert syn.amp is None and syn.batch_size == 8  # auto mixed precision; small steps for the CPU recipe
+    # auto mixed precision; small steps for the CPU recipe: 8 images in each of two processes
+    assert syn.amp is None and syn.batch_size == 16 and syn.procs == 2 and syn.num_workers == 0
     voc = resolve_config(TrainConfig(dataset="voc", data_root="/data"))
-    assert voc.amp is False and voc.batch_size == 32  # GluonCV: float32, batch 32
+    assert voc.amp is False and voc.batch_size == 32 and voc.procs == 1  # GluonCV: float32, batch 32
     assert resolve_config(TrainConfig(dataset="voc", data_root="/data", amp=True, batch_size=4)).batch_size == 4
 
 
