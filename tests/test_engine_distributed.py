@@ -8,9 +8,10 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ssdkit.data.errors import BadSampleLog
 from ssdkit.engine import builders
 from ssdkit.engine.config import ConfigError, TrainConfig, resolve_config
-from ssdkit.engine.distributed import ProcessFailed, run_in_processes
+from ssdkit.engine.distributed import ProcessFailed, gather_bad_samples, run_in_processes
 from ssdkit.engine.trainer import fit, train_one_epoch
 from ssdkit.loss import SSDMultiBoxLoss
 
@@ -71,9 +72,23 @@ def _fail_in_child(cfg, say, rank, world):
 
 
 def test_a_failing_child_is_reported_by_rank_0_with_its_message():
-    with pytest.raises(ProcessFailed, match="process 1 failed: ValueError: bad thing in rank 1"):
+    with pytest.raises(ProcessFailed, match="process 1 failed: ValueError: bad thing in rank 1") as caught:
         run_in_processes(_fail_in_child, TrainConfig(procs=2), lambda m: None)
+    assert "_fail_in_child" in caught.value.child_traceback
     assert not dist.is_initialized()
+
+
+def _skip_some(cfg, say, rank, world):
+    log = BadSampleLog()
+    log.add(f"img{rank}.jpg", "corrupt", warn=False)
+    log.add("shared.jpg", "corrupt", warn=False)
+    gather_bad_samples(log)
+    return log.entries
+
+
+def test_rank_0_reports_the_samples_every_rank_skipped():
+    entries = run_in_processes(_skip_some, TrainConfig(procs=2), lambda m: None)
+    assert entries == [("img0.jpg", "corrupt"), ("shared.jpg", "corrupt"), ("img1.jpg", "corrupt")]
 
 
 def test_batch_size_must_split_evenly_over_the_processes():

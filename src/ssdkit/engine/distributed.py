@@ -19,14 +19,19 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-__all__ = ["run_in_processes", "is_distributed", "world_size", "all_reduce_sum", "ProcessFailed"]
+__all__ = ["run_in_processes", "is_distributed", "world_size", "all_reduce_sum", "gather_bad_samples",
+           "ProcessFailed"]
 
 # long enough for rank 0 to evaluate a large validation set while the others wait at their next collective
 _TIMEOUT = datetime.timedelta(hours=6)
 
 
 class ProcessFailed(RuntimeError):
-    """A training process other than rank 0 failed; the message is the child's."""
+    """A training process other than rank 0 failed; the message is the child's (its traceback: ``child_traceback``)."""
+
+    def __init__(self, message: str, child_traceback: str = ""):
+        super().__init__(message)
+        self.child_traceback = child_traceback
 
 
 def is_distributed() -> bool:
@@ -102,8 +107,8 @@ def run_in_processes(fn: Callable, cfg, say: Callable[[str], None], device_type:
             for p in children:
                 p.join(timeout=10)
             if not errors.empty():
-                rank, message, _ = errors.get()
-                raise ProcessFailed(f"training process {rank} failed: {message}") from err
+                rank, message, child_traceback = errors.get()
+                raise ProcessFailed(f"training process {rank} failed: {message}", child_traceback) from err
             raise
         finally:
             dist.destroy_process_group()
