@@ -17,7 +17,7 @@ from .builders import (build_datasets, build_loader, build_metric, build_model, 
                        seed_everything, select_device, share_cpu_cores)
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ConfigError, TrainConfig, resolve_config
-from .distributed import all_reduce_sum, world_size
+from .distributed import all_reduce_sum, gather_bad_samples, run_in_processes, world_size
 from .logger import RunLogger
 from .schedule import make_scheduler
 
@@ -202,8 +202,6 @@ def fit(cfg: TrainConfig, say: Callable[[str], None] = print) -> FitResult:
         cfg.output = _default_output(cfg)
     device = select_device(cfg.device)
     if cfg.procs > 1:
-        from .distributed import run_in_processes
-
         return run_in_processes(_train, cfg, say, device.type)
     return _train(cfg, say, 0, 1)
 
@@ -326,8 +324,6 @@ def _train(cfg: TrainConfig, say: Callable[[str], None], rank: int, world: int) 
                 checkpoint(os.path.join(cfg.output, f"epoch_{epoch + 1:04d}.pt"), epoch, best)
             say(msg)
         if world > 1:  # one summary of the skipped samples of every rank
-            from .distributed import gather_bad_samples
-
             gather_bad_samples(bad)
     except KeyboardInterrupt:
         say(f"interrupted during epoch {epoch + 1}; the last finished epoch is in "
