@@ -87,7 +87,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
     # (synthetic_fresh), so no augmentation is needed: without it mAP after 6 epochs was 0.795 vs 0.775 with "light".
     # Matching at IoU 0.4 (GluonCV: 0.5) gives the smallest objects more positive anchors: 6 epochs 0.809 -> 0.824.
     # Two processes of 8 images each (data made in each process, no workers) use both cores of a 2-core CPU:
-    # 1.14-1.23x the images/s of one process with a worker. Batch 16 at lr 0.08 learned at least as much per image
+    # 1.14-1.22x the images/s of one process with a worker. Batch 16 at lr 0.08 learned at least as much per image
     # as batch 8 at lr 0.04 (16 epochs: 0.892 in one process, 0.886 in two; 12 epochs of batch 8: 0.875-0.884),
     # and the time saved buys epochs: 18 in two processes gave 0.893.
     "synthetic": dict(model="ssd_tiny_synthetic", optimizer="sgd", batch_size=16, epochs=18, lr=0.08,
