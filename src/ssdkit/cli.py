@@ -10,7 +10,7 @@ from typing import Sequence
 __all__ = ["main", "build_parser"]
 
 EPILOG = """examples:
-  ssdkit train                                   # built-in synthetic shapes, small CPU model, ~9 min on 2 cores
+  ssdkit train                                   # built-in synthetic shapes, small CPU model, ~8 min on 2 cores
   ssdkit train --model ssd_300_vgg16_atrous_voc --dataset voc --data-root ~/data/VOCdevkit \\
                --pretrained-base ~/weights/vgg16.pth
   ssdkit eval --checkpoint runs/<run>/best.pt
@@ -93,7 +93,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
                    help="mixed precision: float16 on CUDA, bfloat16 on CPU (default: on for the synthetic set when "
                         "the device runs it natively, off for voc/coco as GluonCV)")
-    g.add_argument("--num-workers", type=int, help=f"DataLoader worker processes ({both('num_workers')})")
+    g.add_argument("--num-workers", type=int,
+                   help=f"DataLoader worker processes per training process ({both('num_workers')})")
     g.add_argument("--procs", type=int,
                    help=f"training processes on this machine, data parallel (each takes batch-size / procs images "
                         f"a step and its share of the CPU cores, or one GPU; rank 0 evaluates and saves) "
@@ -131,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a detector (default: built-in synthetic data, small CPU model)",
                        description="Train an SSD. With no options: the built-in synthetic shapes data set and the "
-                                   "small ssd_tiny_synthetic model, about 9 minutes on a 2-core CPU.")
+                                   "small ssd_tiny_synthetic model, about 8 minutes on a 2-core CPU.")
     add_train_options(p)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint and print the per-class AP table",
