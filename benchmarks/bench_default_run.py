@@ -1,6 +1,6 @@
 """Run the README's main job (`ssdkit train` with no options) and print its wall time and final VOC07 mAP.
 
-Not a test: it takes about 8 minutes here (8.2 measured). The issue's goal: at most 10 minutes on a 2-core CPU
+Not a test: it takes about 8.5 minutes here (8.5 measured). The issue's goal: at most 10 minutes on a 2-core CPU
 and VOC07 mAP >= 0.90 on the synthetic validation split.
 
     python benchmarks/bench_default_run.py [--output runs/default-bench] [extra ssdkit train options...]

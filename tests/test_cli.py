@@ -119,6 +119,10 @@ def test_synthetic_fresh_flag_and_help_shows_the_presets(capsys):
     assert config_from_args(parser.parse_args(["train"])).synthetic_fresh is True
     assert config_from_args(parser.parse_args(["train", "--no-synthetic-fresh"])).synthetic_fresh is False
     assert config_from_args(parser.parse_args(["train", "--match-iou", "0.5"])).match_iou == 0.5
+    assert config_from_args(parser.parse_args(["train", "--synthetic-train-objects", "2,5"])).synthetic_train_objects \
+        == [2, 5]
+    assert config_from_args(parser.parse_args(["train"])).synthetic_train_objects is None  # resolved to the default
+    assert config_from_args(parser.parse_args(["train", "--synthetic-dense-epochs", "3"])).synthetic_dense_epochs == 3
     with pytest.raises(SystemExit):
         parser.parse_args(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())

@@ -40,6 +40,11 @@ def test_decay_scales_with_epochs():
     (dict(optimizer="adam"), "--optimizer"),
     (dict(match_iou=0.0), "--match-iou"),
     (dict(match_iou=1.5), "--match-iou"),
+    (dict(synthetic_train_objects=[0, 4]), "--synthetic-train-objects"),
+    (dict(synthetic_train_objects=[5, 4]), "--synthetic-train-objects"),
+    (dict(synthetic_train_objects=[3]), "--synthetic-train-objects"),
+    (dict(synthetic_train_objects=[2.5, 4]), "--synthetic-train-objects"),
+    (dict(synthetic_dense_epochs=-1), "--synthetic-dense-epochs"),
 ])
 def test_config_errors(changes, msg):
     with pytest.raises(ConfigError, match=msg):
@@ -180,3 +185,35 @@ def test_match_iou_presets_and_the_training_loader_uses_it():
     n_gt = sum(len(data[i][1]["boxes"]) for i in range(8))
     # every ground truth keeps its best anchor, and a lower threshold adds positives
     assert positives[0] > positives[1] > positives[2] >= n_gt
+
+
+def test_synthetic_training_images_are_denser_than_the_val_split():
+    from ssdkit.engine.builders import build_datasets, prepare_train_epoch
+    from ssdkit.engine.config import SYNTHETIC_TRAIN_OBJECTS
+
+    assert resolve_config(TrainConfig()).synthetic_train_objects == list(SYNTHETIC_TRAIN_OBJECTS)
+    cfg = resolve_config(TrainConfig(synthetic_train_objects=[4, 6], synthetic_train_size=30, synthetic_val_size=30))
+    train, val, _ = build_datasets(cfg, 128)
+    assert (train.min_objects, train.max_objects) == (4, 6)
+    assert (val.min_objects, val.max_objects) == (1, 10)  # mAP is measured on the data set's own 1-10
+    counts = [len(train.render(i)[1]) for i in range(30)]
+    assert min(counts) >= 1 and max(counts) <= 6 and sum(counts) / len(counts) > 3.5
+    # dense until the first LR decay (or --synthetic-dense-epochs), then the val split's range
+    assert resolve_config(TrainConfig(epochs=18, lr_decay_epochs=[14, 16])).synthetic_dense_epochs == 14
+    assert resolve_config(TrainConfig(epochs=9)).synthetic_dense_epochs == min(resolve_config(
+        TrainConfig(epochs=9)).lr_decay_epochs)
+    assert resolve_config(TrainConfig(synthetic_dense_epochs=0)).synthetic_dense_epochs == 0
+    cfg = resolve_config(TrainConfig(synthetic_train_objects=[4, 6], synthetic_dense_epochs=2))
+    ranges = []
+    for epoch in range(4):
+        prepare_train_epoch(train, cfg, epoch)
+        ranges.append((train.epoch, train.min_objects, train.max_objects))
+    assert ranges == [(0, 4, 6), (1, 4, 6), (2, 1, 10), (3, 1, 10)]
+    assert max(len(train.render(i)[1]) for i in range(30)) > 6  # the images follow the range
+    with pytest.raises(ValueError, match="min_objects"):
+        train.set_object_range(3, 2)
+    # a config saved before the option existed resumes with what it trained on
+    old = TrainConfig().to_dict()
+    del old["synthetic_train_objects"]
+    assert TrainConfig.from_dict(old).synthetic_train_objects == [1, 10]
+    assert TrainConfig.from_dict(TrainConfig(synthetic_train_objects=[2, 3]).to_dict()).synthetic_train_objects == [2, 3]

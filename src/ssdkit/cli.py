@@ -10,7 +10,7 @@ from typing import Sequence
 __all__ = ["main", "build_parser"]
 
 EPILOG = """examples:
-  ssdkit train                                   # built-in synthetic shapes, small CPU model, ~8 min on 2 cores
+  ssdkit train                                   # built-in synthetic shapes, small CPU model, ~8.5 min on 2 cores
   ssdkit train --model ssd_300_vgg16_atrous_voc --dataset voc --data-root ~/data/VOCdevkit \\
                --pretrained-base ~/weights/vgg16.pth
   ssdkit eval --checkpoint runs/<run>/best.pt
@@ -32,7 +32,8 @@ def _int_list(text: str) -> list[int]:
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
     """The options of ``ssdkit train`` (shared with ``ssdkit ablate``). Unset options take the data set's preset."""
-    from .engine.config import DATASETS, DECODERS, GLUONCV_DECAY_EPOCHS, INITS, LOSS_NORMS, preset
+    from .engine.config import (DATASETS, DECODERS, GLUONCV_DECAY_EPOCHS, INITS, LOSS_NORMS,
+                                SYNTHETIC_TRAIN_OBJECTS, preset)
 
     voc, syn = preset("voc"), preset("synthetic")
 
@@ -60,6 +61,13 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--synthetic-fresh", action=argparse.BooleanOptionalAction, default=True,
                    help="new synthetic training images every epoch (default); --no-synthetic-fresh repeats the "
                         "same --synthetic-train-size images each epoch")
+    g.add_argument("--synthetic-train-objects", type=_int_list, metavar="MIN,MAX",
+                   help=f"objects per synthetic training image in the first --synthetic-dense-epochs epochs "
+                        f"(default {','.join(map(str, SYNTHETIC_TRAIN_OBJECTS))}: denser than the val split's 1-10, "
+                        "more to learn from per image)")
+    g.add_argument("--synthetic-dense-epochs", type=int, metavar="N",
+                   help="epochs trained on those dense images; later ones have 1-10 objects like the val split "
+                        "(default: the epochs before the first LR decay)")
 
     g = p.add_argument_group("recipe (defaults: GluonCV's train_ssd.py; a CPU recipe for the synthetic set)")
     g.add_argument("--epochs", type=int, help=f"training epochs ({both('epochs')})")
@@ -132,7 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train a detector (default: built-in synthetic data, small CPU model)",
                        description="Train an SSD. With no options: the built-in synthetic shapes data set and the "
-                                   "small ssd_tiny_synthetic model, about 8 minutes on a 2-core CPU.")
+                                   "small ssd_tiny_synthetic model, about 8.5 minutes on a 2-core CPU.")
     add_train_options(p)
 
     p = sub.add_parser("eval", help="evaluate a checkpoint and print the per-class AP table",

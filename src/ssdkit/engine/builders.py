@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from .config import ConfigError, TrainConfig
 
 __all__ = ["select_device", "build_model", "build_datasets", "build_loader", "build_optimizer", "build_metric",
-           "model_anchors", "seed_everything", "worker_init", "train_transform"]
+           "model_anchors", "seed_everything", "worker_init", "train_transform", "prepare_train_epoch"]
 
 
 def select_device(name: str) -> torch.device:
@@ -85,6 +85,19 @@ def train_transform(augment: str, data_shape: int):
     return T.SSDValTransform(data_shape)
 
 
+def prepare_train_epoch(train_set, cfg: TrainConfig, epoch: int) -> None:
+    """Point the training set at epoch ``epoch`` (0-based) before its loader starts (workers copy the set then):
+    the synthetic set's new images, and its objects per image: ``cfg.synthetic_train_objects`` in the first
+    ``cfg.synthetic_dense_epochs`` epochs, the data set's own range (as the val split) after them."""
+    if hasattr(train_set, "set_epoch"):
+        train_set.set_epoch(epoch)
+    if cfg.dataset == "synthetic" and hasattr(train_set, "set_object_range"):
+        from ..data.synthetic import DEFAULT_OBJECT_RANGE
+
+        dense = epoch < cfg.synthetic_dense_epochs
+        train_set.set_object_range(*(cfg.synthetic_train_objects if dense else DEFAULT_OBJECT_RANGE))
+
+
 def _splits(text: str | None) -> list[str]:
     return [s.strip() for s in (text or "").split(",") if s.strip()]
 
@@ -104,8 +117,10 @@ def build_datasets(cfg: TrainConfig, data_shape: int, train: bool = True, val: b
             if cfg.classes:
                 kw["classes"] = tuple(cfg.classes)
             if train:
+                low, high = cfg.synthetic_train_objects
                 train_set = SyntheticShapes(cfg.synthetic_train_size, seed=cfg.seed, transform=train_tf,
-                                            fresh_per_epoch=cfg.synthetic_fresh, **kw)
+                                            fresh_per_epoch=cfg.synthetic_fresh, min_objects=low,
+                                            max_objects=high, **kw)
             if val:
                 val_set = SyntheticShapes(cfg.synthetic_val_size, seed=cfg.seed + 1_000_003, transform=val_tf, **kw)
         else:

@@ -12,9 +12,10 @@ from typing import Any, Callable
 import torch
 
 from ..boxes import clip_boxes_xyxy
+from ..data.synthetic import DEFAULT_OBJECT_RANGE
 from ..loss import SSDMultiBoxLoss
 from .builders import (build_datasets, build_loader, build_metric, build_model, build_optimizer, model_anchors,
-                       seed_everything, select_device, share_cpu_cores)
+                       prepare_train_epoch, seed_everything, select_device, share_cpu_cores)
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ConfigError, TrainConfig, resolve_config
 from .distributed import all_reduce_sum, gather_bad_samples, run_in_processes, world_size
@@ -271,6 +272,11 @@ def _train(cfg: TrainConfig, say: Callable[[str], None], rank: int, world: int) 
     say(f"training {cfg.model} on {cfg.dataset} ({len(train_set)} train / {len(val_set)} val images, "
         f"{len(classes)} classes) for {cfg.epochs} epochs on {device}"
         f"{f' in {world} processes' if world > 1 else ''}; run folder: {cfg.output}")
+    if cfg.dataset == "synthetic" and cfg.synthetic_dense_epochs > 0:
+        (low, high), dense = cfg.synthetic_train_objects, min(cfg.synthetic_dense_epochs, cfg.epochs)
+        later = f", then {DEFAULT_OBJECT_RANGE[0]}-{DEFAULT_OBJECT_RANGE[1]}" if dense < cfg.epochs else ""
+        say(f"  training images hold {low}-{high} objects in epochs 1-{dense}{later} "
+            f"(--synthetic-train-objects, --synthetic-dense-epochs)")
     iters = len(train_loader)
     t0 = time.perf_counter()
     last_map = float("nan")
@@ -292,8 +298,7 @@ def _train(cfg: TrainConfig, say: Callable[[str], None], rank: int, world: int) 
             # every epoch's shuffle and augmentation depend only on (seed, epoch): a resumed run replays them
             loader_gen.manual_seed(cfg.seed * 1000 + epoch)
             torch.manual_seed(cfg.seed * 1000 + epoch + 100_003 * rank)
-            if hasattr(train_set, "set_epoch"):  # the synthetic set's new images (workers start after this)
-                train_set.set_epoch(epoch)
+            prepare_train_epoch(train_set, cfg, epoch)  # the synthetic set's new images (workers start after this)
             if hasattr(train_loader.sampler, "set_epoch"):  # DistributedSampler: this epoch's shuffle
                 train_loader.sampler.set_epoch(epoch)
             on_log = (lambda s, v, e=epoch: logger.log_train(e * iters + s, e + s / iters, v)) if main else None
