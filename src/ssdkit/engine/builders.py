@@ -16,7 +16,8 @@ from torch.utils.data import DataLoader
 from .config import ConfigError, TrainConfig
 
 __all__ = ["select_device", "build_model", "build_datasets", "build_loader", "build_optimizer", "build_metric",
-           "model_anchors", "seed_everything", "worker_init", "train_transform", "prepare_train_epoch"]
+           "model_anchors", "seed_everything", "worker_init", "train_transform", "prepare_train_epoch",
+           "synthetic_object_range"]
 
 
 def select_device(name: str) -> torch.device:
@@ -85,17 +86,22 @@ def train_transform(augment: str, data_shape: int):
     return T.SSDValTransform(data_shape)
 
 
+def synthetic_object_range(cfg: TrainConfig, epoch: int) -> tuple[int, int]:
+    """Objects per synthetic training image in epoch ``epoch`` (0-based): ``cfg.synthetic_train_objects`` in the
+    first ``cfg.synthetic_dense_epochs`` epochs, the data set's own range (as the val split) after them."""
+    from ..data.synthetic import DEFAULT_OBJECT_RANGE
+
+    low, high = cfg.synthetic_train_objects if epoch < cfg.synthetic_dense_epochs else DEFAULT_OBJECT_RANGE
+    return low, high
+
+
 def prepare_train_epoch(train_set, cfg: TrainConfig, epoch: int) -> None:
     """Point the training set at epoch ``epoch`` (0-based) before its loader starts (workers copy the set then):
-    the synthetic set's new images, and its objects per image: ``cfg.synthetic_train_objects`` in the first
-    ``cfg.synthetic_dense_epochs`` epochs, the data set's own range (as the val split) after them."""
+    the synthetic set's new images and its objects per image (:func:`synthetic_object_range`)."""
     if hasattr(train_set, "set_epoch"):
         train_set.set_epoch(epoch)
     if cfg.dataset == "synthetic" and hasattr(train_set, "set_object_range"):
-        from ..data.synthetic import DEFAULT_OBJECT_RANGE
-
-        dense = epoch < cfg.synthetic_dense_epochs
-        train_set.set_object_range(*(cfg.synthetic_train_objects if dense else DEFAULT_OBJECT_RANGE))
+        train_set.set_object_range(*synthetic_object_range(cfg, epoch))
 
 
 def _splits(text: str | None) -> list[str]:
@@ -117,7 +123,7 @@ def build_datasets(cfg: TrainConfig, data_shape: int, train: bool = True, val: b
             if cfg.classes:
                 kw["classes"] = tuple(cfg.classes)
             if train:
-                low, high = cfg.synthetic_train_objects
+                low, high = synthetic_object_range(cfg, 0)
                 train_set = SyntheticShapes(cfg.synthetic_train_size, seed=cfg.seed, transform=train_tf,
                                             fresh_per_epoch=cfg.synthetic_fresh, min_objects=low,
                                             max_objects=high, **kw)

@@ -15,8 +15,10 @@ weights:
 The stride-4 map feeds the smallest anchors (10-14 px), so it gets depth: six convs in the stem instead of three.
 VOC07 mAP after 6 epochs (new images each epoch, "light" augmentation, one run each): 0.73 with three, 0.76 with
 four, 0.79 with five; 0.79 also with six, or with five plus one more at stride 8; 0.74 with four at 96 channels (and
-slower). Six became worth it once the training images were denser (5-20 objects, ``synthetic_train_objects``): a
-14-epoch run reached 0.908 with six against 0.896 with five, for a step about 5 % slower. A top-down FPN-style path into the stride-4 map did worse (0.67 vs 0.70, on the fixed 4000-image set).
+slower). Six became worth it once the training images were denser (5-20 objects, ``synthetic_train_objects``):
+14-epoch runs reached 0.908 and 0.8985 with six (two initialisations) against 0.896 with five, for a step about 5 %
+slower; seven gave 0.901. A top-down FPN-style path into the stride-4 map did worse (0.67 vs 0.70, on the fixed
+4000-image set).
 The first two convs have 32 and 64 channels (they had 16 and 32): 6-epoch mAP 0.795 -> 0.809 (no augmentation), for a
 step about 8 % slower: the objects under 12 px are 2-3 pixels wide on the stride-4 map, and their shape has to pass
 through these two layers.
