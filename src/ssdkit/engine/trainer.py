@@ -12,10 +12,10 @@ from typing import Any, Callable
 import torch
 
 from ..boxes import clip_boxes_xyxy
-from ..data.synthetic import DEFAULT_OBJECT_RANGE
 from ..loss import SSDMultiBoxLoss
 from .builders import (build_datasets, build_loader, build_metric, build_model, build_optimizer, model_anchors,
-                       prepare_train_epoch, seed_everything, select_device, share_cpu_cores)
+                       prepare_train_epoch, seed_everything, select_device, share_cpu_cores,
+                       synthetic_object_range)
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .config import ConfigError, TrainConfig, resolve_config
 from .distributed import all_reduce_sum, gather_bad_samples, run_in_processes, world_size
@@ -273,8 +273,9 @@ def _train(cfg: TrainConfig, say: Callable[[str], None], rank: int, world: int) 
         f"{len(classes)} classes) for {cfg.epochs} epochs on {device}"
         f"{f' in {world} processes' if world > 1 else ''}; run folder: {cfg.output}")
     if cfg.dataset == "synthetic" and cfg.synthetic_dense_epochs > 0:
-        (low, high), dense = cfg.synthetic_train_objects, min(cfg.synthetic_dense_epochs, cfg.epochs)
-        later = f", then {DEFAULT_OBJECT_RANGE[0]}-{DEFAULT_OBJECT_RANGE[1]}" if dense < cfg.epochs else ""
+        dense = min(cfg.synthetic_dense_epochs, cfg.epochs)
+        (low, high), (low_after, high_after) = synthetic_object_range(cfg, 0), synthetic_object_range(cfg, dense)
+        later = f", then {low_after}-{high_after}" if dense < cfg.epochs else ""
         say(f"  training images hold {low}-{high} objects in epochs 1-{dense}{later} "
             f"(--synthetic-train-objects, --synthetic-dense-epochs)")
     iters = len(train_loader)
