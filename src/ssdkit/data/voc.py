@@ -33,17 +33,11 @@ import numpy as np
 import torch
 from defusedxml import ElementTree
 
+from ..constants import VOC_CLASSES
 from .errors import (AnnotationReporter, BadSampleError, BadSampleLog, PolicyLoading, check_policy,
                      make_target, read_image)
 
 __all__ = ["VOC_CLASSES", "VOCAnnotation", "parse_voc_xml", "VOCDetection", "VOCFolder"]
-
-#: GluonCV's class order (ids 0-19).
-VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-    "tvmonitor",
-)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp", ".webp")
 

@@ -16,13 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..anchors import AnchorSpec
+from ..constants import VOC_CLASSES
 from .tiny import DEFAULT_SYNTHETIC_CLASSES, TINY_ANCHORS, TINY_DATA_SHAPE
 
 __all__ = ["VOC_CLASSES", "COCO_CLASSES", "ModelPreset", "PRESETS"]
-
-VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-               "tvmonitor")
 
 COCO_CLASSES = ("person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
                 "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",

@@ -1,0 +1,15 @@
+"""Constants shared by the data sets, the transforms and the models, each defined once here."""
+from __future__ import annotations
+
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "VOC_CLASSES"]
+
+#: ImageNet RGB mean and standard deviation on the 0-1 scale (GluonCV's ``mean``/``std`` defaults).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: Pascal VOC's 20 classes in GluonCV's order (ids 0-19).
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+)
