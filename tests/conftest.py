@@ -22,14 +22,31 @@ def data_dir():
     return DATA_DIR
 
 
-def ssd300_anchors():
-    """The anchors of ssd_300_vgg16_atrous_voc, built from its published preset (no model needed)."""
-    from ssdkit.anchors import AnchorSpec, ssd_anchors
+SSD300_FEATURES = [(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)]
+
+
+def ssd300_spec():
+    """The anchor preset of ssd_300_vgg16_atrous_voc, as published (no model needed)."""
+    from ssdkit.anchors import AnchorSpec
 
     r1, r2 = (1, 2, 0.5), (1, 2, 0.5, 3, 1 / 3)
-    spec = AnchorSpec(sizes=(30, 60, 111, 162, 213, 264, 315), ratios=(r1, r2, r2, r2, r1, r1),
+    return AnchorSpec(sizes=(30, 60, 111, 162, 213, 264, 315), ratios=(r1, r2, r2, r2, r1, r1),
                       steps=(8, 16, 32, 64, 100, 300))
-    return ssd_anchors(spec, [(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)])
+
+
+def ssd300_anchors():
+    """The anchors of ssd_300_vgg16_atrous_voc, ``Tensor[1, 8732, 4]``."""
+    from ssdkit.anchors import ssd_anchors
+
+    return ssd_anchors(ssd300_spec(), SSD300_FEATURES)
+
+
+@pytest.fixture(scope="session")
+def grid300():
+    """The :class:`ssdkit.anchors.AnchorGrid` of :func:`ssd300_anchors`."""
+    from ssdkit.anchors import ssd_anchor_grid
+
+    return ssd_anchor_grid(ssd300_spec(), SSD300_FEATURES)
 
 
 @pytest.fixture(scope="session")

@@ -190,7 +190,8 @@ def model_anchors(net, data_shape: int, device: torch.device) -> torch.Tensor:
 
 
 def build_loader(dataset, cfg: TrainConfig, train: bool, anchors: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None, shard: tuple[int, int] = (0, 1)) -> DataLoader:
+                 generator: torch.Generator | None = None, shard: tuple[int, int] = (0, 1),
+                 anchor_grid=None) -> DataLoader:
     """Training loaders compute SSD targets in their workers (``TargetCollate``); evaluation loaders only pad.
 
     ``shard=(rank, world)`` with ``world > 1``: this process's part of a data-parallel run, ``batch_size / world``
@@ -202,7 +203,8 @@ def build_loader(dataset, cfg: TrainConfig, train: bool, anchors: torch.Tensor |
         from ..targets import SSDTargetGenerator
 
         # no sampling in the targets (negative_mining_ratio=-1): hard negatives are mined in the loss, as GluonCV
-        collate = TargetCollate(anchors, SSDTargetGenerator(iou_thresh=cfg.match_iou, negative_mining_ratio=-1))
+        collate = TargetCollate(anchors, SSDTargetGenerator(iou_thresh=cfg.match_iou, negative_mining_ratio=-1),
+                                anchor_grid=anchor_grid)
     else:
         collate = detection_collate
     workers = cfg.num_workers

@@ -233,7 +233,7 @@ def _train(cfg: TrainConfig, say: Callable[[str], None], rank: int, world: int) 
     optimizer = build_optimizer(net, cfg)
     loader_gen = torch.Generator()
     train_loader = build_loader(train_set, cfg, train=True, anchors=anchors, generator=loader_gen,
-                                shard=(rank, world))
+                                shard=(rank, world), anchor_grid=net.anchor_grid_for_input(data_shape))
     val_loader = build_loader(val_set, cfg, train=False)
     scheduler = make_scheduler(optimizer, len(train_loader), cfg.lr_decay_epochs, cfg.lr_decay, cfg.warmup_epochs)
     amp_dtype = amp_dtype_for(device, cfg.amp)
