@@ -34,8 +34,10 @@ import torch
 from defusedxml import ElementTree
 
 from ..constants import VOC_CLASSES
-from .errors import (AnnotationReporter, BadSampleError, BadSampleLog, PolicyLoading, check_policy,
-                     make_target, read_image)
+from .errors import AnnotationReporter, BadSampleError, BadSampleLog, check_policy
+from .image_io import read_image
+from .mixins import PolicyLoading
+from .sample import make_target
 
 __all__ = ["VOC_CLASSES", "VOCAnnotation", "parse_voc_xml", "VOCDetection", "VOCFolder"]
 
