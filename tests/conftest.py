@@ -2,6 +2,7 @@ import os
 
 import pytest
 import torch
+from torchvision import tv_tensors
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
@@ -61,3 +62,24 @@ def seed_tutorial_gt():
     gt_boxes[0, 0] = torch.tensor([10, 20, 80, 90.0])
     gt_boxes[1] = torch.tensor([[10, 10, 30, 30], [40, 40, 60, 60], [50, 50, 90, 90], [100, 110, 120, 140.0]])
     return gt_boxes, gt_ids
+
+
+def transform_sample(h=60, w=80, boxes=((5, 5, 30, 40), (40, 10, 78, 58), (10, 30, 20, 50)), dtype=torch.uint8,
+                     seed=0):
+    """A ``(tv_tensors.Image [3, h, w], target)`` sample with three labelled boxes, for the transform tests."""
+    g = torch.Generator().manual_seed(seed)
+    image = torch.randint(0, 256, (3, h, w), generator=g).to(dtype)
+    n = len(boxes)
+    target = {
+        "boxes": tv_tensors.BoundingBoxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                                          format="XYXY", canvas_size=(h, w)),
+        "labels": torch.arange(n, dtype=torch.int64) + 10,
+        "difficult": (torch.arange(n) % 2).to(torch.uint8),
+        "image_id": "img", "path": "img.jpg", "orig_size": (h, w),
+    }
+    return tv_tensors.Image(image), target
+
+
+def plain(t):
+    """A tv_tensor as a plain tensor."""
+    return t.as_subclass(torch.Tensor)
