@@ -8,8 +8,8 @@ random-init network is not used: its near-uniform softmax puts all 174k pairs ab
 
 - ssdkit: ``PostProcessor(20, decoder="per_class" | "argmax")`` with GluonCV's defaults (NMS 0.45, top 400,
   keep 100).
-- GluonCV (when ``/work/.venv-gluoncv`` exists): SSD's inference branch (softmax, MultiPerClassDecoder or
-  MultiClassDecoder, box decode, class-major concat, ``contrib.box_nms``, slice 100) as a HybridBlock, run both
+- GluonCV (``$SSDKIT_GLUONCV_PYTHON`` or the repository's ``.venv-gluoncv``): SSD's inference branch (softmax,
+  MultiPerClassDecoder or MultiClassDecoder, box decode, class-major concat, ``contrib.box_nms``, slice 100) as a HybridBlock, run both
   imperatively and hybridized (static_alloc), in a subprocess on the same inputs; the faster of the two is
   compared.
 

@@ -1,8 +1,8 @@
 """Regenerate the GluonCV reference fixtures of ssdkit's SSD core (anchors, targets, loss, coders, decoding).
 
-Run under the GluonCV virtualenv (never a dependency of ssdkit)::
+Run under the GluonCV virtualenv (``tools/make_gluoncv_venv.sh``; never a dependency of ssdkit)::
 
-    /work/.venv-gluoncv/bin/python tools/make_reference_fixtures.py [--out tests/data]
+    .venv-gluoncv/bin/python tools/make_reference_fixtures.py [--out tests/data]
 
 It writes ``tests/data/core_*.npz`` and ``tests/data/core_tutorial.json``; ``tests/test_parity_core.py``
 loads them. Large inputs are not stored: they are rebuilt from seeds by the pure-numpy generators in the

@@ -1,4 +1,4 @@
-"""Model presets: class lists, anchor presets and the zoo table (spec §1.4, GluonCV ``presets.py``).
+"""Model presets: class lists, anchor presets and the zoo table (GluonCV 0.10.5 ``model_zoo/ssd/presets.py``).
 
 | zoo name                              | backbone         | input | anchors (at input) |
 | ------------------------------------- | ---------------- | ----- | ------------------ |

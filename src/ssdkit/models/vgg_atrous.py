@@ -1,4 +1,4 @@
-"""VGG16-atrous feature extractor of GluonCV's SSD (spec §1.2).
+"""VGG16-atrous feature extractor of GluonCV 0.10.5's SSD.
 
 Shape legend: B batch; sizes for a 300 (512) input.
 
