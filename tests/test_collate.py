@@ -86,10 +86,28 @@ def test_target_collate_runs_the_generator_on_the_padded_batch():
         TargetCollate(torch.rand(2, 5, 4), target_generator=gen)
 
 
-def test_target_collate_with_the_real_generator_if_available():
-    targets = pytest.importorskip("ssdkit.targets")
+def test_target_collate_passes_the_anchor_grid_on():
+    from ssdkit.anchors import AnchorGrid
+
+    seen = []
+
+    def gen(anchors, cls_preds, gt_boxes, gt_ids, anchor_grid=None):
+        seen.append(anchor_grid)
+        return RecordingGenerator()(anchors, cls_preds, gt_boxes, gt_ids)
+
+    grid = AnchorGrid(((1, 1, 2), (1, 1, 3)))
+    TargetCollate(torch.rand(5, 4), target_generator=gen, anchor_grid=grid)([item(1)])
+    TargetCollate(torch.rand(5, 4), target_generator=gen)([item(1)])
+    assert seen == [grid, None]
+    with pytest.raises(ValueError, match="anchor_grid describes 5 anchors"):
+        TargetCollate(torch.rand(6, 4), target_generator=gen, anchor_grid=grid)
+
+
+def test_target_collate_with_the_real_generator():
+    from ssdkit.targets import SSDTargetGenerator
+
     anchors = torch.tensor([[[2.0, 2.0, 4.0, 4.0], [6.0, 6.0, 4.0, 4.0], [4.0, 4.0, 8.0, 8.0]]])
-    cls_t, box_t = compute_ssd_targets(targets.SSDTargetGenerator(negative_mining_ratio=-1), anchors,
+    cls_t, box_t = compute_ssd_targets(SSDTargetGenerator(negative_mining_ratio=-1), anchors,
                                        torch.tensor([[[0.0, 0.0, 4.0, 4.0], [-1, -1, -1, -1]]]),
                                        torch.tensor([[2, -1]]))
     assert cls_t.shape == (1, 3) and box_t.shape == (1, 3, 4)
