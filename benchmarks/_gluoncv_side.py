@@ -129,8 +129,8 @@ def target_jobs(z):
 
 def _post_block(num_fg, decoder, stds=(0.1, 0.1, 0.2, 0.2), nms_thresh=0.45, nms_topk=400, post_nms=100):
     """GluonCV SSD's inference branch (``SSD.hybrid_forward`` after the heads) as a HybridBlock."""
-    from mxnet import gluon
     from gluoncv.nn.coder import MultiClassDecoder, MultiPerClassDecoder, NormalizedBoxCenterDecoder
+    from mxnet import gluon
 
     class Post(gluon.HybridBlock):
         def __init__(self):

@@ -9,9 +9,9 @@ random-init network is not used: its near-uniform softmax puts all 174k pairs ab
 - ssdkit: ``PostProcessor(20, decoder="per_class" | "argmax")`` with GluonCV's defaults (NMS 0.45, top 400,
   keep 100).
 - GluonCV (``$SSDKIT_GLUONCV_PYTHON`` or the repository's ``.venv-gluoncv``): SSD's inference branch (softmax,
-  MultiPerClassDecoder or MultiClassDecoder, box decode, class-major concat, ``contrib.box_nms``, slice 100) as a HybridBlock, run both
-  imperatively and hybridized (static_alloc), in a subprocess on the same inputs; the faster of the two is
-  compared.
+  MultiPerClassDecoder or MultiClassDecoder, box decode, class-major concat, ``contrib.box_nms``, slice 100) as a
+  HybridBlock, run both imperatively and hybridized (static_alloc), in a subprocess on the same inputs; the faster
+  of the two is compared.
 
 Every round times each implementation once (interleaved), so background load slows all columns alike.
 Prints medians and the ratios per_class / argmax (goal <= 1.5) and GluonCV / ssdkit (goal > 1).

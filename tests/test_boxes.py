@@ -6,8 +6,16 @@ from hypothesis import strategies as st
 from torchvision.ops import box_iou as tv_box_iou
 
 from ssdkit.anchors import AnchorGrid
-from ssdkit.boxes import (batched_box_iou, clip_boxes_xyxy, cxcywh_to_xyxy, grid_gt_anchor_iou, gt_anchor_iou,
-                          paired_box_iou_numpy, validate_gt, xyxy_to_cxcywh)
+from ssdkit.boxes import (
+    batched_box_iou,
+    clip_boxes_xyxy,
+    cxcywh_to_xyxy,
+    grid_gt_anchor_iou,
+    gt_anchor_iou,
+    paired_box_iou_numpy,
+    validate_gt,
+    xyxy_to_cxcywh,
+)
 
 coord = st.floats(min_value=-50, max_value=400, allow_nan=False, width=32)
 size = st.floats(min_value=0, max_value=300, allow_nan=False, width=32)

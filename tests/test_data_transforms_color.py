@@ -6,8 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import plain
-from conftest import transform_sample as sample
 from torchvision import tv_tensors
 
 from ssdkit.data.transforms import (
@@ -16,6 +14,9 @@ from ssdkit.data.transforms import (
     apply_color_affine,
     color_distort_affine,
 )
+
+from conftest import plain
+from conftest import transform_sample as sample
 
 FILL = tuple(m * 255 for m in IMAGENET_MEAN)
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import plain
-from conftest import transform_sample as sample
 
 from ssdkit.data.transforms import (
     IMAGENET_MEAN,
@@ -17,6 +15,9 @@ from ssdkit.data.transforms import (
     expand_image,
     random_crop_with_constraints,
 )
+
+from conftest import plain
+from conftest import transform_sample as sample
 
 FILL = tuple(m * 255 for m in IMAGENET_MEAN)
 
@@ -84,7 +85,8 @@ def iou_np(boxes, box):
 def test_crop_boxes_center_rule_clip_and_translate():
     boxes = torch.tensor([[0.0, 0, 10, 10], [50, 50, 70, 70], [95, 95, 120, 120], [30, 40, 50, 60],
                           [90, 40, 110, 60]])
-    # centres: (5, 5) out; (60, 60) in; (107.5, 107.5) out; (40, 50) on the left edge: in; (100, 50) on the right edge: out
+    # centres: (5, 5) out; (60, 60) in; (107.5, 107.5) out; (40, 50) on the left edge: in;
+    # (100, 50) on the right edge: out
     out, keep = crop_boxes_xyxy(boxes, (40, 40, 60, 60))
     assert keep.tolist() == [False, True, False, True, False]
     torch.testing.assert_close(out, torch.tensor([[10.0, 10, 30, 30], [0, 0, 10, 20]]))

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import plain
-from conftest import transform_sample as sample
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -16,6 +14,9 @@ from ssdkit.data.transforms import (
     SSDTrainTransform,
     SSDValTransform,
 )
+
+from conftest import plain
+from conftest import transform_sample as sample
 
 FILL = tuple(m * 255 for m in IMAGENET_MEAN)
 
@@ -70,7 +71,8 @@ def test_val_preset_normalises_and_keeps_difficult():
 def test_transforms_compose_with_torchvision():
     image, target = sample()
     pipeline = v2.Compose([RandomColorDistort(p=1.0), v2.RandomHorizontalFlip(p=1.0), RandomExpand(p=1.0),
-                           v2.ClampBoundingBoxes(), v2.SanitizeBoundingBoxes(labels_getter=lambda s: (s[1]["labels"], s[1]["difficult"]))])
+                           v2.ClampBoundingBoxes(),
+                           v2.SanitizeBoundingBoxes(labels_getter=lambda s: (s[1]["labels"], s[1]["difficult"]))])
     torch.manual_seed(0)
     out, tgt = pipeline(image, target)
     assert out.dtype == torch.float32 and len(tgt["boxes"]) == len(tgt["labels"]) == 3

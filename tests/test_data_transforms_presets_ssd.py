@@ -24,7 +24,8 @@ ONE_LEVEL = 1 / 255 / min(IMAGENET_STD) + 1e-5  # one grey level after normalisa
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("make_transform_fixtures", ROOT / "tools" / "make_transform_fixtures.py")
+    path = ROOT / "tools" / "make_transform_fixtures.py"
+    spec = importlib.util.spec_from_file_location("make_transform_fixtures", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -55,8 +56,8 @@ def test_train_transform_targets_are_gluoncv(anchors300, grid300):
         transform = SSDDefaultTrainTransform(300, 300, anchors300, anchor_grid=grid)
         boxes = tv_tensors.BoundingBoxes(torch.from_numpy(augmented[:, :4]).double(), format="XYXY",
                                          canvas_size=(300, 300))
-        transform._pipeline = lambda img, target: (img, {"boxes": boxes,  # the augmentation GluonCV drew
-                                                         "labels": torch.from_numpy(augmented[:, 4:]).double()})
+        drawn = {"boxes": boxes, "labels": torch.from_numpy(augmented[:, 4:]).double()}  # what GluonCV drew
+        transform._pipeline = lambda img, target, drawn=drawn: (img, drawn)
         x, cls_targets, box_targets = transform(image, fixtures.make_val_case(fixtures.TRAIN_SEED, 240, 320)[1])
         np.testing.assert_array_equal(cls_targets.numpy(), REF["train_cls_targets"])
         np.testing.assert_allclose(box_targets.numpy(), REF["train_box_targets"], atol=1e-5)

@@ -10,7 +10,6 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-
 from pycocotools.coco import COCO
 
 from ssdkit.metrics import COCODetectionMetric

@@ -229,7 +229,8 @@ def _reference_map(images, iou_thresh, use_07):
                     iw = min(box[2], gt[2]) - max(box[0], gt[0]) + 1
                     ih = min(box[3], gt[3]) - max(box[1], gt[1]) + 1
                     inter = iw * ih if iw > 0 and ih > 0 else 0.0
-                    union = (box[2] - box[0] + 1) * (box[3] - box[1] + 1) + (gt[2] - gt[0] + 1) * (gt[3] - gt[1] + 1) - inter
+                    area_box = (box[2] - box[0] + 1) * (box[3] - box[1] + 1)
+                    union = area_box + (gt[2] - gt[0] + 1) * (gt[3] - gt[1] + 1) - inter
                     if inter / union > best_iou:
                         best, best_iou = j, inter / union
                 if best < 0 or best_iou < iou_thresh:

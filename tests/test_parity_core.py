@@ -37,7 +37,8 @@ def _npz(name):
     path = DATA / name
     if not path.exists():
         pytest.fail(f"missing fixture {path}; regenerate with "
-                    ".venv-gluoncv/bin/python tools/make_reference_fixtures.py (tools/make_gluoncv_venv.sh makes the venv)")
+                    ".venv-gluoncv/bin/python tools/make_reference_fixtures.py "
+                    "(tools/make_gluoncv_venv.sh makes the venv)")
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
 

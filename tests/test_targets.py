@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from conftest import seed_tutorial_gt
 from ssdkit import SSDTargetGenerator
+
+from conftest import seed_tutorial_gt
 
 
 def test_seed_tutorial_counts(anchors300):

@@ -225,7 +225,7 @@ def postprocess_inputs(seed, anchors_cxcywh, batch=4, num_fg=NUM_FG, layout=POST
         n_obj, n_noise = layout[b % len(layout)]
         used = set()
 
-        def draw(lo, hi):
+        def draw(lo, hi, used=used):
             lo_i = int(np.ceil((lo - SCORE_GRID_LO) / SCORE_GRID_STEP))
             hi_i = max(lo_i + 1, min(grid_size, int((hi - SCORE_GRID_LO) / SCORE_GRID_STEP)))
             while True:
@@ -311,8 +311,8 @@ def _mx():
 def build_zoo_anchors():
     """GluonCV anchors ``float32[A, 4]`` and feature sizes for every zoo model (train-mode forward)."""
     mx = _mx()
-    from mxnet import autograd
     import gluoncv
+    from mxnet import autograd
     out = {}
     for name in ZOO_MODELS:
         net = gluoncv.model_zoo.get_model(name, pretrained=False, pretrained_base=False)

@@ -4,9 +4,9 @@ Run under the GluonCV virtualenv (``tools/make_gluoncv_venv.sh``; never a depend
 
     .venv-gluoncv/bin/python tools/make_transform_fixtures.py [--out tests/data]
 
-It writes ``tests/data/presets_ssd.npz`` and ``tests/data/presets_ssd_*.png``; ``tests/test_data_transforms_presets_ssd.py``
-loads them. Inputs are rebuilt from seeds by :func:`make_val_case` (NumPy's legacy ``RandomState``, the same numbers
-under NumPy 1.23 and 2.x), which the test imports. Stored:
+It writes ``tests/data/presets_ssd.npz`` and ``tests/data/presets_ssd_*.png``;
+``tests/test_data_transforms_presets_ssd.py`` loads them. Inputs are rebuilt from seeds by :func:`make_val_case`
+(NumPy's legacy ``RandomState``, the same numbers under NumPy 1.23 and 2.x), which the test imports. Stored:
 
 - ``SSDDefaultValTransform(W, H)`` on three images (enlarging, shrinking, mixed: MXNet's cubic, area and linear);
 - ``SSDDefaultTrainTransform(300, 300)`` once without and once with the ssd_300 anchors under one seed: the

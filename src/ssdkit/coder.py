@@ -5,7 +5,7 @@ outputs, index 0 is background).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -111,7 +111,8 @@ class MultiClassEncoder(nn.Module):
         self.ignore_label = ignore_label
 
     def forward(self, samples: Tensor, matches: Tensor, refs: Tensor) -> Tensor:
-        """``(samples Tensor[B,A], matches Tensor[B,A], refs (gt ids) Tensor[B,G]) -> cls_targets Tensor[B,A]`` (int64)."""
+        """``(samples Tensor[B,A], matches Tensor[B,A], refs (gt ids) Tensor[B,G])`` -> ``cls_targets Tensor[B,A]``
+        (int64)."""
         if refs.dim() == 3:
             refs = refs[..., 0]
         ids = gather_matched(refs, matches).long() + 1

@@ -13,12 +13,11 @@ per image with the classes kept apart by coordinate shifts.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
-from torch import Tensor, nn
-
 import torchvision
+from torch import Tensor, nn
 
 from .coder import NormalizedBoxCenterDecoder
 

@@ -4,7 +4,7 @@ Shape legend: B batch, A anchors, G ground truths per image (rows with id < 0 ar
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -80,7 +80,7 @@ class SSDTargetGenerator(nn.Module):
         gt_boxes = torch.where(valid[..., None], gt_boxes, torch.zeros_like(gt_boxes))  # scrub padding values
         anchors_xyxy = cxcywh_to_xyxy(anchors)
         match, max_iou = self._match(anchors_xyxy, anchor_grid, gt_boxes, valid)
-        if self.use_negative_sampling:
+        if cls_preds is not None and self.use_negative_sampling:
             samples = ohem_samples(match, cls_preds, max_iou, self.negative_mining_ratio, self.neg_thresh)
         else:
             samples = naive_samples(match)

@@ -25,13 +25,23 @@ Transforms (:mod:`ssdkit.data.transforms`) are ``torchvision.transforms.v2`` tra
 format; :func:`detection_collate` batches it into padded tensors; :mod:`ssdkit.data.errors` holds
 the bad-sample policy (``on_bad_sample="skip" | "error"``) and :class:`BadSampleLog`.
 """
-from .collate import TargetCollate, compute_ssd_targets, detection_collate
 from .coco import COCODetection
+from .collate import TargetCollate, compute_ssd_targets, detection_collate
 from .errors import BadSampleError, BadSampleLog, SkipBadSamples
 from .synthetic import SHAPE_CLASSES, VAL_SEED_OFFSET, SyntheticShapes
-from .transforms import (IMAGENET_MEAN, IMAGENET_STD, DivideBy255, RandomColorDistort, RandomExpand,
-                         RandomInterpolationResize, RandomIoUCrop, ResizeCV, SSDTrainTransform,
-                         SSDValTransform, random_crop_with_constraints)
+from .transforms import (
+                         IMAGENET_MEAN,
+                         IMAGENET_STD,
+                         DivideBy255,
+                         RandomColorDistort,
+                         RandomExpand,
+                         RandomInterpolationResize,
+                         RandomIoUCrop,
+                         ResizeCV,
+                         SSDTrainTransform,
+                         SSDValTransform,
+                         random_crop_with_constraints,
+)
 from .voc import VOC_CLASSES, VOCDetection, VOCFolder
 
 __all__ = [

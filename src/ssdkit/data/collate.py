@@ -26,7 +26,8 @@ workers when ``num_workers > 0``), as GluonCV's train transform does when given 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor

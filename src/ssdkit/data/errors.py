@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-from typing import Any, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 __all__ = [
     "BadSampleError",
@@ -91,7 +92,7 @@ class BadSampleLog:
         self.extend(batch.get("bad_samples", ()) if isinstance(batch, dict) else ())
         return len(self) - before
 
-    def merge(self, other: "BadSampleLog") -> None:
+    def merge(self, other: BadSampleLog) -> None:
         self.extend(other.entries)
 
     @property

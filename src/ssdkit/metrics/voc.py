@@ -305,6 +305,7 @@ class VOCMApMetric:
             gt_difficults: ``[B, M]`` or ``[B, M, 1]`` flags (non-zero = difficult), or None.
         """
         p_box, p_lab, p_score = _batch(pred_bboxes, pred_labels, pred_scores, "pred", 0)
+        assert p_score is not None  # _batch returns the scores it was given
         g_box, g_lab, g_diff = _batch(gt_bboxes, gt_labels, gt_difficults, "gt", 0)
         if p_box.shape[0] != g_box.shape[0]:
             raise ValueError(f"predictions cover {p_box.shape[0]} images but ground truths {g_box.shape[0]}")

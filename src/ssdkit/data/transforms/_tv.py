@@ -1,7 +1,8 @@
 """Helpers shared by the transforms: tv_tensors sample access, XYXY box round trips and torch's RNG draws."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor

@@ -10,7 +10,8 @@ any one box and the latter drops boxes thinner than 1 pixel, where GluonCV keeps
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -271,7 +272,8 @@ def _scale_boxes(boxes: tv_tensors.BoundingBoxes, out_h: int, out_w: int) -> tv_
 class ResizeCV(v2.Transform):
     """Resize image and boxes to ``size`` (int: square, or (H, W)) ignoring aspect, with an OpenCV code.
 
-    ``interpolation``: an OpenCV code 0-4 (:mod:`ssdkit.data.transforms.opencv_resize`) or 9 / ``"auto"`` for MXNet's auto rule.
+    ``interpolation``: an OpenCV code 0-4 (:mod:`ssdkit.data.transforms.opencv_resize`) or 9 / ``"auto"`` for
+    MXNet's auto rule.
     """
 
     def __init__(self, size: int | Sequence[int], interpolation: int | str = "auto"):

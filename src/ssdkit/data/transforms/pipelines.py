@@ -20,7 +20,8 @@ shrinking both, else linear), quantised to uint8 like OpenCV on a uint8 image, t
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import Tensor

@@ -11,7 +11,8 @@ randomness is torch's (``torch.manual_seed``), not NumPy's. Differences from Glu
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
