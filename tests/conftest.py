@@ -1,3 +1,4 @@
+import importlib.util
 import os
 
 import pytest
@@ -7,6 +8,15 @@ from torchvision import tv_tensors
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
+TOOLS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+
+
+def load_tool(name):
+    """Import ``tools/<name>.py`` (a fixture script: its input generators need only NumPy)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(TOOLS_DIR, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")

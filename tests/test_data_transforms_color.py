@@ -8,17 +8,10 @@ import pytest
 import torch
 from torchvision import tv_tensors
 
-from ssdkit.data.transforms import (
-    IMAGENET_MEAN,
-    RandomColorDistort,
-    apply_color_affine,
-    color_distort_affine,
-)
+from ssdkit.data.transforms.color import RandomColorDistort, apply_color_affine, color_distort_affine
 
 from conftest import plain
 from conftest import transform_sample as sample
-
-FILL = tuple(m * 255 for m in IMAGENET_MEAN)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

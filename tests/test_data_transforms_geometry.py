@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from ssdkit.data.transforms import (
-    IMAGENET_MEAN,
+from ssdkit.constants import IMAGENET_MEAN
+from ssdkit.data.transforms.geometry import (
     RandomExpand,
     RandomInterpolationResize,
     RandomIoUCrop,

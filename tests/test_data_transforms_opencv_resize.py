@@ -7,13 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from ssdkit.data.transforms import (
-    IMAGENET_MEAN,
-    mxnet_auto_interpolation,
-    resize_image_cv,
-)
-
-FILL = tuple(m * 255 for m in IMAGENET_MEAN)
+from ssdkit.data.transforms.opencv_resize import mxnet_auto_interpolation, resize_image_cv
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

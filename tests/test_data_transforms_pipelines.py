@@ -6,19 +6,13 @@ import torch
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
-from ssdkit.data.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    RandomColorDistort,
-    RandomExpand,
-    SSDTrainTransform,
-    SSDValTransform,
-)
+from ssdkit.constants import IMAGENET_MEAN, IMAGENET_STD
+from ssdkit.data.transforms.color import RandomColorDistort
+from ssdkit.data.transforms.geometry import RandomExpand
+from ssdkit.data.transforms.pipelines import SSDTrainTransform, SSDValTransform
 
 from conftest import plain
 from conftest import transform_sample as sample
-
-FILL = tuple(m * 255 for m in IMAGENET_MEAN)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

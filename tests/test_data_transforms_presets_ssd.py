@@ -1,7 +1,6 @@
 """GluonCV's transform names (ssdkit.data.transforms.presets.ssd) against GluonCV 0.10.5 (tests/data/presets_ssd*)."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -17,21 +16,15 @@ from ssdkit.data.transforms.presets.ssd import (
     load_test,
 )
 
+from conftest import load_tool
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
 REF = np.load(DATA / "presets_ssd.npz")
 ONE_LEVEL = 1 / 255 / min(IMAGENET_STD) + 1e-5  # one grey level after normalisation
 
 
-def _tool():
-    path = ROOT / "tools" / "make_transform_fixtures.py"
-    spec = importlib.util.spec_from_file_location("make_transform_fixtures", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fixtures = _tool()
+fixtures = load_tool("make_transform_fixtures")
 
 
 @pytest.mark.parametrize("case", fixtures.VAL_CASES)

@@ -1,7 +1,6 @@
 """ssdkit.metrics.legacy_sort against NumPy 1.23's argsort (fixtures written under GluonCV's NumPy)."""
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -10,17 +9,12 @@ import pytest
 from ssdkit.metrics import legacy_sort
 from ssdkit.metrics.legacy_sort import legacy_argsort, stable_argsort
 
+from conftest import load_tool
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("make_metric_fixtures", ROOT / "tools" / "make_metric_fixtures.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fixtures = _load_tool()
+fixtures = load_tool("make_metric_fixtures")
 SORT_REF = np.load(ROOT / "tests" / "data" / "metric_sort.npz")
 SORT_CASES = fixtures.make_sort_cases()
 

@@ -1,7 +1,6 @@
 """ssdkit.metrics.voc against GluonCV's VOC metrics (fixtures) and hand-computed cases."""
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -14,18 +13,13 @@ from hypothesis import strategies as st
 from ssdkit.metrics import VOC07MApMetric, VOCMApMetric
 from ssdkit.metrics.voc import voc07_ap, voc_ap
 
+from conftest import load_tool
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("make_metric_fixtures", ROOT / "tools" / "make_metric_fixtures.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fixtures = _load_tool()
+fixtures = load_tool("make_metric_fixtures")
 VOC_REF = np.load(DATA / "metric_voc.npz")
 METRICS = {"voc07": VOC07MApMetric, "voc": VOCMApMetric}
 

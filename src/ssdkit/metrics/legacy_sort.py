@@ -9,7 +9,7 @@ where the answer can differ: segments whose tied items are interchangeable are f
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -145,16 +145,16 @@ def _has_tracked_pair(tags: np.ndarray) -> bool:
     return bool((t[1:] == t[:-1]).any())
 
 
-def _partition_python(ranks: np.ndarray, perm: np.ndarray, pl: int, pr: int) -> int:
-    """One quicksort partition of ``perm[pl:pr + 1]`` item by item; returns the pivot's final index."""
-    seg = perm[pl:pr + 1].tolist()
-    val = ranks[seg].tolist()
-
+def _swapper(seg: Any, val: Any) -> Callable[[int, int], None]:
+    """``swap(i, j)`` exchanging items i and j of a segment (``seg`` the permutation, ``val`` its ranks)."""
     def swap(i: int, j: int) -> None:
         seg[i], seg[j] = seg[j], seg[i]
         val[i], val[j] = val[j], val[i]
+    return swap
 
-    hi = pr - pl
+
+def _median_of_three(val: Any, swap: Callable[[int, int], None], hi: int) -> int:
+    """NumPy's pivot choice: order items ``0, hi // 2, hi`` of the segment; returns the middle (pivot) position."""
     m = hi >> 1
     if val[m] < val[0]:
         swap(m, 0)
@@ -162,6 +162,16 @@ def _partition_python(ranks: np.ndarray, perm: np.ndarray, pl: int, pr: int) -> 
         swap(hi, m)
     if val[m] < val[0]:
         swap(m, 0)
+    return m
+
+
+def _partition_python(ranks: np.ndarray, perm: np.ndarray, pl: int, pr: int) -> int:
+    """One quicksort partition of ``perm[pl:pr + 1]`` item by item; returns the pivot's final index."""
+    seg = perm[pl:pr + 1].tolist()
+    val = ranks[seg].tolist()
+    swap = _swapper(seg, val)
+    hi = pr - pl
+    m = _median_of_three(val, swap, hi)
     vp = val[m]
     i, j = 0, hi - 1
     swap(m, j)
@@ -190,19 +200,9 @@ def _partition_numpy(ranks: np.ndarray, perm: np.ndarray, pl: int, pr: int) -> i
     """
     seg = perm[pl:pr + 1]  # a view: swaps write through to perm
     val = ranks[seg]
+    swap = _swapper(seg, val)
     hi = pr - pl
-    m = hi >> 1
-
-    def swap(i: int, j: int) -> None:
-        seg[i], seg[j] = seg[j], seg[i]
-        val[i], val[j] = val[j], val[i]
-
-    if val[m] < val[0]:
-        swap(m, 0)
-    if val[hi] < val[m]:
-        swap(hi, m)
-    if val[m] < val[0]:
-        swap(m, 0)
+    m = _median_of_three(val, swap, hi)
     vp = val[m]
     swap(m, hi - 1)
     ge = np.flatnonzero(val[1:hi] >= vp) + 1
