@@ -1,7 +1,7 @@
 """Detection post-processing speed: ssdkit's PostProcessor (per-class and argmax) vs GluonCV, side by side.
 
 Inputs: raw outputs shaped like ssd_300_vgg16_atrous_voc's for a batch of 32 (8732 anchors, 21 classes), made
-by the synthetic generator of ``tools/make_reference_fixtures.py`` (the one behind the parity fixture):
+by the synthetic generator of ``tools/reference_inputs.py`` (the one behind the parity fixture):
 background-dominated logits plus candidate anchors around a few random objects and scattered low-score noise,
 so that 120 to 2100 (anchor, class) pairs per image score above 0.01, as a trained detector gives. (A
 random-init network is not used: its near-uniform softmax puts all 174k pairs above 0.01.)
@@ -38,7 +38,7 @@ FEATURE_SHAPES_300 = [(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)]
 
 
 def _generators():
-    path = os.path.join(HERE, "..", "tools", "make_reference_fixtures.py")
+    path = os.path.join(HERE, "..", "tools", "reference_inputs.py")
     spec = importlib.util.spec_from_file_location("_core_fixture_generators", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

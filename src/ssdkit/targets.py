@@ -42,13 +42,12 @@ class SSDTargetGenerator(nn.Module):
                  stds: Sequence[float] = (0.1, 0.1, 0.2, 0.2), num_classes: int | None = None,
                  validate: bool = True):
         super().__init__()
-        self.iou_thresh = iou_thresh
-        self.neg_thresh = neg_thresh
-        self.negative_mining_ratio = negative_mining_ratio
-        self.num_classes = num_classes
-        self.validate = validate
         self.box_encoder = NormalizedBoxCenterEncoder(stds)
         self.cls_encoder = MultiClassEncoder()
+        self.iou_thresh, self.neg_thresh = iou_thresh, neg_thresh
+        self.negative_mining_ratio = negative_mining_ratio
+        self.num_classes = num_classes  # checked against the gt ids when validating
+        self.validate = validate
 
     @property
     def use_negative_sampling(self) -> bool:
