@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
+from .constants import BOX_STDS
 
 __all__ = [
     "NormalizedBoxCenterEncoder",
@@ -42,7 +43,7 @@ class NormalizedBoxCenterEncoder(nn.Module):
     where ``samples <= 0.5`` (not a positive).
     """
 
-    def __init__(self, stds: Sequence[float] = (0.1, 0.1, 0.2, 0.2), means: Sequence[float] = (0.0, 0.0, 0.0, 0.0)):
+    def __init__(self, stds: Sequence[float] = BOX_STDS, means: Sequence[float] = (0.0, 0.0, 0.0, 0.0)):
         super().__init__()
         if len(stds) != 4 or len(means) != 4:
             raise ValueError("stds and means need 4 values each")
@@ -80,7 +81,7 @@ class NormalizedBoxCenterDecoder(nn.Module):
     """Inverse of :class:`NormalizedBoxCenterEncoder` on centre-form anchors; no clamp on ``dw``/``dh``
     unless ``clip`` is given (GluonCV's SSD uses none)."""
 
-    def __init__(self, stds: Sequence[float] = (0.1, 0.1, 0.2, 0.2), means: Sequence[float] = (0.0, 0.0, 0.0, 0.0),
+    def __init__(self, stds: Sequence[float] = BOX_STDS, means: Sequence[float] = (0.0, 0.0, 0.0, 0.0),
                  clip: float | None = None):
         super().__init__()
         self.stds = tuple(float(s) for s in stds)

@@ -12,6 +12,7 @@ from torch import Tensor, nn
 from .anchors import AnchorGrid
 from .boxes import cxcywh_to_xyxy, grid_gt_anchor_iou, gt_anchor_iou, validate_gt
 from .coder import MultiClassEncoder, NormalizedBoxCenterEncoder
+from .constants import BOX_STDS
 from .matching import naive_samples, ohem_samples, ssd_match
 
 __all__ = ["SSDTargetGenerator"]
@@ -39,7 +40,7 @@ class SSDTargetGenerator(nn.Module):
     """
 
     def __init__(self, iou_thresh: float = 0.5, neg_thresh: float = 0.5, negative_mining_ratio: float = 3,
-                 stds: Sequence[float] = (0.1, 0.1, 0.2, 0.2), num_classes: int | None = None,
+                 stds: Sequence[float] = BOX_STDS, num_classes: int | None = None,
                  validate: bool = True):
         super().__init__()
         self.box_encoder = NormalizedBoxCenterEncoder(stds)

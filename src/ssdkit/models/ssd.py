@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from ..anchors import AnchorGrid, AnchorSpec, ssd_anchor_grid, ssd_anchors
+from ..constants import BOX_STDS
 from ..init import init_weights
 
 __all__ = ["SSD", "ConvPredictor"]
@@ -73,7 +74,7 @@ class SSD(nn.Module):
 
     def __init__(self, features: nn.Module, feature_channels: Sequence[int], anchor_spec: AnchorSpec,
                  classes: Sequence[str], *, data_shape: int, name: str = "ssd",
-                 stds: Sequence[float] = (0.1, 0.1, 0.2, 0.2), nms_thresh: float = 0.45, nms_topk: int = 400,
+                 stds: Sequence[float] = BOX_STDS, nms_thresh: float = 0.45, nms_topk: int = 400,
                  post_nms: int = 100, decoder: str = "per_class", head_init: str = "xavier",
                  predictor_kernel: int = 3, predictor_pad: int = 1):
         super().__init__()

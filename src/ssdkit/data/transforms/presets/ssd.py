@@ -21,7 +21,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from ....anchors import AnchorGrid
-from ....constants import IMAGENET_MEAN, IMAGENET_STD
+from ....constants import BOX_STDS, IMAGENET_MEAN, IMAGENET_STD
 from ..opencv_resize import resize_image_cv
 from ..pipelines import DivideBy255, SSDTrainTransform, SSDValTransform
 
@@ -68,7 +68,7 @@ class SSDDefaultTrainTransform:
 
     def __init__(self, width: int, height: int, anchors: Tensor | None = None,
                  mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, iou_thresh: float = 0.5,
-                 box_norm: Sequence[float] = (0.1, 0.1, 0.2, 0.2), anchor_grid: AnchorGrid | None = None,
+                 box_norm: Sequence[float] = BOX_STDS, anchor_grid: AnchorGrid | None = None,
                  **kwargs: Any):
         self._pipeline = SSDTrainTransform((int(height), int(width)), mean, std)
         self._anchors = None if anchors is None else torch.as_tensor(anchors).reshape(1, -1, 4).float()
