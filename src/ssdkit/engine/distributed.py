@@ -18,6 +18,8 @@ from __future__ import annotations
 import datetime
 import os
 import socket
+import threading
+import time
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -105,9 +107,21 @@ def _init(rank: int, world: int, local_rank: int, init_method: str, device_type:
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world, timeout=_TIMEOUT)
 
 
-def _child(fn, cfg_dict: dict[str, Any], rank: int, world: int, port: int, device_type: str, errors) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """A child of a killed rank 0 (SIGKILL, a lost machine) would wait in its next collective for hours: end it."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="ssdkit-parent-watch").start()
+
+
+def _child(fn, cfg_dict: dict[str, Any], rank: int, world: int, port: int, device_type: str, errors,
+           parent: int) -> None:
     from .config import TrainConfig
 
+    _exit_with_parent(parent)
     try:
         _init(rank, world, rank, f"tcp://127.0.0.1:{port}", device_type)
         try:
@@ -132,7 +146,7 @@ def run_in_processes(fn: Callable, cfg, say: Callable[[str], None], device_type:
     # procs > 1 needs the usual ``if __name__ == "__main__":`` guard.
     ctx = mp.get_context("spawn")
     errors = ctx.SimpleQueue()
-    children = [ctx.Process(target=_child, args=(fn, cfg.to_dict(), rank, world, port, device_type, errors),
+    children = [ctx.Process(target=_child, args=(fn, cfg.to_dict(), rank, world, port, device_type, errors, os.getpid()),
                             daemon=False) for rank in range(1, world)]  # may start DataLoader workers
     for p in children:
         p.start()

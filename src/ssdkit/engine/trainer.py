@@ -6,6 +6,7 @@ to :func:`train`, the epoch loop, which takes those objects and no configuration
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import signal
@@ -244,6 +245,7 @@ def _metric_extras(metric, batch) -> dict[str, Any]:
 def prepare_config(cfg: TrainConfig) -> TrainConfig:
     """Resolve ``cfg``: ``--resume auto``, the recipe saved in a checkpoint (it wins over the presets), the
     process count under ``torchrun``, the presets and the default run folder."""
+    cfg = dataclasses.replace(cfg)
     if cfg.resume == "auto":
         if not cfg.output:
             raise ConfigError("--resume auto needs --output (the run folder to continue when it has a last.pt)")
