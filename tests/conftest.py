@@ -93,3 +93,29 @@ def transform_sample(h=60, w=80, boxes=((5, 5, 30, 40), (40, 10, 78, 58), (10, 3
 def plain(t):
     """A tv_tensor as a plain tensor."""
     return t.as_subclass(torch.Tensor)
+
+
+# A tiny ``ssdkit train`` run for the subprocess tests of the engine (torchrun, SIGKILL, SIGTERM): 16 synthetic
+# images of 64 px, batch 4, 2 epochs (8 steps), one thread per process so that every launcher computes alike.
+TINY_TRAIN = ["train", "--data-shape", "64", "--synthetic-train-size", "16", "--synthetic-val-size", "4",
+              "--batch-size", "4", "--epochs", "2", "--num-workers", "0", "--no-progress", "--log-interval", "1",
+              "--val-interval", "1"]
+COMPARED = ("epoch", "train_loss", "train_cls_loss", "train_box_loss", "skipped_steps", "voc07_map")
+
+
+def tiny_env() -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg")
+
+
+def run_metrics(folder) -> list[tuple]:
+    """The rows of a run's metrics.csv that must repeat exactly (not the timings)."""
+    import csv
+
+    with open(os.path.join(folder, "metrics.csv"), newline="") as f:
+        return [tuple(row[k] for k in COMPARED) for row in csv.DictReader(f)]
+
+
+def same_weights(folder_a, folder_b) -> bool:
+    a = torch.load(os.path.join(folder_a, "last.pt"), weights_only=True)["model"]
+    b = torch.load(os.path.join(folder_b, "last.pt"), weights_only=True)["model"]
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
