@@ -156,7 +156,7 @@ def run_in_processes(fn: Callable, cfg, say: Callable[[str], None], device_type:
     world = int(cfg.procs)
     port = _free_port()
     # spawn, not fork: a forked child hangs in its first OpenMP region with more than one thread once the parent
-    # has used OpenMP (seen here with torch 2.14), and CUDA cannot be forked. A script that calls fit() with
+    # has used OpenMP, and CUDA cannot be forked. A script that calls fit() with
     # procs > 1 needs the usual ``if __name__ == "__main__":`` guard.
     ctx = mp.get_context("spawn")
     errors = ctx.SimpleQueue()
