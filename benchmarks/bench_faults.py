@@ -6,6 +6,7 @@ The default run's model (``ssd_tiny_synthetic``, 128 px, bfloat16 autocast where
 - plain: forward, loss, backward, ``optimizer.step()`` (the step without the guard);
 - guarded: the same step as ``train_one_epoch`` takes it (the loss check folded into the backward pass, one fused
   non-finite check of the gradients, the fused optimizer skipping on the device flag, the counters);
+- the guard's own work: the guarded optimizer step against the optimizer step alone (no model around it);
 - a checkpoint: ``Checkpointer.save`` of ``last.pt`` (model, optimizer, scheduler, RNG, config), atomic.
 
 Plain and guarded steps alternate in every round, so background load slows both alike; medians and ranges over
@@ -93,6 +94,18 @@ def main() -> None:
             (guarded if g else plain).append(timed(g))
         saves.append(timed_save())
     ratio = [g / p for g, p in zip(guarded, plain)]
+    # the guard's own work, without the model around it: the optimizer step alone vs the guarded optimizer step
+    opt_only, guard_only = [], []
+    for r in range(args.rounds):
+        for g in ((False, True) if r % 2 == 0 else (True, False)):
+            start = time.perf_counter()
+            for _ in range(50):
+                if g:
+                    guard.guard_loss(torch.ones(()), torch.ones(()))
+                    guard.step()
+                else:
+                    opt.step()
+            (guard_only if g else opt_only).append((time.perf_counter() - start) / 50 * 1000)
 
     def show(xs):
         return f"median {statistics.median(xs):.2f} (range {min(xs):.2f}-{max(xs):.2f})"
@@ -102,6 +115,9 @@ def main() -> None:
     print(f"step, plain:    {show(plain)} ms")
     print(f"step, guarded:  {show(guarded)} ms")
     print(f"guarded / plain per round: {show(ratio)}")
+    print(f"optimizer step alone: {show(opt_only)} ms; guarded optimizer step (loss check, gradient check, "
+          f"counters): {show(guard_only)} ms; difference of medians "
+          f"{statistics.median(guard_only) - statistics.median(opt_only):+.2f} ms")
     size = os.path.getsize(os.path.join(folder, "last.pt")) / 2**20
     print(f"checkpoint save ({size:.1f} MiB): {show(saves)} ms")
     step_ms, save_ms = statistics.median(plain), statistics.median(saves)

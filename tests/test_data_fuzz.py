@@ -136,7 +136,7 @@ def fault_plans(draw):
     return kind, {k: draw(st.sampled_from(faults)) for k in images}
 
 
-@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
                                                                  HealthCheck.too_slow])
 @given(plan=fault_plans())
 def test_corrupted_samples_are_skipped_and_reported_and_clean_ones_trained_on(plan, monkeypatch):

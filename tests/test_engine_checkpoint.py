@@ -9,7 +9,7 @@ import torch
 from ssdkit.engine.checkpoint import Checkpointer, load_checkpoint, rng_state, save_checkpoint
 from ssdkit.engine.config import ConfigError, TrainConfig
 from ssdkit.engine.guard import NonFiniteGuard
-from ssdkit.engine.trainer import prepare_config
+from ssdkit.engine.builders import prepare_config
 
 
 def test_a_failed_write_leaves_the_previous_checkpoint_and_no_temporary_file(tmp_path, monkeypatch):

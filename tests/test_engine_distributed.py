@@ -123,8 +123,8 @@ def test_the_loader_of_each_rank_takes_its_own_half_of_the_epoch():
         assert loader.batch_size == 4  # evaluation is not split
         loader = builders.build_loader(data, cfg, train=True, anchors=torch.tensor([[0.0, 0.0, 4.0, 4.0]]),
                                        shard=(rank, 2))
-        assert loader.batch_size == 2
-        loader.sampler.set_epoch(3)
+        assert loader.batch_sampler.batch_size == 2
+        loader.batch_sampler.sampler.set_epoch(3)
         seen.append([int(b["gt_boxes"][k, 0, 0]) for b in loader for k in range(len(b["gt_boxes"]))])
     assert sorted(seen[0] + seen[1]) == list(range(10))
 

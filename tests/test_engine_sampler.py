@@ -2,7 +2,7 @@
 import pytest
 from torch.utils.data.distributed import DistributedSampler
 
-from ssdkit.engine.sampler import ResumableSampler
+from ssdkit.engine.sampler import ResumableSampler, TrainBatches
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
@@ -18,3 +18,11 @@ def test_the_order_is_distributed_samplers_and_a_late_start_takes_its_tail(world
         assert list(ours) == full[5:] and len(ours) == len(full) - 5
         ours.set_epoch(4)  # a new epoch starts from its beginning
         assert len(list(ours)) == len(full)
+
+
+@pytest.mark.parametrize("n,size", [(9, 4), (8, 4), (5, 2), (1, 4), (3, 2)])
+def test_a_lone_last_image_joins_the_batch_before_it_and_every_image_is_used(n, size):
+    sampler = ResumableSampler(list(range(n)), seed=1)
+    batches = list(TrainBatches(sampler, size))
+    assert sorted(i for b in batches for i in b) == list(range(n)) and len(batches) == len(TrainBatches(sampler, size))
+    assert all(len(b) > 1 for b in batches) or n == 1

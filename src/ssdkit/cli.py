@@ -240,8 +240,8 @@ def _cmd_models(args) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    # DataLoader workers share this machine's cores with the training threads: OpenMP threads that spin while
-    # waiting then slow every step many times over (measured: 16x on 2 cores). Must be set before torch loads.
+    # DataLoader workers share the machine's cores with the training threads: OpenMP threads that spin while
+    # waiting then slow every step many times over. Must be set before torch loads.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     parser = build_parser()
     args = parser.parse_args(argv)

@@ -4,7 +4,7 @@
 CPU, NCCL with one GPU per process on CUDA), and returns rank 0's result:
 
 * under ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT`` in the
-  environment) this process joins with ``init_method="env://"`` as the rank torchrun gave it;
+  environment) this process joins from those variables, as ``env://`` does, as the rank torchrun gave it;
 * with ``cfg.procs > 1`` it starts ``N - 1`` child processes and runs rank 0 in the calling process, so the
   caller keeps its console messages, its return value and its exceptions; a child that fails reports its error
   through a queue, and rank 0 raises it with the child's message;
@@ -100,11 +100,25 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _env_store(rank: int, world: int) -> dist.Store:
+    """The store of ``env://`` (``MASTER_ADDR:MASTER_PORT``; torchrun's agent hosts it, else rank 0), with the keys
+    of each torchrun restart under their own prefix: torchrun keeps one store across restarts, and a restarted
+    rank could otherwise read a dead rank's address left by the previous attempt."""
+    agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
+    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
+                          is_master=not agent and rank == 0, timeout=_TIMEOUT, multi_tenant=True)
+    return dist.PrefixStore(f"ssdkit/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
+
+
 def _init(rank: int, world: int, local_rank: int, init_method: str, device_type: str) -> None:
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
         torch.cuda.set_device(local_rank % max(1, torch.cuda.device_count()))
-    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world, timeout=_TIMEOUT)
+    if init_method == "env://":
+        dist.init_process_group(backend, store=_env_store(rank, world), rank=rank, world_size=world,
+                                timeout=_TIMEOUT)
+    else:
+        dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world, timeout=_TIMEOUT)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -142,7 +156,7 @@ def run_in_processes(fn: Callable, cfg, say: Callable[[str], None], device_type:
     world = int(cfg.procs)
     port = _free_port()
     # spawn, not fork: a forked child hangs in its first OpenMP region with more than one thread once the parent
-    # has used OpenMP (seen here with torch 2.14), and CUDA cannot be forked. A script that calls fit() with
+    # has used OpenMP, and CUDA cannot be forked. A script that calls fit() with
     # procs > 1 needs the usual ``if __name__ == "__main__":`` guard.
     ctx = mp.get_context("spawn")
     errors = ctx.SimpleQueue()

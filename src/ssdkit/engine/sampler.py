@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import itertools
 
+from torch.utils.data import BatchSampler
 from torch.utils.data.distributed import DistributedSampler
 
-__all__ = ["ResumableSampler"]
+__all__ = ["ResumableSampler", "TrainBatches"]
 
 
 class ResumableSampler(DistributedSampler):
@@ -31,3 +32,27 @@ class ResumableSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples - self.start
+
+
+class TrainBatches(BatchSampler):
+    """Batches of ``batch_size`` from ``sampler``, except that a last batch of a single image joins the batch
+    before it (batch norm cannot train on one image when a feature map is 1x1). ``sampler`` may start part-way."""
+
+    def __init__(self, sampler: ResumableSampler, batch_size: int):
+        super().__init__(sampler, batch_size, drop_last=False)
+
+    def __iter__(self):
+        pending = None
+        for batch in super().__iter__():
+            if pending is not None:
+                if len(batch) == 1:
+                    yield pending + batch
+                    return
+                yield pending
+            pending = batch
+        if pending is not None:
+            yield pending
+
+    def __len__(self) -> int:
+        n = super().__len__()
+        return n - 1 if n > 1 and len(self.sampler) % self.batch_size == 1 else n

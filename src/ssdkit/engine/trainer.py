@@ -6,7 +6,6 @@ to :func:`train`, the epoch loop, which takes those objects and no configuration
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import os
 import signal
@@ -20,11 +19,10 @@ import torch
 
 from ..boxes import clip_boxes_xyxy
 from ..loss import SSDMultiBoxLoss
-from .builders import RunParts, build_run, metric_key, select_device
-from .checkpoint import load_checkpoint, rng_state, set_rng_state
-from .config import ConfigError, TrainConfig, resolve_config
-from .distributed import (all_reduce_sum, broadcast_object, gather_bad_samples, gather_objects, launch,
-                          torchrun_env, world_size)
+from .builders import RunParts, build_run, metric_key, prepare_config, select_device
+from .checkpoint import rng_state, set_rng_state
+from .config import TrainConfig
+from .distributed import all_reduce_sum, broadcast_object, gather_bad_samples, gather_objects, launch, world_size
 from .guard import NonFiniteGuard
 
 __all__ = ["train_one_epoch", "evaluate", "fit", "train", "FitResult", "EpochState", "NonFiniteStop", "metric_key"]
@@ -242,35 +240,6 @@ def _metric_extras(metric, batch) -> dict[str, Any]:
     return {}
 
 
-def prepare_config(cfg: TrainConfig) -> TrainConfig:
-    """Resolve ``cfg``: ``--resume auto``, the recipe saved in a checkpoint (it wins over the presets), the
-    process count under ``torchrun``, the presets and the default run folder."""
-    cfg = dataclasses.replace(cfg)
-    if cfg.resume == "auto":
-        if not cfg.output:
-            raise ConfigError("--resume auto needs --output (the run folder to continue when it has a last.pt)")
-        last = os.path.join(cfg.output, "last.pt")
-        cfg.resume = last if os.path.isfile(last) else None
-    if cfg.resume:
-        saved = TrainConfig.from_dict(load_checkpoint(cfg.resume)["config"])
-        # the saved recipe wins; only where-to-run options may change on resume
-        for keep in ("device", "num_workers", "progress", "on_bad_sample", "checkpoint_steps", "max_bad_steps"):
-            setattr(saved, keep, getattr(cfg, keep))
-        for maybe in ("epochs", "procs"):  # the run's own unless given again
-            if getattr(cfg, maybe) is not None:
-                setattr(saved, maybe, getattr(cfg, maybe))
-        saved.output = cfg.output or saved.output or os.path.dirname(os.path.abspath(cfg.resume))
-        saved.resume = cfg.resume
-        cfg = saved
-    env = torchrun_env()
-    if env is not None:  # torchrun decides the processes; --batch-size stays the global batch
-        cfg.procs = env.world
-    cfg = resolve_config(cfg)
-    if not cfg.output:
-        cfg.output = os.path.join("runs", f"{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
-    return cfg
-
-
 def fit(cfg: TrainConfig, say: Callable[[str], None] = print) -> FitResult:
     """Run a whole training: build, (resume), train, evaluate every ``val_interval`` epochs, checkpoint, plot.
 
@@ -295,12 +264,13 @@ def _start_epoch(parts: RunParts, epoch: int, progress: dict | None, rank_state:
     parts.loader_gen.manual_seed(seed * 1000 + epoch)
     torch.manual_seed(seed * 1000 + epoch + 100_003 * parts.rank)
     parts.prepare_epoch(epoch)  # the synthetic set's new images (workers start after this)
-    parts.train_loader.sampler.set_epoch(epoch)
+    batches = parts.train_loader.batch_sampler
+    batches.sampler.set_epoch(epoch)
     state = EpochState(epoch)
     if progress is not None and int(progress["epoch"]) == epoch:
         state = EpochState(epoch, steps=int(progress["steps"]), images=int(progress["images"]),
                            seconds=float(progress["seconds"]), sums=[float(v) for v in progress["sums"]])
-        parts.train_loader.sampler.set_start(state.steps * parts.train_loader.batch_size)
+        batches.sampler.set_start(state.steps * batches.batch_size)
         if rank_state is not None:
             state.window = rank_state["window"].clone()
             set_rng_state(rank_state["rng"])

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from ...data.registry import DatasetRequest, get_dataset_kind
 from ..config import ConfigError, TrainConfig
-from ..sampler import ResumableSampler
+from ..sampler import ResumableSampler, TrainBatches
 from .runtime import worker_init
 
 __all__ = ["train_transform", "synthetic_object_range", "prepare_train_epoch", "build_datasets", "build_loader",
@@ -110,25 +110,23 @@ def build_loader(dataset, cfg: TrainConfig, train: bool, anchors: torch.Tensor |
                  anchor_grid=None) -> DataLoader:
     """Training loaders compute SSD targets in their workers (``TargetCollate``); evaluation loaders only pad.
 
-    A training loader takes ``batch_size / world`` images a step from its :class:`ResumableSampler` shard
-    (``shard=(rank, world)``; call ``sampler.set_epoch`` every epoch).
+    A training loader takes ``batch_size / world`` images a step (:class:`TrainBatches`) from its
+    :class:`ResumableSampler` shard (``shard=(rank, world)``; call ``batch_sampler.sampler.set_epoch`` every epoch).
     """
     from ...data.collate import TargetCollate, detection_collate
 
-    sampler = None
     rank, world = shard
-    if train:
-        from ...targets import SSDTargetGenerator
-
-        # no sampling in the targets (negative_mining_ratio=-1): hard negatives are mined in the loss, as GluonCV
-        collate = TargetCollate(anchors, SSDTargetGenerator(iou_thresh=cfg.match_iou, negative_mining_ratio=-1),
-                                anchor_grid=anchor_grid)
-        sampler = ResumableSampler(dataset, num_replicas=world, rank=rank, seed=cfg.seed)
-    else:
-        collate = detection_collate
     workers = cfg.num_workers
-    return DataLoader(dataset, batch_size=cfg.batch_size // world if train else cfg.batch_size, shuffle=False,
-                      sampler=sampler, drop_last=False, num_workers=workers, collate_fn=collate,
-                      worker_init_fn=worker_init if workers else None, generator=generator,
-                      persistent_workers=False, pin_memory=torch.cuda.is_available(),
-                      prefetch_factor=4 if workers else None)
+    common = dict(num_workers=workers, worker_init_fn=worker_init if workers else None, generator=generator,
+                  persistent_workers=False, pin_memory=torch.cuda.is_available(),
+                  prefetch_factor=4 if workers else None)
+    if not train:
+        return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, collate_fn=detection_collate, **common)
+    from ...targets import SSDTargetGenerator
+
+    # no sampling in the targets (negative_mining_ratio=-1): hard negatives are mined in the loss, as GluonCV
+    collate = TargetCollate(anchors, SSDTargetGenerator(iou_thresh=cfg.match_iou, negative_mining_ratio=-1),
+                            anchor_grid=anchor_grid)
+    batches = TrainBatches(ResumableSampler(dataset, num_replicas=world, rank=rank, seed=cfg.seed),
+                           cfg.batch_size // world)
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, **common)

@@ -1,8 +1,10 @@
 """Assemble every part of one process's run from its configuration, once, before the loop starts."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -10,7 +12,7 @@ import torch
 
 from ...loss import SSDMultiBoxLoss
 from ..checkpoint import Checkpointer, load_checkpoint
-from ..config import TrainConfig
+from ..config import ConfigError, TrainConfig, resolve_config
 from ..distributed import torchrun_env
 from ..guard import NonFiniteGuard
 from ..logger import RunLogger
@@ -21,7 +23,7 @@ from .model import build_model, model_anchors, model_data_shape
 from .optim import build_optimizer, build_scheduler
 from .runtime import amp_dtype_for, seed_everything, select_device, share_cpu_cores
 
-__all__ = ["LoopPlan", "RunParts", "build_run"]
+__all__ = ["LoopPlan", "RunParts", "build_run", "prepare_config"]
 
 
 @dataclass
@@ -73,6 +75,35 @@ class RunParts:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+
+def prepare_config(cfg: TrainConfig) -> TrainConfig:
+    """Resolve ``cfg``: ``--resume auto``, the recipe saved in a checkpoint (it wins over the presets), the
+    process count under ``torchrun``, the presets and the default run folder."""
+    cfg = dataclasses.replace(cfg)
+    if cfg.resume == "auto":
+        if not cfg.output:
+            raise ConfigError("--resume auto needs --output (the run folder to continue when it has a last.pt)")
+        last = os.path.join(cfg.output, "last.pt")
+        cfg.resume = last if os.path.isfile(last) else None
+    if cfg.resume:
+        saved = TrainConfig.from_dict(load_checkpoint(cfg.resume)["config"])
+        # the saved recipe wins; only where-to-run options may change on resume
+        for keep in ("device", "num_workers", "progress", "on_bad_sample", "checkpoint_steps", "max_bad_steps"):
+            setattr(saved, keep, getattr(cfg, keep))
+        for maybe in ("epochs", "procs"):  # the run's own unless given again
+            if getattr(cfg, maybe) is not None:
+                setattr(saved, maybe, getattr(cfg, maybe))
+        saved.output = cfg.output or saved.output or os.path.dirname(os.path.abspath(cfg.resume))
+        saved.resume = cfg.resume
+        cfg = saved
+    env = torchrun_env()
+    if env is not None:  # torchrun decides the processes; --batch-size stays the global batch
+        cfg.procs = env.world
+    cfg = resolve_config(cfg)
+    if not cfg.output:
+        cfg.output = os.path.join("runs", f"{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return cfg
 
 
 def build_run(cfg: TrainConfig, rank: int, world: int) -> RunParts:
