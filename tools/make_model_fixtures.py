@@ -96,6 +96,36 @@ def random_gluon_params(entries, seed: int, constants: dict | None = None,
     return out
 
 
+def gluon_anchor_layer(side: int, smin: float, smax: float, ratios, step: float,
+                       offsets=(0.5, 0.5)) -> np.ndarray:
+    """GluonCV's ``SSDAnchorGenerator`` constant of one layer, ``[1, 1, side, side, K*4]`` float32: per position
+    (cx, cy, w, h) of a ``smin`` square, a ``sqrt(smin*smax)`` square, then ``smin*sqrt(r), smin/sqrt(r)``
+    for each ratio after the first; computed in float64 as GluonCV does, then stored as float32."""
+    wh = [(smin, smin), (np.sqrt(smin * smax), np.sqrt(smin * smax))]
+    wh += [(smin * np.sqrt(r), smin / np.sqrt(r)) for r in ratios[1:]]
+    cy = (np.arange(side, dtype=np.float64) + offsets[0]) * step
+    cx = (np.arange(side, dtype=np.float64) + offsets[1]) * step
+    out = np.empty((side, side, len(wh), 4), np.float64)
+    out[..., 0] = cx[None, :, None]
+    out[..., 1] = cy[:, None, None]
+    out[..., 2:] = np.array(wh)[None, None]
+    return out.reshape(1, 1, side, side, -1).astype(np.float32)
+
+
+def gluon_constants(listing, anchor_spec) -> dict[str, np.ndarray]:
+    """The constants of a GluonCV SSD file: anchors on each layer's stored grid (``anchor_spec`` has ``sizes``,
+    ``ratios``, ``steps``), and the VGG input scale ``std * 255`` computed in float32."""
+    out = {}
+    for key, shape in listing:
+        if key.endswith("init_scale"):
+            out[key] = (np.array([0.229, 0.224, 0.225], np.float32) * np.float32(255)).reshape(1, 3, 1, 1)
+        elif key.endswith(".anchors"):
+            i = int(key.split(".")[1])
+            out[key] = gluon_anchor_layer(shape[2], anchor_spec.sizes[i], anchor_spec.sizes[i + 1],
+                                          anchor_spec.ratios[i], anchor_spec.steps[i])
+    return out
+
+
 def fixed_input(seed: int, side: int, batch: int = 1) -> np.ndarray:
     """An ImageNet-normalised input ``[B, 3, side, side]`` with smooth structure (not white noise)."""
     rng = np.random.RandomState(seed)
@@ -194,7 +224,8 @@ def _reader_fixtures(out: str) -> None:
     mx.npx.set_np()
     try:
         v3 = reader_fixture_arrays(True)
-        mx.npx.save(os.path.join(out, "model_mxnet_v3.params"), {k: mx.np.array(v, dtype=v.dtype) for k, v in v3.items()})
+        mx.npx.save(os.path.join(out, "model_mxnet_v3.params"),
+                    {k: mx.np.array(v, dtype=v.dtype) for k, v in v3.items()})
     finally:
         mx.npx.reset_np()
     expected = {f"v2/{k}": v for k, v in v2.items()}
@@ -226,10 +257,26 @@ def _set_random(net, listing: list, seed: int, factors: dict | None = None) -> d
     return values
 
 
-def head_factors(net, listing: list, seed: int, x) -> dict[str, float]:
-    """Factors for the head weights so that class logits have std 1.5 and box outputs std 0.5 on ``x``."""
-    _set_random(net, listing, seed)
-    factors = {}
+def weight_factors(net, listing: list, seed: int, x) -> dict[str, float]:
+    """Factors (name -> float32 number) for the random weights of ``net``. VGG (no BatchNorm): each conv, in
+    forward order, scaled so that its output has std 1 on ``x`` (otherwise the 0-255 input scale makes
+    activations and the first SGD steps explode). Every model: head weights scaled so that class logits have
+    std 1.5 and box outputs std 0.5 on ``x``."""
+    from mxnet.gluon import nn
+
+    factors: dict[str, float] = {}
+    for group in ("stages", "extras") if hasattr(net.features, "stages") else ():
+        for i, seq in enumerate(getattr(net.features, group)):
+            for j, layer in enumerate(seq):
+                if not isinstance(layer, nn.Conv2D):
+                    continue
+                _set_random(net, listing, seed, factors)
+                seen = []
+                handle = layer.register_forward_hook(lambda blk, inp, out: seen.append(float(out.asnumpy().std())))
+                net.features(x)
+                handle.detach()
+                factors[f"features.{group}.{i}.{j}.weight"] = float(np.float32(1.0 / seen[0]))
+    _set_random(net, listing, seed, factors)
     for i, feat in enumerate(net.features(x)):
         for kind, heads, target in (("class", net.class_predictors, 1.5), ("box", net.box_predictors, 0.5)):
             conv = heads[i].predictor
@@ -244,7 +291,7 @@ def _model_outputs(name: str, listing: list, tmp: str) -> dict:
     seed, side = FIXTURE_MODELS[name]
     net = _gluon_net(name, side)
     x = mx.nd.array(fixed_input(seed, side))
-    factors = head_factors(net, listing, seed, x)
+    factors = weight_factors(net, listing, seed, x)
     values = _set_random(net, listing, seed, factors)
     path = os.path.join(tmp, f"{name}.params")
     net.save_parameters(path)
@@ -264,14 +311,16 @@ def _model_outputs(name: str, listing: list, tmp: str) -> dict:
     gaps = np.diff(np.sort(scores[0, valid, 0]))
     print(f"{name}: cls |max| {np.abs(cls).max():.3g}, box |max| {np.abs(box).max():.3g}, {int(valid.sum())} "
           f"detections, smallest score gap {gaps.min() if gaps.size else float('nan'):.2g}", flush=True)
-    return {"sha256": digest, "factors": json.dumps(factors), "rows": rows, "cls_rows": cls[:, rows], "box_rows": box[:, rows],
+    return {"sha256": digest, "factors": json.dumps(factors), "rows": rows, "cls_rows": cls[:, rows],
+            "box_rows": box[:, rows],
             "cls_scale": np.abs(cls).max(), "box_scale": np.abs(box).max(), "anchors": anchors[0],
             "ids": ids[0], "scores": scores[0], "bboxes": bboxes[0]}
 
 
 def _train_steps(listing: list, factors: dict) -> dict:
-    """Three steps of train_ssd.py's recipe on TRAIN_MODEL (its fixture weights, head ``factors``): targets without sampling, SSDMultiBoxLoss with hard
-    negative mining, SGD (lr, momentum, wd) via gluon.Trainer, loss summed over the batch."""
+    """Three steps of train_ssd.py's recipe on TRAIN_MODEL with its fixture weights (``factors``): targets
+    without sampling, SSDMultiBoxLoss with hard negative mining, SGD (lr, momentum, wd) via gluon.Trainer,
+    the loss summed over the batch."""
     import mxnet as mx
     from mxnet import autograd, gluon
     from gluoncv.loss import SSDMultiBoxLoss

@@ -5,15 +5,17 @@ What Gluon's ``save_parameters`` writes for each zoo family (structural names; `
 | family          | Gluon names                                              | ssdkit names                        |
 | --------------- | -------------------------------------------------------- | ----------------------------------- |
 | all             | ``class_predictors.N.predictor.weight`` / ``box_...``    | the same                            |
-| all             | BatchNorm ``gamma`` / ``beta`` / ``running_mean`` / ``running_var`` | ``weight`` / ``bias`` / the same |
+| all             | BatchNorm ``gamma`` / ``beta``                           | ``weight`` / ``bias``               |
+| all             | BatchNorm ``running_mean`` / ``running_var``             | the same                            |
 | all (constants) | ``anchor_generators.N.anchors`` ``[1, 1, S, S, K*4]``    | compared with ssdkit's anchors      |
 | VGG16-atrous    | ``features.stages.N.M.*``, ``features.norm4.scale``,     | the same                            |
 |                 | ``features.extras.N.M.*``; constant ``features.init_scale`` | compared with ``std * 255``       |
 | ResNet-50 v1    | ``features.resnetv1X_conv0_weight``, ``..._batchnorm0_*`` | ``features.body.conv1`` / ``bn1``  |
 |                 | ``features.resnetv1X_stageS_convI_*`` / ``_batchnormI_*`` | ``features.body.layerS.B.*``       |
 | MobileNet 1.0   | ``features.mobilenetX_convI_weight`` / ``_batchnormI_*`` | ``features.body.features.{3I, 3I+1}`` |
-| ResNet, MobileNet | ``features.expand_trans_convI_weight``, ``expand_trans_bnI_*``, | ``features.extras.I.0`` / ``.1``, |
-|                 | ``expand_convI_weight``, ``expand_bnI_*`` (``moving_mean/var``) | ``.3`` / ``.4``                 |
+| ResNet,         | ``features.expand_trans_convI_weight``,                  | ``features.extras.I.0``,            |
+| MobileNet       | ``expand_trans_bnI_*``, ``expand_convI_weight``,         | ``.1``, ``.3``,                     |
+|                 | ``expand_bnI_*`` (``moving_mean/var``)                   | ``.4`` (``running_mean/var``)       |
 
 The ResNet and MobileNet backbones of an SSD are MXNet symbols inside GluonCV's ``FeatureExpander``, so their
 names are the symbol names (``X`` is a per-process counter, usually 0). In stage S of the ResNet, block 0 owns
@@ -82,13 +84,16 @@ def _expand_name(m: re.Match) -> str:
     return f"features.extras.{index}.{position}.{_field(kind, field)}"
 
 
-def map_gluon_ssd_names(state: Mapping[str, object]) -> tuple[dict[str, object], dict[str, object], list[str]]:
-    """Split a GluonCV SSD state ``{gluon name: array}`` into ``(ssdkit state, constants, notes)``.
+def map_gluon_ssd_names(state: Mapping[str, object]
+                        ) -> tuple[dict[str, object], dict[str, object], list[str], dict[str, str]]:
+    """Split a GluonCV SSD state ``{gluon name: array}`` into ``(ssdkit state, constants, notes, origin)``.
 
     Names that match no rule pass through unchanged (a strict load then names them); ``notes`` lists
-    problems found while mapping (e.g. two backbone prefixes in one file).
+    problems found while mapping (e.g. two backbone prefixes in one file); ``origin`` maps each renamed
+    ssdkit name back to the name in the file, for error messages.
     """
     out: dict[str, object] = {}
+    origin: dict[str, str] = {}
     constants: dict[str, object] = {}
     prefixes = set()
     collisions: list[str] = []
@@ -108,10 +113,12 @@ def map_gluon_ssd_names(state: Mapping[str, object]) -> tuple[dict[str, object],
             else:
                 new = re.sub(r"\.gamma$", ".weight", re.sub(r"\.beta$", ".bias", name))
         new = new if new is not None else name
+        if new != name:
+            origin[new] = name
         if new in out:
             collisions.append(f"{name} -> {new}")
         out[new] = value
     notes = [f"names of {len(prefixes)} backbones in one file: {sorted(prefixes)}"] if len(prefixes) > 1 else []
     if collisions:
         notes.append(f"{len(collisions)} names map onto a parameter given twice, first: {collisions[:5]}")
-    return out, constants, notes
+    return out, constants, notes, origin

@@ -31,8 +31,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-__all__ = ["read_mxnet_params", "is_mxnet_params", "ParamsFormatError", "LIST_MAGIC", "NDARRAY_V1_MAGIC", "NDARRAY_V2_MAGIC",
-           "NDARRAY_V3_MAGIC", "MXNET_DTYPES"]
+__all__ = ["read_mxnet_params", "is_mxnet_params", "ParamsFormatError", "LIST_MAGIC", "NDARRAY_V1_MAGIC",
+           "NDARRAY_V2_MAGIC", "NDARRAY_V3_MAGIC", "MXNET_DTYPES"]
 
 LIST_MAGIC = 0x112
 NDARRAY_V1_MAGIC = 0xF993FAC8
@@ -143,13 +143,13 @@ def _read_list(f: BinaryIO, size: int) -> list[tuple[str, np.ndarray | None]]:
                                 f"(not a .params file written by MXNet/Gluon)")
     (count,) = r.unpack("Q", "array count")
     if count * _MIN_ARRAY_BYTES > r.left:
-        raise ParamsFormatError(f"the header claims {count} arrays but only {r.left} bytes follow")
+        raise ParamsFormatError(f"the header claims {count} arrays but only {r.left} bytes follow (truncated file?)")
     arrays = [_read_array(r, i) for i in range(count)]
     (num_names,) = r.unpack("Q", "name count")
     if num_names not in (0, count):
         raise ParamsFormatError(f"{num_names} names for {count} arrays")
     if num_names * 8 > r.left:
-        raise ParamsFormatError(f"the file claims {num_names} names but only {r.left} bytes follow")
+        raise ParamsFormatError(f"the file claims {num_names} names but only {r.left} bytes follow (truncated file?)")
     names = []
     for i in range(num_names):
         (length,) = r.unpack("Q", f"name {i}: length")

@@ -113,16 +113,23 @@ def gluon_to_torch_names(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 # ----------------------------------------------------------------------------------------------- checking
 def load_state_strict(module: nn.Module, state: Mapping[str, Tensor], source: str, *,
-                      may_be_missing: Callable[[str], bool] = lambda k: False) -> None:
+                      may_be_missing: Callable[[str], bool] = lambda k: False,
+                      origin: Mapping[str, str] | None = None) -> None:
     """Copy ``state`` into ``module``; every module key must be given unless ``may_be_missing(key)``.
 
-    Raises ``WeightsError`` naming ``source`` and the first missing, unexpected and mismatched keys.
+    Raises ``WeightsError`` naming ``source`` and the first missing, unexpected and mismatched keys (as the
+    file names them: ``origin`` maps a renamed key back to its name in the file).
     """
+    origin = origin or {}
+
+    def shown(k: str) -> str:
+        return f"{origin[k]} (= {k})" if k in origin else k
+
     target = module.state_dict()
-    unexpected = [k for k in state if k not in target]
+    unexpected = [shown(k) for k in state if k not in target]
     missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")
                and not may_be_missing(k)]
-    mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
+    mismatched = [f"{shown(k)}: file {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
                   for k in state if k in target and tuple(state[k].shape) != tuple(target[k].shape)]
     if unexpected or missing or mismatched:
         parts = []
@@ -132,10 +139,10 @@ def load_state_strict(module: nn.Module, state: Mapping[str, Tensor], source: st
             parts.append(f"{len(missing)} missing keys, first: {missing[:_SHOW]}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys, first: {unexpected[:_SHOW]}")
-        raise WeightsError(f"weight file {source!r} does not fit {type(module).__name__}: " + "; ".join(parts))
-    with torch.no_grad():
-        for k, v in state.items():
-            target[k].copy_(v.to(dtype=target[k].dtype))
+        what = getattr(module, "name", None) or type(module).__name__
+        raise WeightsError(f"weight file {source!r} does not fit {what}: " + "; ".join(parts))
+    # load_state_dict (not a plain copy) runs the modules' load hooks, e.g. FixedGammaBatchNorm2d's gamma reset
+    module.load_state_dict({k: v.to(dtype=target[k].dtype) for k, v in state.items()}, strict=False)
 
 
 def _strip_prefix(state: Mapping[str, Tensor], prefixes: tuple[str, ...]) -> dict[str, Tensor]:
@@ -303,8 +310,8 @@ def load_checkpoint_weights(net: nn.Module, path: str | os.PathLike,
     source = os.fspath(path)
     if state is None:
         state, _ = read_weights(source)
-    mapped, constants, notes = map_gluon_ssd_names(state)
+    mapped, constants, notes, origin = map_gluon_ssd_names(state)
     if notes:
         raise WeightsError(f"weight file {source!r}: {'; '.join(notes)}")
     check_gluon_constants(net, constants, source)
-    load_state_strict(net, mapped, source)
+    load_state_strict(net, mapped, source, origin=origin)
