@@ -17,7 +17,7 @@ import torch
 
 from ssdkit.models import PRESETS, WeightsError, get_model
 from ssdkit.models.gluon_names import map_gluon_ssd_names
-from ssdkit.models.weights import reduce_vgg16_fc
+from ssdkit.models.weights import check_gluon_constants, reduce_vgg16_fc
 
 DATA = Path(__file__).parent / "data"
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "make_model_fixtures.py"
@@ -229,6 +229,12 @@ def test_bad_files(params_file, tmp_path):
     _one_line_error(lambda: get_model("ssd_512_vgg16_atrous_voc", pretrained=good), str(good), "anchor")
     # COCO classes in a VOC file
     _one_line_error(lambda: get_model("ssd_300_vgg16_atrous_coco", pretrained=good), str(good), "anchor")
+    net = get_model(gen.TRAIN_MODEL)
+    constants = gluon_constants(gen.TRAIN_MODEL, NAMES["names"][gen.TRAIN_MODEL])
+    check_gluon_constants(net, {k: torch.from_numpy(v) for k, v in constants.items()}, "same.params")
+    constants["features.init_scale"] = constants["features.init_scale"] / 255  # a 0-1 input scale
+    _one_line_error(lambda: check_gluon_constants(net, {k: torch.from_numpy(v) for k, v in constants.items()},
+                                                  "scale.params"), "scale.params", "init_scale")
 
 
 @pytest.mark.parametrize("change", ["missing", "extra", "shape", "anchors"])

@@ -76,13 +76,14 @@ class _Reader:
     def unpack(self, fmt: str, what: str):
         return struct.unpack("<" + fmt, self.take(struct.calcsize("<" + fmt), what))
 
-    def array_bytes(self, n: int, what: str) -> bytearray:
-        """``n`` bytes into a fresh writable buffer, allocated only once ``n`` is known to be in the file."""
+    def array_bytes(self, n: int, what: str) -> np.ndarray:
+        """``n`` bytes into a fresh writable ``uint8`` buffer, allocated only once ``n`` is known to be in the file
+        (``np.empty``: no zero-filling pass before the read)."""
         if n > self.left:
             raise ParamsFormatError(f"{what} claims {n} data bytes at offset {self.pos} but only {self.left} are "
                                     f"left (truncated file?)")
-        buf = bytearray(n)
-        got = self.f.readinto(buf) if n else 0
+        buf = np.empty(n, np.uint8)
+        got = self.f.readinto(memoryview(buf)) if n else 0
         if got != n:
             raise ParamsFormatError(f"{what}: read {got} of {n} data bytes at offset {self.pos}")
         self.pos += n
@@ -128,7 +129,7 @@ def _read_array(r: _Reader, index: int) -> np.ndarray | None:
     for d in shape:
         count *= d
     buf = r.array_bytes(count * dtype.itemsize, f"{what} {shape} {dtype}")
-    return np.frombuffer(buf, dtype=dtype).reshape(shape)
+    return buf.view(dtype).reshape(shape)
 
 
 def _read_list(f: BinaryIO, size: int) -> list[tuple[str, np.ndarray | None]]:
