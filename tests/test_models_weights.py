@@ -140,7 +140,7 @@ def test_three_sgd_steps_equal_gluoncv(params_file):
         opt.zero_grad()
         sum_loss.sum().backward()
         opt.step()
-        losses.append([float(sum_loss.detach().sum()), float(cls_loss.sum()), float(box_loss.sum())])
+        losses.append([float(t.detach().sum()) for t in (sum_loss, cls_loss, box_loss)])
     want = OUT["train_losses"]
     assert abs(want[1, 0] - want[0, 0]) > 0.01 * want[0, 0]  # the steps change the loss: the updates are compared too
     np.testing.assert_allclose(np.array(losses), want, rtol=1e-3)
