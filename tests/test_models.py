@@ -1,12 +1,15 @@
 """Model zoo: construction, forward / backward, anchors, reset_class and weight loading.
 
-Pinned parameter counts are GluonCV's (mxnet 1.9.1 / gluoncv 0.10.5, ``pretrained_base=False``, every
-parameter except anchors, ``init_scale`` and BN running statistics; fixed BN gammas included), so they
-check the architecture against the original, not against this implementation.
+Parameter counts are GluonCV's (mxnet 1.9.1 / gluoncv 0.10.5, ``pretrained_base=False``, every parameter
+except anchors, ``init_scale`` and BN running statistics; fixed BN gammas included; counted by
+``tools/make_model_fixtures.py`` into ``tests/data/model_gluon_names.json``), so they check the architecture
+against the original, not against this implementation.
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,16 +25,8 @@ ARCHS = ("ssd_300_vgg16_atrous", "ssd_512_vgg16_atrous", "ssd_512_resnet50_v1", 
 ZOO = tuple(f"{a}_{d}" for a in ARCHS for d in ("voc", "coco", "custom"))
 CUSTOM3 = ("a", "b", "c")
 
-GLUONCV_PARAMS = {
-    "ssd_300_vgg16_atrous_voc": 26285486, "ssd_300_vgg16_atrous_coco": 34305206,
-    "ssd_300_vgg16_atrous_custom": 24013232,
-    "ssd_512_vgg16_atrous_voc": 27188676, "ssd_512_vgg16_atrous_coco": 36038196,
-    "ssd_512_vgg16_atrous_custom": 24681312,
-    "ssd_512_resnet50_v1_voc": 36468974, "ssd_512_resnet50_v1_coco": 49741814,
-    "ssd_512_resnet50_v1_custom": 32708336,
-    "ssd_512_mobilenet1.0_voc": 13781550, "ssd_512_mobilenet1.0_coco": 22630710,
-    "ssd_512_mobilenet1.0_custom": 11274288,
-}
+# written by tools/make_model_fixtures.py from GluonCV itself
+GLUONCV_PARAMS = json.loads((Path(__file__).parent / "data" / "model_gluon_names.json").read_text())["param_counts"]
 # GluonCV feature-map sides at the native input (spec §1.2-§1.4)
 NATIVE_MAPS = {
     "ssd_300_vgg16_atrous": (300, (38, 19, 10, 5, 3, 1), 8732),
@@ -303,7 +298,7 @@ def test_pretrained_base_vgg_from_torchvision(tmp_path):
     assert torch.equal(stages[0][0].weight, state["features.0.weight"])
     assert torch.equal(stages[2][4].bias, state["features.14.bias"])
     assert torch.equal(stages[4][4].weight, state["features.28.weight"])
-    assert torch.equal(stages[5][0].weight, fc6_before)  # fc6 is not in torchvision's vgg16: init kept
+    assert torch.equal(stages[5][0].weight, fc6_before)  # no classifier.0/3 in this file: fc6 keeps its init
 
     bad = dict(state)
     bad["features.28.weight"] = torch.zeros(512, 256, 3, 3)

@@ -1,4 +1,4 @@
-"""``ssdkit`` command line: train, eval, predict, ablate, models. The only module that parses arguments."""
+"""``ssdkit`` command line: train, eval, predict, ablate, convert, models. The only module that parses arguments."""
 from __future__ import annotations
 
 import argparse
@@ -16,6 +16,7 @@ EPILOG = """examples:
   ssdkit eval --checkpoint runs/<run>/best.pt
   ssdkit predict --checkpoint runs/<run>/best.pt photo.jpg
   ssdkit ablate --tip loss-norm
+  ssdkit convert ssd_300_vgg16_atrous_voc-xxxx.params --model ssd_300_vgg16_atrous_voc --output voc300.pt
 """
 
 
@@ -182,6 +183,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3, help="paired runs per arm (different seeds)")
     add_train_options(p)
 
+    p = sub.add_parser("convert", help="turn a GluonCV .params file into an ssdkit checkpoint",
+                       description="Read a GluonCV SSD model file (MXNet .params, from the GluonCV model zoo or "
+                                   "Gluon's save_parameters; no MXNet needed) and write an ssdkit checkpoint that "
+                                   "`ssdkit eval`, `predict` and `train --pretrained` take.")
+    p.add_argument("params", help="the .params file (nothing is downloaded)")
+    p.add_argument("--model", required=True, help="zoo name of the file's model, e.g. ssd_300_vgg16_atrous_voc")
+    p.add_argument("--classes", type=_csv_list, help="comma-separated class names (*_custom models)")
+    p.add_argument("--output", required=True, help="the checkpoint to write (.pt)")
+
     sub.add_parser("models", help="list the model zoo")
     return parser
 
@@ -232,6 +242,28 @@ def _cmd_ablate(args) -> int:
     return 0
 
 
+def _cmd_convert(args) -> int:
+    from .engine.checkpoint import save_checkpoint
+    from .engine.config import ConfigError, TrainConfig
+    from .models import PRESETS, get_model
+
+    if args.model not in PRESETS:
+        raise ConfigError(f"unknown model {args.model!r}; choose one of: {', '.join(sorted(PRESETS))}")
+    try:
+        net = get_model(args.model, pretrained=args.params, classes=args.classes)
+    except ValueError as err:  # WeightsError included: names the file and the first offending names
+        raise ConfigError(str(err)) from None
+    kind = args.model.rsplit("_", 1)[-1]
+    dataset = {"voc": "voc", "coco": "coco"}.get(kind, "voc-folder")
+    config = TrainConfig(model=args.model, dataset=dataset, data_shape=net.data_shape,
+                         classes=list(net.classes) if dataset == "voc-folder" else None)
+    save_checkpoint(args.output, {"model": net.state_dict(), "config": config.to_dict(), "classes": list(net.classes),
+                                  "model_name": args.model, "data_shape": net.data_shape,
+                                  "converted_from": os.path.basename(args.params)})
+    print(f"wrote {args.output}: {args.model}, {len(net.classes)} classes, from {args.params}")
+    return 0
+
+
 def _cmd_models(args) -> int:
     from .models import list_models
 
@@ -253,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .engine.distributed import ProcessFailed
 
     handlers = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict, "ablate": _cmd_ablate,
-                "models": _cmd_models}
+                "convert": _cmd_convert, "models": _cmd_models}
     try:
         return handlers[args.command](args)
     except ConfigError as err:

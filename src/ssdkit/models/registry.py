@@ -4,7 +4,8 @@ Build order of a zoo model: backbone (VGG: every conv Kaiming-normal fan_out; Re
 torchvision-style init), extras with the preset's scheme (VGG: Kaiming fan_out; ResNet / MobileNet:
 Uniform(0.07), GluonCV's effective init; tiny: Kaiming fan_out) and heads with Xavier (``init=`` overrides
 the scheme of extras and heads), then ``pretrained_base`` (an ImageNet file for the backbone), then
-``pretrained`` (a full ssdkit state dict / checkpoint, which makes ``pretrained_base`` moot).
+``pretrained`` (a whole model: GluonCV ``.params`` or an ssdkit state dict / checkpoint, which makes
+``pretrained_base`` moot).
 """
 from __future__ import annotations
 
@@ -59,8 +60,11 @@ def get_model(name: str, pretrained: str | os.PathLike | bool = False,
     """Build zoo model ``name``.
 
     Args:
-        pretrained: ``False`` or a local file with a full ssdkit state dict / checkpoint (``"model"`` key).
-        pretrained_base: ``False`` or a local ImageNet state dict for the backbone (see ``ssdkit.models.weights``).
+        pretrained: ``False`` or a local file of the whole model: GluonCV's ``.params`` file of this zoo model
+            (read without MXNet; its stored anchors must equal this model's), or an ssdkit state dict /
+            checkpoint (``"model"`` key).
+        pretrained_base: ``False`` or a local ImageNet file for the backbone: torchvision's or GluonCV's
+            (``.params``) base, see ``ssdkit.models.weights``.
         classes: class names; required for ``*_custom`` (unless the ``pretrained`` checkpoint stores them).
         **kwargs: ``init`` (scheme of extras + heads), ``decoder`` (``"per_class"``/``"argmax"``),
             ``nms_thresh``, ``nms_topk``, ``post_nms``, ``transfer`` (``"voc"``/``"coco"``, custom models:

@@ -1,16 +1,18 @@
 """Loading local weight files into ssdkit models (nothing is ever downloaded).
 
-Accepted files: anything ``torch.load(path, weights_only=True)`` reads (a state dict, or a checkpoint dict with
-the state dict under ``"model"``, ``"state_dict"`` or ``"net"``), or a ``.npz`` of arrays (handy for
-parameters exported from MXNet without torch). MXNet/Gluon BatchNorm names (``gamma``, ``beta``) are renamed
-to PyTorch's (``weight``, ``bias``) and GluonCV's constants (anchors, ``init_scale``) are dropped.
+Accepted files: MXNet/Gluon ``.params`` files (GluonCV's model zoo, ``save_parameters``; read without MXNet by
+``ssdkit.models.mxnet_params``), anything ``torch.load(path, weights_only=True)`` reads (a state dict, or a
+checkpoint dict with the state dict under ``"model"``, ``"state_dict"`` or ``"net"``), or a ``.npz`` of arrays.
+Gluon names map onto ssdkit's (``ssdkit.models.gluon_names``); GluonCV's constants stored in a full model's
+file (anchors, ``init_scale``) are compared with ssdkit's own and a mismatch is an error.
 
 ImageNet bases (``pretrained_base``):
 
 | backbone      | accepted key layouts                                                                    |
 | ------------- | --------------------------------------------------------------------------------------- |
-| vgg16_atrous  | torchvision ``vgg16`` (``features.N.*``; fc6/fc7 are not in it and keep their init) or   |
-|               | GluonCV-style ``stages.*`` / ``norm4.scale`` (a converted ``vgg16_atrous`` file)         |
+| vgg16_atrous  | torchvision ``vgg16`` (``features.N.*``, ``classifier.0/3.*``: fc6/fc7 reduced as the   |
+|               | SSD paper's base, see ``reduce_vgg16_fc``) or GluonCV's ``vgg16_atrous_300/512``         |
+|               | (``stages.*`` / ``norm4.scale``, ``.params`` or converted)                               |
 | resnet50_v1   | torchvision ``resnet50`` (``conv1``, ``layerN.*``; ``fc.*`` ignored) or Gluon            |
 |               | ``resnet50_v1`` (``features.N.*``, ``output.*`` ignored). GluonCV's bottleneck 1x1 biases |
 |               | are not in torchvision files and stay zero. Note torchvision's ImageNet weights were     |
@@ -31,8 +33,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from .gluon_names import map_gluon_ssd_names
+from .mxnet_params import ParamsFormatError, is_mxnet_params, read_mxnet_params
+
 __all__ = ["WeightsError", "read_weights", "gluon_to_torch_names", "load_state_strict", "load_pretrained_base",
-           "load_checkpoint_weights", "checkpoint_classes"]
+           "load_checkpoint_weights", "checkpoint_classes", "reduce_vgg16_fc", "check_gluon_constants"]
 
 _SHOW = 5
 
@@ -47,6 +52,16 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise WeightsError(f"weight file {path!r} does not exist")
+    if path.endswith(".params") or is_mxnet_params(path):
+        try:
+            arrays = read_mxnet_params(path)
+        except (ParamsFormatError, OSError) as e:
+            raise WeightsError(str(e)) from None
+        empty = [k for k, v in arrays.items() if v is None]
+        if empty or not arrays:
+            raise WeightsError(f"weight file {path!r} holds no parameters" if not arrays else
+                               f"weight file {path!r}: empty arrays under {empty[:_SHOW]}")
+        return {k: torch.from_numpy(v) for k, v in arrays.items()}, {"format": "mxnet"}
     if path.endswith(".npz"):
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -98,16 +113,23 @@ def gluon_to_torch_names(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 # ----------------------------------------------------------------------------------------------- checking
 def load_state_strict(module: nn.Module, state: Mapping[str, Tensor], source: str, *,
-                      may_be_missing: Callable[[str], bool] = lambda k: False) -> None:
+                      may_be_missing: Callable[[str], bool] = lambda k: False,
+                      origin: Mapping[str, str] | None = None) -> None:
     """Copy ``state`` into ``module``; every module key must be given unless ``may_be_missing(key)``.
 
-    Raises ``WeightsError`` naming ``source`` and the first missing, unexpected and mismatched keys.
+    Raises ``WeightsError`` naming ``source`` and the first missing, unexpected and mismatched keys (as the
+    file names them: ``origin`` maps a renamed key back to its name in the file).
     """
+    origin = origin or {}
+
+    def shown(k: str) -> str:
+        return f"{origin[k]} (= {k})" if k in origin else k
+
     target = module.state_dict()
-    unexpected = [k for k in state if k not in target]
+    unexpected = [shown(k) for k in state if k not in target]
     missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")
                and not may_be_missing(k)]
-    mismatched = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
+    mismatched = [f"{shown(k)}: file {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
                   for k in state if k in target and tuple(state[k].shape) != tuple(target[k].shape)]
     if unexpected or missing or mismatched:
         parts = []
@@ -117,10 +139,10 @@ def load_state_strict(module: nn.Module, state: Mapping[str, Tensor], source: st
             parts.append(f"{len(missing)} missing keys, first: {missing[:_SHOW]}")
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys, first: {unexpected[:_SHOW]}")
-        raise WeightsError(f"weight file {source!r} does not fit {type(module).__name__}: " + "; ".join(parts))
-    with torch.no_grad():
-        for k, v in state.items():
-            target[k].copy_(v.to(dtype=target[k].dtype))
+        what = getattr(module, "name", None) or type(module).__name__
+        raise WeightsError(f"weight file {source!r} does not fit {what}: " + "; ".join(parts))
+    # load_state_dict (not a plain copy) runs the modules' load hooks, e.g. FixedGammaBatchNorm2d's gamma reset
+    module.load_state_dict({k: v.to(dtype=target[k].dtype) for k, v in state.items()}, strict=False)
 
 
 def _strip_prefix(state: Mapping[str, Tensor], prefixes: tuple[str, ...]) -> dict[str, Tensor]:
@@ -141,6 +163,28 @@ _TV_VGG16_CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 _OUR_VGG16_CONVS = tuple(f"stages.{s}.{j}" for s, n in enumerate((2, 2, 3, 3, 3)) for j in range(0, 2 * n, 2))
 
 
+def reduce_vgg16_fc(fc6_weight: Tensor, fc6_bias: Tensor, fc7_weight: Tensor,
+                    fc7_bias: Tensor) -> dict[str, Tensor]:
+    """torchvision VGG16's fully connected fc6/fc7 as the SSD paper's convolutional fc6/fc7.
+
+    fc6 ``Tensor[4096, 25088]`` viewed as ``[4096, 512, 7, 7]``: every 4th output and every 3rd spatial
+    position, ``Tensor[1024, 512, 3, 3]`` (used with dilation 6); fc7 ``Tensor[4096, 4096]``: every 4th row and
+    column, ``Tensor[1024, 1024, 1, 1]``; biases every 4th. Returned under ssdkit's names (``stages.5.0/2``).
+    """
+    if tuple(fc6_weight.shape) != (4096, 512 * 7 * 7) or tuple(fc7_weight.shape) != (4096, 4096):
+        raise ValueError(f"expected VGG16 fc6 [4096, 25088] and fc7 [4096, 4096], got {tuple(fc6_weight.shape)} "
+                         f"and {tuple(fc7_weight.shape)}")
+    return {
+        "stages.5.0.weight": fc6_weight.reshape(4096, 512, 7, 7)[::4, :, ::3, ::3].contiguous(),
+        "stages.5.0.bias": fc6_bias[::4].contiguous(),
+        "stages.5.2.weight": fc7_weight[::4, ::4].reshape(1024, 1024, 1, 1).contiguous(),
+        "stages.5.2.bias": fc7_bias[::4].contiguous(),
+    }
+
+
+_TV_FC = ("classifier.0.weight", "classifier.0.bias", "classifier.3.weight", "classifier.3.bias")
+
+
 def _vgg_state(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], Callable[[str], bool]]:
     if any(re.match(r"^features\.\d+\.", k) for k in state):  # torchvision vgg16
         out = {}
@@ -153,7 +197,14 @@ def _vgg_state(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], Callable[[s
                  not any(k == f"features.{i}.{s}" for i in _TV_VGG16_CONVS for s in ("weight", "bias"))]
         for k in extra:  # unknown keys go through so the check names them
             out[k] = state[k]
-        return out, lambda k: not k.startswith(_OUR_VGG16_CONVS)
+        required = _OUR_VGG16_CONVS
+        if all(k in state for k in _TV_FC):
+            try:
+                out.update(reduce_vgg16_fc(*(state[k] for k in _TV_FC)))
+            except ValueError as e:
+                raise WeightsError(f"torchvision VGG16 classifier: {e}") from None
+            required = _OUR_VGG16_CONVS + ("stages.5.0.", "stages.5.2.")
+        return out, lambda k: not k.startswith(required)
     state = _select_prefix(state, "features.")
     base = {k: v for k, v in state.items() if not k.startswith(("class_predictors.", "box_predictors."))}
     return base, lambda k: not k.startswith(_OUR_VGG16_CONVS)
@@ -214,10 +265,53 @@ def load_pretrained_base(net: nn.Module, path: str | os.PathLike) -> None:
     load_state_strict(target, state, source, may_be_missing=may_miss)
 
 
+def check_gluon_constants(net: nn.Module, constants: Mapping[str, Tensor], source: str) -> None:
+    """Compare GluonCV's constants stored in a model file with ``net``'s own; a mismatch is a ``WeightsError``.
+
+    ``anchor_generators.i.anchors`` ``Tensor[1, 1, S, S, K*4]`` (layer i on an S x S grid) must equal ssdkit's
+    anchors of that layer on the same grid; ``init_scale`` ``Tensor[1, 3, 1, 1]`` the VGG input scale.
+    """
+    from ..anchors import layer_anchors
+
+    spec = getattr(net, "anchor_spec", None)
+    layers = sorted(int(k.split(".")[1]) for k in constants if k.startswith("anchor_generators."))
+    if spec is not None and layers and layers != list(range(spec.num_layers)):
+        raise WeightsError(f"weight file {source!r} has anchors of layers {layers} but {net.name} has "
+                           f"{spec.num_layers} anchor layers (another model's file?)")
+    problems = []
+    for i in layers:
+        stored = constants[f"anchor_generators.{i}.anchors"].to(torch.float64)
+        k = spec.anchors_per_position()[i]
+        if stored.dim() != 5 or stored.shape[2] != stored.shape[3] or stored.shape[4] != 4 * k:
+            problems.append(f"anchor_generators.{i}.anchors: shape {tuple(stored.shape)}, expected "
+                            f"[1, 1, S, S, {4 * k}]")
+            continue
+        side = int(stored.shape[2])
+        ours = layer_anchors(side, side, spec.sizes[i], spec.sizes[i + 1], spec.ratios[i], spec.steps[i],
+                             spec.offsets, dtype=torch.float64)
+        diff = float((stored.reshape(-1, 4) - ours).abs().max())
+        if diff > 1e-3 + 1e-5 * float(ours.abs().max()):
+            problems.append(f"anchor_generators.{i}.anchors differ from {net.name}'s by up to {diff:.4g} px")
+    stored_scale = next((v for k, v in constants.items() if k.endswith("init_scale")), None)
+    own_scale = getattr(getattr(net, "features", None), "init_scale", None)
+    if stored_scale is not None:
+        if own_scale is None or tuple(stored_scale.shape) != tuple(own_scale.shape) or not torch.allclose(
+                stored_scale.to(own_scale.dtype), own_scale, rtol=1e-5, atol=1e-4):
+            problems.append(f"init_scale {stored_scale.flatten().tolist()} does not match the model's "
+                            f"{None if own_scale is None else own_scale.flatten().tolist()}")
+    if problems:
+        raise WeightsError(f"weight file {source!r} does not fit {net.name}: {'; '.join(problems[:_SHOW])}")
+
+
 def load_checkpoint_weights(net: nn.Module, path: str | os.PathLike,
                             state: Mapping[str, Tensor] | None = None) -> None:
-    """Load a full ssdkit model state (plain state dict or a checkpoint with ``"model"``) strictly."""
+    """Load a full model strictly: an ssdkit state dict / checkpoint, or a GluonCV SSD ``.params`` file
+    (Gluon names mapped, stored anchors and ``init_scale`` compared with the model's)."""
     source = os.fspath(path)
     if state is None:
         state, _ = read_weights(source)
-    load_state_strict(net, gluon_to_torch_names(state), source)
+    mapped, constants, notes, origin = map_gluon_ssd_names(state)
+    if notes:
+        raise WeightsError(f"weight file {source!r}: {'; '.join(notes)}")
+    check_gluon_constants(net, constants, source)
+    load_state_strict(net, mapped, source, origin=origin)
