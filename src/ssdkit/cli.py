@@ -112,9 +112,10 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, default=233, help="random seed (default 233, as GluonCV)")
     g.add_argument("--output", help="run folder (default runs/<model>-<dataset>-<time>)")
     g.add_argument("--resume", help="checkpoint (last.pt) of a run to continue exactly where it stopped")
-    g.add_argument("--val-interval", type=int, help=f"evaluate every N epochs (voc: {voc['val_interval']}, "
-                                                    f"coco: {preset('coco')['val_interval']}, "
-                                                    f"synthetic: {syn['val_interval']})")
+    g.add_argument("--val-interval", type=int, help=f"evaluate every N epochs and after the last (default: voc "
+                                                    f"{voc['val_interval']}, coco {preset('coco')['val_interval']}, "
+                                                    f"synthetic {syn['val_interval']}, or less so that a run "
+                                                    f"evaluates at least three times)")
     g.add_argument("--save-interval", type=int, default=10, help="keep epoch_XXXX.pt every N epochs")
     g.add_argument("--log-interval", type=int, default=20, help="log the loss every N steps")
     g.add_argument("--on-bad-sample", choices=("skip", "error"), default="skip",

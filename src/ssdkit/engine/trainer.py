@@ -310,6 +310,8 @@ def _train(cfg: TrainConfig, say: Callable[[str], None], rank: int, world: int) 
                                    "train_loss": stats["loss"], "train_cls_loss": stats["cls_loss"],
                                    "train_box_loss": stats["box_loss"], "images_per_s": stats["images_per_s"]}
             is_eval = (epoch + 1) % cfg.val_interval == 0 or epoch + 1 == cfg.epochs
+            if main:
+                logger.log_epoch(row)
             msg = (f"epoch {epoch + 1}/{cfg.epochs}  loss {stats['loss']:.4f} (cls {stats['cls_loss']:.4f}, "
                    f"box {stats['box_loss']:.4f})  {stats['images_per_s']:.1f} img/s")
             if is_eval and main:  # the other ranks wait for rank 0 in their next collective
