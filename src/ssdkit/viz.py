@@ -94,7 +94,7 @@ def plot_bbox(img, bboxes, scores=None, labels=None, thresh: float = 0.5, class_
     scores_flat = None if scores is None else _to_numpy(scores).reshape(-1)
     labels_flat = None if labels is None else _to_numpy(labels).reshape(-1)
     side = min(height, width)
-    lw = linewidth if linewidth is not None else float(np.clip(side / 250, 1.0, 4.0))
+    lw = linewidth if linewidth is not None else float(np.clip(side / 200, 1.0, 4.0))
     fs = fontsize if fontsize is not None else float(np.clip(side / 40, 6.0, 18.0))
     colors = {} if colors is None else colors
     for i, (x1, y1, x2, y2) in enumerate(boxes):
@@ -111,10 +111,10 @@ def plot_bbox(img, bboxes, scores=None, labels=None, thresh: float = 0.5, class_
         text = f"{name} {score}".strip()
         if text:
             # the label sits above the box's top-left corner, or inside the box when that is off the image
-            inside = y1 < fs * 1.6
-            ax.text(x1, y1 if inside else y1 - lw, text, fontsize=fs, color=_text_color(color),
+            inside = y1 < fs * 2
+            ax.text(x1, y1 if inside else y1 - lw / 2, text, fontsize=fs, color=_text_color(color),
                     va="top" if inside else "bottom", ha="left", clip_on=True,
-                    bbox=dict(facecolor=color, edgecolor=color, alpha=0.85, pad=1.5, boxstyle="square"))
+                    bbox=dict(facecolor=color, edgecolor="none", alpha=0.85, boxstyle="square,pad=0.2"))
     return ax
 
 
