@@ -12,10 +12,12 @@ class OnnxRuntimeDetector:
     """An ``ssdkit export`` ONNX file in an ONNX Runtime session (CPU unless ``providers`` say otherwise).
 
     ``detect(images float32 [N, 3, H, W]) -> (ids [N, P], scores [N, P], boxes_xyxy [N, P, 4])`` as numpy arrays,
-    -1 padded; ``classes``, ``input_size`` (H, W), ``mean`` and ``std`` come from the file's metadata.
+    -1 padded; ``threads`` sets ONNX Runtime's intra-op threads, ``spin=False`` lets idle ones sleep;
+    ``classes``, ``input_size`` (H, W), ``mean`` and ``std`` come from the file's metadata.
     """
 
-    def __init__(self, path: str, providers: list[str] | None = None, threads: int | None = None):
+    def __init__(self, path: str, providers: list[str] | None = None, threads: int | None = None,
+                 spin: bool = True):
         import onnx
         import onnxruntime as ort
 
@@ -26,6 +28,8 @@ class OnnxRuntimeDetector:
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = int(threads)
+        if not spin:  # idle threads sleep: better on a CPU shared with other work
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(model.SerializeToString(), options,
                                             providers=providers or ["CPUExecutionProvider"])
         self.classes = tuple(self.info["classes"])
