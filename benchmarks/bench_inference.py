@@ -23,6 +23,9 @@ import os
 
 # idle OpenMP threads must sleep, not spin: on a shared CPU spinning threads slowed eager PyTorch 5-10x here
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if os.environ.get("ONEDNN_MAX_CPU_ISA"):  # the same cap for MXNet's older oneDNN (DNNL_/MKLDNN_ names)
+    os.environ.setdefault("DNNL_MAX_CPU_ISA", os.environ["ONEDNN_MAX_CPU_ISA"])
+    os.environ.setdefault("MKLDNN_MAX_CPU_ISA", os.environ["ONEDNN_MAX_CPU_ISA"])
 import platform
 import sys
 import tempfile

@@ -12,6 +12,7 @@ data-dependent step, NMS, is the method ``suppress``: a greedy loop over an IoU 
 """
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import torch
@@ -28,10 +29,6 @@ class RawHeads(nn.Module):
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
-
-    def suppress(self, boxes_xyxy: Tensor, ids: Tensor, valid: Tensor) -> Tensor:
-        """Per-class NMS of the candidates: keep ``Tensor[N, K]`` bool."""
-        return greedy_class_nms(boxes_xyxy, ids, valid, self.nms_thresh)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
         cls_preds, box_preds, _ = self.net(images)
@@ -83,9 +80,7 @@ class DeployDetector(nn.Module):
         cands = a * self.num_classes if self.per_class else a
         self.topk = min(int(pp.nms_topk), cands) if pp.nms_topk > 0 else cands
         self.post_nms = int(pp.post_nms) if pp.post_nms > 0 else self.topk
-        self.stds = tuple(float(s) for s in pp.box_decoder.stds)
-        self.means = tuple(float(m) for m in pp.box_decoder.means)
-        self.clip = pp.box_decoder.clip
+        self.box_decoder = copy.deepcopy(pp.box_decoder)
 
     def candidates(self, cls_preds: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Class decoding and the global top-k in the order of a stable descending sort of the class-major
@@ -114,17 +109,7 @@ class DeployDetector(nn.Module):
     def decode(self, box_preds: Tensor, anchor_index: Tensor) -> Tensor:
         """Box decoding of the candidates: ``Tensor[N, A, 4]`` offsets -> ``boxes_xyxy Tensor[N, K, 4]``."""
         p = box_preds.float().gather(1, anchor_index[..., None].expand(-1, -1, 4))
-        anc = self.anchors[anchor_index]
-        cx = (p[..., 0] * self.stds[0] + self.means[0]) * anc[..., 2] + anc[..., 0]
-        cy = (p[..., 1] * self.stds[1] + self.means[1]) * anc[..., 3] + anc[..., 1]
-        dw = p[..., 2] * self.stds[2] + self.means[2]
-        dh = p[..., 3] * self.stds[3] + self.means[3]
-        if self.clip is not None:
-            dw = dw.clamp(max=float(self.clip))
-            dh = dh.clamp(max=float(self.clip))
-        w = torch.exp(dw) * anc[..., 2]
-        h = torch.exp(dh) * anc[..., 3]
-        return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1)
+        return self.box_decoder(p, self.anchors[anchor_index])
 
     def suppress(self, boxes_xyxy: Tensor, ids: Tensor, valid: Tensor) -> Tensor:
         """Per-class NMS of the candidates: keep ``Tensor[N, K]`` bool."""
