@@ -179,7 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--model", help="a zoo model name (see `ssdkit models`)")
     p.add_argument("--pretrained", help="with --model: a local weights file (ssdkit state dict or checkpoint)")
     p.add_argument("--output", required=True, help="the file to write, e.g. model.onnx")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx",
+                   help="onnx (default; ONNX Runtime and others) or torchscript (torch.jit.load, nothing else needed)")
     p.add_argument("--opset", type=int, help="ONNX opset (default 18)")
     p.add_argument("--raw", action="store_true",
                    help="export the network's raw outputs (cls_preds, box_preds) and the anchors only")
