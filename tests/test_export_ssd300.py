@@ -5,6 +5,7 @@ import torch
 
 import ssdkit
 
+pytestmark = pytest.mark.slow  # one SSD300 export (~30 s on 2 cores)
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 from ssdkit.export import export_onnx, read_onnx_metadata  # noqa: E402
