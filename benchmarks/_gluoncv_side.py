@@ -1,11 +1,11 @@
-"""GluonCV side of the benchmarks: run under the GluonCV virtualenv by ``bench_targets.py`` and
-``bench_postprocess.py``, never imported by ssdkit.
+"""GluonCV side of the benchmarks: run under the GluonCV virtualenv by ``bench_targets.py``,
+``bench_postprocess.py`` and ``bench_inference.py``, never imported by ssdkit.
 
 The GluonCV virtualenv is found by :func:`default_gluoncv_python`: the ``SSDKIT_GLUONCV_PYTHON`` environment
 variable (a python executable), else ``.venv-gluoncv/bin/python`` at the repository root, which
 ``tools/make_gluoncv_venv.sh`` creates.
 
-Usage: ``<venv>/bin/python benchmarks/_gluoncv_side.py {targets|postprocess} INPUTS.npz``, then one job name
+Usage: ``<venv>/bin/python benchmarks/_gluoncv_side.py {targets|postprocess|inference} INPUTS.npz``, then one job name
 per stdin line; each answer is one JSON line with the seconds that job took, measured here. The benchmark
 interleaves these requests with its own timings, so a busy machine slows every column alike. GluonCV's threads
 are limited to 2 (``OMP_NUM_THREADS``/``MXNET_*`` are set by the caller).
@@ -49,6 +49,7 @@ class GluonCVServer:
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         ready = self._read()
         self.names = ready["ready"]
+        self.info = ready.get("info", {})
 
     def _read(self):
         line = self.proc.stdout.readline()
@@ -181,18 +182,76 @@ def postprocess_jobs(z):
     return jobs
 
 
+def background_offset(logits, target):
+    """The value to add to every background logit so that about ``target`` (anchor, class) pairs per image
+    score above 0.01 after softmax, as a trained detector's do. ``logits``: ``[B, A, C+1]`` numpy."""
+    lo, hi = -50.0, 50.0
+    z = logits - logits.max(axis=-1, keepdims=True)
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        e = np.exp(z)
+        e[..., 0] *= np.exp(mid)
+        count = ((e[..., 1:] / e.sum(axis=-1, keepdims=True)) > 0.01).sum() / len(logits)
+        lo, hi = (mid, hi) if count > target else (lo, mid)
+    return (lo + hi) / 2
+
+
+def inference_jobs(z):
+    """Callables by name ``"<model>:<batch>"``: GluonCV's SSD, hybridized (static_alloc), random weights whose
+    background logits are offset so that about ``candidates`` pairs per image pass 0.01 (see
+    ``background_offset``)."""
+    import warnings
+
+    import mxnet as mx
+    from gluoncv import model_zoo
+
+    jobs, info = {}, {}
+    for name, size in zip(z["models"].tolist(), z["sizes"].tolist()):
+        mx.random.seed(0)
+        net = model_zoo.get_model(name, pretrained=False, pretrained_base=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            net.initialize()
+        x = mx.nd.random.uniform(shape=(2, 3, size, size))
+        feats = net.features(x)
+        num_c1 = net.num_classes + 1
+        logits = np.concatenate([cp(f).transpose((0, 2, 3, 1)).reshape((2, -1, num_c1)).asnumpy()
+                                 for f, cp in zip(feats, net.class_predictors)], axis=1)
+        offset = background_offset(logits, float(z["candidates"]))
+        for cp in net.class_predictors:
+            bias = cp.predictor.bias
+            arr = bias.data().asnumpy()
+            arr[0::num_c1] += offset
+            bias.set_data(mx.nd.array(arr))
+        net.hybridize(static_alloc=True, static_shape=True)
+        info[name] = round(offset, 3)
+        for batch in z["batches"].tolist():
+            xb = mx.nd.random.uniform(shape=(batch, 3, size, size))
+
+            def call(net=net, xb=xb):
+                for o in net(xb):
+                    o.wait_to_read()
+
+            jobs[f"{name}:{batch}"] = call
+    return jobs, info
+
+
 def main():
     """Serve timing requests: reads a job name per stdin line, answers one JSON line ``{"sec": ...}``."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("what", choices=("targets", "postprocess"))
+    parser.add_argument("what", choices=("targets", "postprocess", "inference"))
     parser.add_argument("inputs")
     args = parser.parse_args()
     with np.load(args.inputs) as f:
         z = {k: f[k] for k in f.files}
-    jobs = target_jobs(z) if args.what == "targets" else postprocess_jobs(z)
+    info = {}
+    if args.what == "inference":
+        jobs, info = inference_jobs(z)
+    else:
+        jobs = target_jobs(z) if args.what == "targets" else postprocess_jobs(z)
     for fn in jobs.values():  # warm-up (and hybridization)
         fn()
-    print(json.dumps({"ready": sorted(jobs)}), flush=True)
+    print(json.dumps({"ready": sorted(jobs), "info": info}), flush=True)
     for line in sys.stdin:
         name = line.strip()
         if name == "quit":

@@ -219,3 +219,16 @@ def test_synthetic_training_images_are_denser_than_the_val_split():
     del old["synthetic_train_objects"]
     assert TrainConfig.from_dict(old).synthetic_train_objects == [1, 10]
     assert TrainConfig.from_dict(TrainConfig(synthetic_train_objects=[2, 3]).to_dict()).synthetic_train_objects == [2, 3]
+
+
+def test_default_val_interval_evaluates_at_least_three_times():
+    from ssdkit.engine.config import default_val_interval
+
+    for epochs in range(1, 60):
+        for preset_interval in (1, 8, 10):
+            interval = default_val_interval(epochs, preset_interval)
+            evaluations = epochs // interval + (epochs % interval > 0)
+            assert 1 <= interval <= max(1, preset_interval) and evaluations >= min(3, epochs)
+    assert resolve_config(TrainConfig(epochs=6)).val_interval == 2  # was 8: one evaluation in six epochs
+    assert resolve_config(TrainConfig(epochs=6, val_interval=8)).val_interval == 8  # the user's choice stays
+    assert resolve_config(TrainConfig(dataset="coco", data_root="x", epochs=240)).val_interval == 10

@@ -1,4 +1,5 @@
-"""``ssdkit`` command line: train, eval, predict, ablate, convert, models. The only module that parses arguments."""
+"""``ssdkit`` command line: train, eval, predict, export, convert, ablate, models. The only module that parses
+arguments."""
 from __future__ import annotations
 
 import argparse
@@ -15,6 +16,8 @@ EPILOG = """examples:
                --pretrained-base ~/weights/vgg16.pth
   ssdkit eval --checkpoint runs/<run>/best.pt
   ssdkit predict --checkpoint runs/<run>/best.pt photo.jpg
+  ssdkit export --checkpoint runs/<run>/best.pt --output model.onnx
+  ssdkit predict --onnx model.onnx photo.jpg
   ssdkit ablate --tip loss-norm
   ssdkit convert ssd_300_vgg16_atrous_voc-xxxx.params --model ssd_300_vgg16_atrous_voc --output voc300.pt
 """
@@ -120,9 +123,10 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-bad-steps", type=int, default=d.max_bad_steps, metavar="K",
                    help=f"a step with a non-finite loss or gradient is skipped; stop after K in a row "
                         f"(default {d.max_bad_steps})")
-    g.add_argument("--val-interval", type=int, help=f"evaluate every N epochs (voc: {voc['val_interval']}, "
-                                                    f"coco: {preset('coco')['val_interval']}, "
-                                                    f"synthetic: {syn['val_interval']})")
+    g.add_argument("--val-interval", type=int, help=f"evaluate every N epochs and after the last (default: voc "
+                                                    f"{voc['val_interval']}, coco {preset('coco')['val_interval']}, "
+                                                    f"synthetic {syn['val_interval']}, or less so that a run "
+                                                    f"evaluates at least three times)")
     g.add_argument("--save-interval", type=int, default=d.save_interval,
                    help=f"keep epoch_XXXX.pt every N epochs (default {d.save_interval})")
     g.add_argument("--log-interval", type=int, default=d.log_interval,
@@ -170,11 +174,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="detect objects in image files",
                        description="Run a checkpoint on images: prints boxes as JSON and writes pictures with "
                                    "the boxes drawn.")
-    p.add_argument("--checkpoint", required=True)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="a .pt file written by `ssdkit train`")
+    src.add_argument("--onnx", help="an ONNX file written by `ssdkit export` (runs on ONNX Runtime)")
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG)")
     p.add_argument("--score-thresh", type=float, default=0.3, help="only report detections above this score")
     p.add_argument("--output", help="folder for the pictures with boxes (default: beside the checkpoint)")
     p.add_argument("--device", default="auto")
+
+    p = sub.add_parser("export", help="write a detector as ONNX or TorchScript, decoding and NMS inside",
+                       description="Export a checkpoint or zoo model: input images float32 [N, 3, H, W] (as "
+                                   "net.detect takes), outputs ids [N, 100], scores [N, 100], boxes [N, 100, 4] "
+                                   "(input pixels, -1 padded). The file's metadata holds the class names and the "
+                                   "preprocessing.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--checkpoint", help="a .pt file written by `ssdkit train`")
+    src.add_argument("--model", help="a zoo model name (see `ssdkit models`)")
+    p.add_argument("--pretrained", help="with --model: a local weights file (ssdkit state dict or checkpoint)")
+    p.add_argument("--output", required=True, help="the file to write, e.g. model.onnx")
+    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx",
+                   help="onnx (default; ONNX Runtime and others) or torchscript (torch.jit.load, nothing else needed)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default 18)")
+    p.add_argument("--raw", action="store_true",
+                   help="export the network's raw outputs (cls_preds, box_preds) and the anchors only")
 
     p = sub.add_parser("ablate", help="measure the seed tutorial's three tips with paired runs",
                        description="Train paired runs that differ only in one tip, evaluate them, and report each "
@@ -230,7 +252,20 @@ def _cmd_predict(args) -> int:
     from .engine.evaluation import predict_images
 
     out = predict_images(args.checkpoint, args.images, score_thresh=args.score_thresh, output=args.output,
-                         device=args.device)
+                         device=args.device, onnx=args.onnx)
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from .engine.deploy import export_model
+
+    if args.pretrained and not args.model:
+        from .engine.config import ConfigError
+
+        raise ConfigError("--pretrained goes with --model (a checkpoint holds its own weights)")
+    out = export_model(args.output, checkpoint=args.checkpoint, model=args.model, pretrained=args.pretrained,
+                       fmt=args.format, opset=args.opset, raw=args.raw)
     print(json.dumps(out, indent=2))
     return 0
 
@@ -284,8 +319,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .engine.config import ConfigError
     from .engine.distributed import ProcessFailed
 
-    handlers = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict, "ablate": _cmd_ablate,
-                "convert": _cmd_convert, "models": _cmd_models}
+    handlers = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict, "export": _cmd_export,
+                "ablate": _cmd_ablate, "convert": _cmd_convert, "models": _cmd_models}
     try:
         return handlers[args.command](args)
     except ConfigError as err:

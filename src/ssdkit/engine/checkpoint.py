@@ -71,7 +71,8 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        raise ConfigError(f"{path} is not a readable ssdkit checkpoint ({type(err).__name__}: {err})") from None
+        detail = (str(err).strip().splitlines() or [""])[0]
+        raise ConfigError(f"{path} is not a readable ssdkit checkpoint ({type(err).__name__}: {detail})") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ConfigError(f"{path} is not an ssdkit training checkpoint (no 'model' and 'config' entries)")
     return ckpt

@@ -139,6 +139,15 @@ def scaled_decay_epochs(epochs: int) -> list[int]:
     return _scale_epochs(GLUONCV_DECAY_EPOCHS, GLUONCV_EPOCHS, epochs)
 
 
+def default_val_interval(epochs: int, preset_interval: int) -> int:
+    """The largest interval up to the preset's that evaluates at least three times (every epoch when the run has
+    fewer): evaluations fall on multiples of the interval and on the last epoch."""
+    for interval in range(max(1, preset_interval), 1, -1):
+        if epochs // interval + (epochs % interval > 0) >= min(3, epochs):
+            return interval
+    return 1
+
+
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
     """Fill the ``None`` fields from the data set's preset and check every choice; raises :class:`ConfigError`."""
     if cfg.dataset not in DATASETS:
@@ -149,6 +158,8 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     for key, value in preset.items():
         if getattr(out, key) is None:
             setattr(out, key, value)
+    if cfg.val_interval is None and isinstance(out.epochs, int) and out.epochs > 0:
+        out.val_interval = default_val_interval(out.epochs, preset["val_interval"])
     if out.lr_decay_epochs is None:
         out.lr_decay_epochs = scaled_decay_epochs(out.epochs)
     elif user_set_epochs and cfg.lr_decay_epochs is None and preset.get("lr_decay_epochs"):

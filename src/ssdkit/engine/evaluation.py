@@ -12,7 +12,7 @@ from .checkpoint import load_checkpoint
 from .config import ConfigError, TrainConfig, resolve_config
 from .trainer import evaluate
 
-__all__ = ["load_trained_model", "evaluate_checkpoint", "predict_images"]
+__all__ = ["load_trained_model", "evaluate_checkpoint", "predict_images", "load_onnx_detector"]
 
 
 def load_trained_model(path: str, device: torch.device, decoder: str | None = None):
@@ -61,22 +61,39 @@ def evaluate_checkpoint(path: str, dataset: str | None = None, data_root: str | 
 
 
 @torch.no_grad()
-def predict_images(path: str, images: Sequence[str], score_thresh: float = 0.3, output: str | None = None,
-                   device: str = "auto") -> list[dict[str, Any]]:
-    """Detect objects in ``images``; boxes in original pixels. Writes ``<name>.pred.png`` with the boxes drawn."""
-    from torchvision.io import write_png
-    from torchvision.utils import draw_bounding_boxes
-
+def predict_images(path: str | None, images: Sequence[str], score_thresh: float = 0.3, output: str | None = None,
+                   device: str = "auto", onnx: str | None = None) -> list[dict[str, Any]]:
+    """Detect objects in ``images`` with the checkpoint ``path`` or the ONNX file ``onnx`` (ONNX Runtime); boxes
+    in original pixels. Writes ``<name>.pred.png`` with the boxes drawn by ``ssdkit.viz.plot_bbox``."""
     from ..data.errors import BadSampleError
     from ..data.image_io import read_image
     from ..data.transforms import SSDValTransform
+    from ..viz import save_detections
 
-    dev = select_device(device)
-    net, cfg, ckpt = load_trained_model(path, dev)
-    data_shape = int(ckpt.get("data_shape") or net.data_shape)
-    transform = SSDValTransform(data_shape)
-    out_dir = output or os.path.join(os.path.dirname(os.path.abspath(path)), "predictions")
-    os.makedirs(out_dir, exist_ok=True)
+    if (path is None) == (onnx is None):
+        raise ConfigError("give either a checkpoint or an ONNX file")
+    if onnx is not None:
+        runner = load_onnx_detector(onnx)
+        classes, (height, width) = runner.classes, runner.input_size
+        transform = SSDValTransform((height, width), mean=runner.mean, std=runner.std)
+
+        def detect(x):
+            return tuple(torch.from_numpy(t) for t in runner.detect(x.numpy()))
+    else:
+        dev = select_device(device)
+        net, cfg, ckpt = load_trained_model(path, dev)
+        classes = net.classes
+        height = width = int(ckpt.get("data_shape") or net.data_shape)
+        transform = SSDValTransform(height)
+
+        def detect(x):
+            ids, scores, boxes = net.detect(x.to(dev))
+            return ids[..., 0].cpu(), scores[..., 0].cpu(), boxes.cpu()
+    out_dir = output or os.path.join(os.path.dirname(os.path.abspath(path or onnx)), "predictions")
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as err:
+        raise ConfigError(f"cannot create the output folder {out_dir}: {err.strerror}") from None
     results = []
     for image_path in images:
         try:
@@ -85,21 +102,39 @@ def predict_images(path: str, images: Sequence[str], score_thresh: float = 0.3, 
             raise ConfigError(str(err)) from None
         h, w = image.shape[-2:]
         x, _ = transform(image, {"boxes": _empty_boxes(h, w), "labels": torch.zeros(0, dtype=torch.int64)})
-        ids, scores, boxes = net.detect(x[None].to(dev))
-        keep = (ids[0, :, 0] >= 0) & (scores[0, :, 0] > score_thresh)
-        scale = torch.tensor([w / data_shape, h / data_shape, w / data_shape, h / data_shape], device=boxes.device)
-        kept = (boxes[0][keep] * scale).cpu()
+        ids, scores, boxes = detect(x[None])
+        keep = (ids[0] >= 0) & (scores[0] > score_thresh)
+        scale = torch.tensor([w / width, h / height, w / width, h / height])
+        kept = boxes[0][keep] * scale
         kept[:, 0::2] = kept[:, 0::2].clamp(0, w)
         kept[:, 1::2] = kept[:, 1::2].clamp(0, h)
-        labels = [net.classes[int(i)] for i in ids[0, keep, 0].tolist()]
-        dets = [{"label": lab, "score": round(float(s), 4), "box_xyxy": [round(float(v), 1) for v in b]}
-                for lab, s, b in zip(labels, scores[0, keep, 0].tolist(), kept)]
+        kept_ids = ids[0, keep].long()
+        dets = [{"label": classes[int(i)], "score": round(float(s), 4), "box_xyxy": [round(float(v), 1) for v in b]}
+                for i, s, b in zip(kept_ids.tolist(), scores[0, keep].tolist(), kept)]
         picture = os.path.join(out_dir, os.path.splitext(os.path.basename(image_path))[0] + ".pred.png")
-        drawn = draw_bounding_boxes(image.as_subclass(torch.Tensor), kept,
-                                    labels=[f"{d['label']} {d['score']:.2f}" for d in dets], width=2)
-        write_png(drawn, picture)
+        try:
+            save_detections(image, picture, kept, scores[0, keep], kept_ids, class_names=classes)
+        except OSError as err:
+            raise ConfigError(f"cannot write {picture}: {err.strerror or err}") from None
         results.append({"image": image_path, "detections": dets, "picture": picture})
     return results
+
+
+def load_onnx_detector(path: str):
+    """An ``OnnxRuntimeDetector`` for ``path``; a missing, unreadable or foreign file is a ``ConfigError``."""
+    if not os.path.isfile(path):
+        raise ConfigError(f"ONNX file not found: {path}")
+    try:
+        from ..export.runtime import OnnxRuntimeDetector
+    except ImportError as err:
+        raise ConfigError(f"running ONNX files needs onnx and onnxruntime (pip install 'ssdkit[onnx]'): {err}") from None
+    try:
+        return OnnxRuntimeDetector(path)
+    except ValueError as err:
+        raise ConfigError(f"{path}: {err}") from None
+    except Exception as err:  # protobuf's decode errors and ONNX Runtime's load errors have no common base
+        raise ConfigError(f"{path} is not a readable ONNX file ({type(err).__name__}: {str(err).splitlines()[0]})"
+                          ) from None
 
 
 def _empty_boxes(h: int, w: int):

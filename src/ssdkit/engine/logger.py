@@ -1,4 +1,5 @@
-"""Run logging: ``metrics.csv`` (one row per evaluation), TensorBoard scalars, PNG plots of loss and mAP."""
+"""Run logging: ``metrics.csv`` (one row per evaluation), ``epochs.csv`` (one row per epoch: loss, lr, speed),
+TensorBoard scalars, PNG plots of loss (every epoch's mean) and mAP (every evaluation)."""
 from __future__ import annotations
 
 import csv
@@ -9,17 +10,17 @@ __all__ = ["RunLogger"]
 
 
 class RunLogger:
-    """Writes into a run folder. ``log_train`` per logged step, ``log_eval`` per evaluation, ``plot`` at the end."""
+    """Writes into a run folder. ``log_train`` per logged step, ``log_epoch`` per epoch, ``log_eval`` per evaluation,
+    ``plot`` at the end."""
 
     def __init__(self, folder: str, tensorboard: bool = True):
         self.folder = folder
         os.makedirs(folder, exist_ok=True)
         self.csv_path = os.path.join(folder, "metrics.csv")
+        self.epochs_path = os.path.join(folder, "epochs.csv")
         self.train_curve: list[tuple[float, float]] = []  # (epoch as float, loss)
-        self.eval_rows: list[dict[str, Any]] = []
-        if os.path.exists(self.csv_path):  # a resumed run: keep its history
-            with open(self.csv_path, newline="") as f:
-                self.eval_rows = [dict(r) for r in csv.DictReader(f)]
+        self.eval_rows = _read_rows(self.csv_path)  # a resumed run keeps its history
+        self.epoch_rows = _read_rows(self.epochs_path)
         self.writer = None
         if tensorboard:
             try:
@@ -35,64 +36,109 @@ class RunLogger:
             for k, v in values.items():
                 self.writer.add_scalar(f"train/{k}", v, step)
 
+    def log_epoch(self, row: dict[str, Any]) -> None:
+        """Append one finished epoch's row (must hold ``epoch`` and ``train_loss``, the epoch's mean)."""
+        self.epoch_rows = _replace_epoch(self.epoch_rows, row)
+        _write_rows(self.epochs_path, self.epoch_rows)
+
     def log_eval(self, row: dict[str, Any], step: int) -> None:
         """Append one evaluation row (must hold ``epoch``; ``voc07_map`` or ``coco_ap``...)."""
-        self.eval_rows = [r for r in self.eval_rows if int(float(r["epoch"])) != int(row["epoch"])] + [row]
-        keys: list[str] = []
-        for r in self.eval_rows:
-            keys += [k for k in r if k not in keys]
-        tmp = self.csv_path + ".tmp"
-        with open(tmp, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=keys)
-            w.writeheader()
-            for r in self.eval_rows:
-                w.writerow({k: r.get(k, "") for k in keys})
-        os.replace(tmp, self.csv_path)
+        self.eval_rows = _replace_epoch(self.eval_rows, row)
+        _write_rows(self.csv_path, self.eval_rows)
         if self.writer is not None:
             for k, v in row.items():
                 if k != "epoch" and isinstance(v, (int, float)):
                     self.writer.add_scalar(f"val/{k}", v, step)
 
-    def plot(self, metric_key: str) -> list[str]:
-        """Write ``loss.png`` and ``map.png``; returns the paths written."""
-        import matplotlib
+    def epoch_losses(self) -> list[tuple[int, float]]:
+        """``(epoch, mean training loss)`` of every finished epoch (of the evaluated ones for runs logged before
+        ``epochs.csv`` existed)."""
+        rows = self.epoch_rows or self.eval_rows
+        return sorted((int(float(r["epoch"])), float(r["train_loss"])) for r in rows
+                      if r.get("train_loss") not in (None, ""))
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    def eval_points(self, metric_key: str) -> list[tuple[int, float]]:
+        """``(epoch, metric)`` of every evaluation."""
+        return sorted((int(float(r["epoch"])), float(r[metric_key])) for r in self.eval_rows
+                      if r.get(metric_key) not in (None, "", "nan"))
+
+    def plot(self, metric_key: str) -> list[str]:
+        """Write ``loss.png`` (every epoch's mean loss, and the logged steps) and ``map.png`` (every evaluation);
+        returns the paths written."""
+        from matplotlib.figure import Figure  # no pyplot: no backend to choose, no figure left open
 
         written = []
-        loss_rows = [(float(r["epoch"]), float(r["train_loss"])) for r in self.eval_rows if r.get("train_loss")]
+        loss_rows = self.epoch_losses()
         if self.train_curve or loss_rows:
-            fig, ax = plt.subplots(figsize=(6, 4))
+            fig = Figure(figsize=(7, 4.2))
+            ax = fig.add_subplot(1, 1, 1)
             if self.train_curve:
-                ax.plot(*zip(*self.train_curve), lw=0.8, alpha=0.6, label="train loss (logged steps)")
+                ax.plot(*zip(*self.train_curve), lw=0.8, alpha=0.45, color="tab:blue", label="logged steps")
             if loss_rows:
-                ax.plot(*zip(*loss_rows), "o-", label="train loss (epoch mean)")
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("loss (per positive)")
-            ax.grid(alpha=0.3)
-            ax.legend()
-            path = os.path.join(self.folder, "loss.png")
-            fig.tight_layout()
-            fig.savefig(path, dpi=100)
-            plt.close(fig)
-            written.append(path)
-        map_rows = [(float(r["epoch"]), float(r[metric_key])) for r in self.eval_rows if r.get(metric_key) not in
-                    (None, "", "nan")]
+                # a mean over epoch e covers [e - 1, e]: drawn at its middle, on top of the steps it averages
+                ax.plot([e - 0.5 for e, _ in loss_rows], [v for _, v in loss_rows], "o-", color="tab:orange", lw=2,
+                        ms=5, label="epoch mean")
+            ax.set_title("training loss")
+            _style_epoch_axis(ax, [e for e, _ in loss_rows])
+            ax.set_ylabel("loss (per positive anchor)")
+            ax.legend(loc="upper right")
+            written.append(self._save(fig, "loss.png"))
+        map_rows = self.eval_points(metric_key)
         if map_rows:
-            fig, ax = plt.subplots(figsize=(6, 4))
-            ax.plot(*zip(*map_rows), "o-")
-            ax.set_xlabel("epoch")
+            fig = Figure(figsize=(7, 4.2))
+            ax = fig.add_subplot(1, 1, 1)
+            ax.plot(*zip(*map_rows), "o-", color="tab:green", lw=2, ms=6)
+            for e, v in map_rows if len(map_rows) <= 20 else []:
+                ax.annotate(f"{v:.3f}", (e, v), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=9)
+            best_epoch, best = max(map_rows, key=lambda r: r[1])
+            ax.set_title(f"validation {metric_key} (best {best:.4f} at epoch {best_epoch})")
+            _style_epoch_axis(ax, [e for e, _ in map_rows])
             ax.set_ylabel(metric_key)
-            ax.set_ylim(0, 1)
-            ax.grid(alpha=0.3)
-            path = os.path.join(self.folder, "map.png")
-            fig.tight_layout()
-            fig.savefig(path, dpi=100)
-            plt.close(fig)
-            written.append(path)
+            ax.set_ylim(0, 1.05)
+            written.append(self._save(fig, "map.png"))
         return written
+
+    def _save(self, fig, name: str) -> str:
+        path = os.path.join(self.folder, name)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        return path
 
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
+
+
+def _read_rows(path: str) -> list[dict[str, Any]]:
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        return [dict(r) for r in csv.DictReader(f)]
+
+
+def _replace_epoch(rows: list[dict[str, Any]], row: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in rows if int(float(r["epoch"])) != int(row["epoch"])] + [row]
+
+
+def _write_rows(path: str, rows: list[dict[str, Any]]) -> None:
+    """Rewrite ``path`` atomically with the union of the rows' keys as columns."""
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    tmp = path + ".tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=keys)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k, "") for k in keys})
+    os.replace(tmp, path)
+
+
+def _style_epoch_axis(ax, epochs: list[int]) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    if epochs:
+        ax.set_xlim(0, max(epochs) + 0.5)
+    ax.grid(alpha=0.3)

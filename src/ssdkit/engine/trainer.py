@@ -346,6 +346,8 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
                                        "train_loss": stats["loss"], "train_cls_loss": stats["cls_loss"],
                                        "train_box_loss": stats["box_loss"], "images_per_s": stats["images_per_s"],
                                        "skipped_steps": stats["skipped"]}
+                if logger is not None:
+                    logger.log_epoch(row)
                 msg = (f"epoch {epoch + 1}/{plan.epochs}  loss {stats['loss']:.4f} (cls {stats['cls_loss']:.4f}, "
                        f"box {stats['box_loss']:.4f})  {stats['images_per_s']:.1f} img/s")
                 if stats["skipped"]:

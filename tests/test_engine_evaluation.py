@@ -1,0 +1,51 @@
+"""predict_images: JSON boxes in original pixels and a picture drawn with plot_bbox; bad arguments are
+ConfigErrors naming the file."""
+import pytest
+import torch
+from torchvision.io import write_png
+
+import ssdkit
+from ssdkit.engine.checkpoint import save_checkpoint
+from ssdkit.engine.config import ConfigError, TrainConfig
+from ssdkit.engine.evaluation import predict_images
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("ckpt")
+    torch.manual_seed(0)
+    net = ssdkit.get_model("ssd_tiny_synthetic")
+    path = str(folder / "best.pt")
+    save_checkpoint(path, {"model": net.state_dict(), "config": TrainConfig(model="ssd_tiny_synthetic").to_dict(),
+                           "classes": list(net.classes), "model_name": net.name, "data_shape": net.data_shape})
+    img = str(folder / "photo.png")
+    write_png(torch.randint(0, 255, (3, 90, 160), dtype=torch.uint8), img)
+    return path, img
+
+
+def test_predict_json_and_picture(checkpoint, tmp_path):
+    from PIL import Image
+
+    path, img = checkpoint
+    res = predict_images(path, [img], score_thresh=0.0, output=str(tmp_path), device="cpu")
+    assert len(res) == 1 and res[0]["image"] == img
+    dets = res[0]["detections"]
+    assert 0 < len(dets) <= 100 and [d["score"] for d in dets] == sorted((d["score"] for d in dets), reverse=True)
+    classes = torch.load(path, weights_only=True)["classes"]
+    for d in dets:
+        x1, y1, x2, y2 = d["box_xyxy"]
+        assert 0 <= x1 <= x2 <= 160 and 0 <= y1 <= y2 <= 90 and d["label"] in classes
+    with Image.open(res[0]["picture"]) as im:
+        assert im.size == (160, 90)
+
+
+def test_bad_arguments(checkpoint, tmp_path):
+    path, img = checkpoint
+    with pytest.raises(ConfigError, match="either"):
+        predict_images(None, [img])
+    with pytest.raises(ConfigError, match="either"):
+        predict_images(path, [img], onnx=path)
+    with pytest.raises(ConfigError, match="photo.png"):
+        predict_images(path, [img], output=img + "/sub", device="cpu")  # a folder inside a file
+    with pytest.raises(ConfigError, match="missing.png"):
+        predict_images(path, [str(tmp_path / "missing.png")], output=str(tmp_path), device="cpu")

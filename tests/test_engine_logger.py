@@ -1,0 +1,43 @@
+"""RunLogger: every epoch's mean loss and every evaluation reach the CSV files and the plots; a resumed run keeps
+both histories."""
+import csv
+import math
+
+import pytest
+
+from ssdkit.engine.logger import RunLogger
+
+
+def fake_run(folder, epochs=range(6), val_every=2, logger=None):
+    logger = logger or RunLogger(str(folder), tensorboard=False)
+    for epoch in epochs:
+        for step in range(5):
+            logger.log_train(epoch * 5 + step, epoch + step / 5, {"loss": 3.0 / (1 + epoch + step / 5)})
+        row = {"epoch": epoch + 1, "lr": 0.01, "train_loss": 3.0 / (1.5 + epoch)}
+        logger.log_epoch(row)
+        if (epoch + 1) % val_every == 0:
+            logger.log_eval({**row, "voc07_map": 1 - math.exp(-(epoch + 1) / 3)}, (epoch + 1) * 5)
+    return logger
+
+
+def test_every_epoch_mean_and_every_evaluation(tmp_path):
+    logger = fake_run(tmp_path)
+    assert [e for e, _ in logger.epoch_losses()] == [1, 2, 3, 4, 5, 6]
+    assert [e for e, _ in logger.eval_points("voc07_map")] == [2, 4, 6]
+    written = logger.plot("voc07_map")
+    assert sorted(p.rsplit("/", 1)[-1] for p in written) == ["loss.png", "map.png"]
+    for path in written:
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    assert len(list(csv.DictReader(open(tmp_path / "epochs.csv")))) == 6
+    assert len(list(csv.DictReader(open(tmp_path / "metrics.csv")))) == 3
+
+
+def test_resumed_run_keeps_history(tmp_path):
+    fake_run(tmp_path, epochs=range(3))
+    resumed = fake_run(tmp_path, epochs=range(3, 6), logger=RunLogger(str(tmp_path), tensorboard=False))
+    assert [e for e, _ in resumed.epoch_losses()] == [1, 2, 3, 4, 5, 6]
+    assert [e for e, v in resumed.eval_points("voc07_map")] == [2, 4, 6]
+    # an epoch logged twice (a run resumed from an earlier checkpoint) keeps its latest row
+    resumed.log_epoch({"epoch": 6, "train_loss": 0.125})
+    assert resumed.epoch_losses()[-1] == (6, pytest.approx(0.125))
