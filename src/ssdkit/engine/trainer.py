@@ -79,9 +79,9 @@ def train_one_epoch(net, loader, loss_fn: SSDMultiBoxLoss, optimizer, scheduler,
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             cls_preds, box_preds, _ = net(images)
         sum_loss, cls_loss, box_loss = loss_fn(cls_preds, box_preds, cls_targets, box_targets)
-        loss = sum_loss.sum()
-        # DDP averages gradients over the processes; each one's loss is its share of the global batch's loss
-        # (normalized by the positives of all processes), so scale by the process count to get their sum
+        # this process's share of the global batch's loss: the sum (batch-wise) or the global mean (sample-wise)
+        loss, cls_total, box_total = loss_fn.batch_loss(sum_loss, cls_loss, box_loss)
+        # DDP averages gradients over the processes; scale by the process count to get the gradient of their sum
         backprop = loss * world if world > 1 else loss
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -92,7 +92,7 @@ def train_one_epoch(net, loader, loss_fn: SSDMultiBoxLoss, optimizer, scheduler,
             backprop.backward()
             optimizer.step()
         scheduler.step()
-        pending += torch.stack((loss.detach(), cls_loss.detach().sum(), box_loss.detach().sum())).float()
+        pending += torch.stack((loss.detach(), cls_total.detach(), box_total.detach())).float()
         n_steps += 1
         n_images += images.shape[0] * world
         if n_steps % log_interval == 0:
