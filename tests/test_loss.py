@@ -138,7 +138,7 @@ def test_unequal_positives_differ_as_documented():
     counts = [1, 4, 10]
     ct, bt = _targets(counts)
     per_b, tot_b, grad_b = _losses_and_grads("batch", ct, bt)
-    per_s, tot_s, _ = _losses_and_grads("sample", ct, bt)
+    _, tot_s, _ = _losses_and_grads("sample", ct, bt)
     raw = per_b[0] * sum(counts)  # each image's unnormalized loss L_i
     n = torch.tensor(counts, dtype=torch.float32)
     torch.testing.assert_close(tot_b[0], raw.sum() / sum(counts))           # sum_i L_i / N

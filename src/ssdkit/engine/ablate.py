@@ -129,14 +129,16 @@ def markdown_table(rows: list[dict]) -> str:
     """The paired comparison of each tip (report split, each arm at its best_lr) and every arm's grid."""
     lines = ["| tip | arm (claimed better) @ best_lr | report mAP mean ± sd | arm (claimed worse) @ best_lr | "
              "report mAP mean ± sd | paired diff [95% CI] | seed's claim |", "|---|---|---|---|---|---|---|"]
+
+    def arm(r: dict, key: str) -> str:
+        failed = r.get(f"diverged_{key}", 0)
+        note = f" ({failed} of {r['n']} diverged)" if failed else ""
+        return f"{r[key]} @ {r[f'{key}_lr']:g}{note}"
+
     for r in rows:
-        def arm(name: str, key: str) -> str:
-            failed = r.get(f"diverged_{key}", 0)
-            note = f" ({failed} of {r['n']} diverged)" if failed else ""
-            return f"{name} @ {r[f'{key}_lr']:g}{note}"
         lines.append(
-            f"| {r['tip']} | {arm(r['better'], 'better')} | {_pct(r, 'better_mean')} ± {_pct(r, 'better_std')} | "
-            f"{arm(r['worse'], 'worse')} | {_pct(r, 'worse_mean')} ± {_pct(r, 'worse_std')} | "
+            f"| {r['tip']} | {arm(r, 'better')} | {_pct(r, 'better_mean')} ± {_pct(r, 'better_std')} | "
+            f"{arm(r, 'worse')} | {_pct(r, 'worse_mean')} ± {_pct(r, 'worse_std')} | "
             f"{100 * r['diff_mean']:+.2f} [{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}] | {r['verdict']} |")
     lines += ["", "| tip | arm | selection mAP by lr (mean over seeds) | best_lr | report mAP at best_lr: mean "
                   "[95% CI] | per seed |", "|---|---|---|---|---|---|"]
