@@ -77,20 +77,22 @@ def test_lr_sweep_command_tiny_budget(tmp_path):
     from ssdkit.cli import main
 
     out = tmp_path / "abl"
-    argv = ["ablate", "--tip", "loss-norm", "--seeds", "2", "--epochs", "1", "--lr-sweep", "0.01,0.02",
-            "--synthetic-train-size", "8", "--synthetic-val-size", "4", "--batch-size", "4", "--procs", "1",
+    argv = ["ablate", "--tip", "loss-norm", "--seeds", "1", "--epochs", "1", "--lr-sweep", "0.01,0.02",
+            "--synthetic-train-size", "4", "--synthetic-val-size", "2", "--batch-size", "4", "--procs", "1",
             "--no-progress", "--no-amp", "--output", str(out)]
     assert main(argv) == 0
     for name in ("ablation.md", "ablation.csv", "ablation.json", "ablation.png", "ablation_grid.csv"):
         assert (out / name).exists(), name
     saved = json.loads((out / "ablation.json").read_text())
     [row] = saved["rows"]
-    assert row["n"] == 2 and row["better_lr"] in (0.01, 0.02) and len(saved["grid"]) == 8
+    assert row["n"] == 1 and row["better_lr"] in (0.01, 0.02) and len(saved["grid"]) == 4
     for arm in row["arms"]:
         assert arm["lrs"] == [0.01, 0.02] and len(arm["selection_maps"]) == 2
-    assert row["diff_mean"] == pytest.approx(sum(b - w for b, w in zip(row["better_maps"], row["worse_maps"])) / 2)
+        cell = [g for g in saved["grid"] if g["arm"] == arm["arm"] and g["lr"] == arm["best_lr"]]
+        assert arm["report_maps"] == [cell[0]["report_map"]]
+    assert row["diff_mean"] == pytest.approx(row["better_maps"][0] - row["worse_maps"][0])
     runs = sorted(p.name for p in out.iterdir() if p.name.startswith("run-"))
-    assert len(runs) == 8 and runs[0].startswith("run-batch-default-lr0.01-seed233-")
+    assert len(runs) == 4 and runs[0].startswith("run-batch-default-lr0.01-seed233-")
     for run in runs:
         assert {"eval_selection_per_class.json", "eval_report_per_class.json"} <= set(os.listdir(out / run))
     stamp = {run: (out / run / "last.pt").stat().st_mtime_ns for run in runs}
