@@ -68,8 +68,10 @@ def test_bad_sweeps_are_one_line_errors(tmp_path):
         run_ablation(base, lr_sweep=[0.1, -1])
     with pytest.raises(ConfigError, match="--extra-inits"):
         run_ablation(base, tip="init", extra_inits=["uniform"])
-    with pytest.raises(ConfigError, match="--extra-inits needs"):
+    with pytest.raises(ConfigError, match="--extra-inits needs the init tip"):
         run_ablation(base, tip="loss-norm", extra_inits=["xavier"])
+    with pytest.raises(ConfigError, match="--tip"):
+        run_ablation(base, tip="loss-norm,colour")
 
 
 def test_lr_sweep_command_tiny_budget(tmp_path):

@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ablate", help="measure the seed tutorial's three tips with paired runs",
                        description="Train paired runs that differ only in one tip, evaluate them, and report each "
                                    "arm's mAP with a 95%% confidence interval of the paired difference.")
-    p.add_argument("--tip", choices=("loss-norm", "init", "decoder", "all"), default="all")
+    p.add_argument("--tip", default="all", metavar="TIP[,TIP]",
+                   help="loss-norm, init, decoder, a comma-separated list of them, or all (default)")
     p.add_argument("--seeds", type=int, default=3, help="paired runs per arm (different seeds)")
     p.add_argument("--lr-sweep", type=_float_list, metavar="LR1,LR2,...",
                    help="train every arm at each of these learning rates; each arm's rate is chosen on a selection "

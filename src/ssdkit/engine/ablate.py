@@ -244,20 +244,22 @@ def _run_tip(base: TrainConfig, t: Tip, seeds: int, lrs: Sequence[float], extra:
 
 def run_ablation(base: TrainConfig, tip: str = "all", seeds: int = 3, lr_sweep: Sequence[float] | None = None,
                  extra_inits: Sequence[str] = (), say: Callable[[str], None] = print) -> list[dict]:
-    """Train and evaluate the arms of ``tip`` (or all tips) over ``seeds`` paired seeds and the rates of
-    ``lr_sweep`` (default: the recipe's rate); ``extra_inits`` adds init schemes to the init tip at the rate of its
-    best arm. Writes ``ablation.md``, ``ablation.json`` (tip rows and the whole grid), ``ablation.csv``,
+    """Train and evaluate the arms of ``tip`` (one, a comma-separated list, or ``"all"``) over ``seeds`` paired
+    seeds and the rates of ``lr_sweep`` (default: the recipe's rate); ``extra_inits`` adds init schemes to the init
+    tip at the rate of its best arm. Writes ``ablation.md``, ``ablation.json`` (tip rows and the whole grid), ``ablation.csv``,
     ``ablation_grid.csv`` and ``ablation.png`` into the output folder."""
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     if lr_sweep is not None and (not lr_sweep or any(not lr > 0 for lr in lr_sweep)):
         raise ConfigError(f"--lr-sweep must list positive learning rates, got {list(lr_sweep)}")
-    tips = list(TIPS) if tip == "all" else [tip]
+    tips = list(TIPS) if tip == "all" else [t.strip() for t in tip.split(",") if t.strip()]
+    if not tips or any(t not in TIPS for t in tips):
+        raise ConfigError(f"--tip must be all or a comma-separated list of {', '.join(TIPS)}, got {tip!r}")
     unknown = [i for i in extra_inits if i not in INITS or i in (TIPS["init"].better, TIPS["init"].worse)]
     if unknown:
         raise ConfigError(f"--extra-inits: {', '.join(unknown)} not among {', '.join(INITS)} (or already an arm)")
     if extra_inits and "init" not in tips:
-        raise ConfigError("--extra-inits needs --tip init or --tip all")
+        raise ConfigError("--extra-inits needs the init tip (--tip init or --tip all)")
     base = _study_base(base)
     lrs = sorted(set(lr_sweep)) if lr_sweep is not None else [resolve_config(base).lr]
     folder = base.output or os.path.join("runs", f"ablate-{base.dataset}")
