@@ -34,6 +34,7 @@ def test_paired_stats_known_numbers():
     assert verdict(paired_stats([0.9, 0.91, 0.92], [0.8, 0.8, 0.81])) == "holds (CI above 0)"
     assert verdict(paired_stats([0.7, 0.71, 0.7], [0.8, 0.8, 0.81])) == "reversed (CI below 0)"
     assert verdict(paired_stats([0.7, 0.70], [0.71, 0.72])) == "not supported"
+    assert verdict(paired_stats([0.9], [0.1])) == "one seed: no CI"
     with pytest.raises(ValueError):
         paired_stats([0.1, 0.2], [0.1])
 

@@ -67,6 +67,8 @@ def paired_stats(better: Sequence[float], worse: Sequence[float]) -> dict[str, f
 
 def verdict(stats: Mapping[str, float]) -> str:
     """The seed tutorial's claim ("better" wins) against the paired difference's CI."""
+    if stats.get("n", 2) < 2:
+        return "one seed: no CI"
     if not math.isnan(stats["ci_low"]) and stats["ci_low"] > 0:
         return "holds (CI above 0)"
     if not math.isnan(stats["ci_high"]) and stats["ci_high"] < 0:
