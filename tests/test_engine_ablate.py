@@ -1,84 +1,116 @@
 import dataclasses
-import math
+import json
+import os
 
 import pytest
 
-from ssdkit.engine.ablate import TIPS, arm_configs, paired_stats, t_quantile_975, verdict
-from ssdkit.engine.config import TrainConfig
-
-
-def test_paired_stats_known_numbers():
-    better = [0.80, 0.82, 0.81]
-    worse = [0.78, 0.79, 0.80]
-    s = paired_stats(better, worse)
-    # differences 0.02, 0.03, 0.01: mean 0.02, sd 0.01, t(2) = 4.303 -> half width 0.024843
-    assert s["diff_mean"] == pytest.approx(0.02)
-    assert s["diff_std"] == pytest.approx(0.01)
-    assert s["ci_low"] == pytest.approx(0.02 - 4.303 * 0.01 / math.sqrt(3))
-    assert s["ci_high"] == pytest.approx(0.02 + 4.303 * 0.01 / math.sqrt(3))
-    assert s["better_mean"] == pytest.approx(0.81) and s["worse_std"] == pytest.approx(0.01)
-    assert verdict(s) == "same direction, not significant"
-    assert verdict(paired_stats([0.9, 0.91, 0.92], [0.8, 0.8, 0.81])) == "holds (CI above 0)"
-    assert verdict(paired_stats([0.7, 0.71, 0.7], [0.8, 0.8, 0.81])) == "reversed (CI below 0)"
-    one = paired_stats([0.5], [0.4])
-    assert one["diff_mean"] == pytest.approx(0.1) and math.isnan(one["ci_low"])
-
-
-def test_t_quantiles():
-    assert t_quantile_975(1) == 12.706 and t_quantile_975(30) == 2.042
-    assert 1.96 < t_quantile_975(1000) < 1.963
-    assert abs(t_quantile_975(31) - 2.0395) < 2e-3
+from ssdkit.engine import ablate
+from ssdkit.engine.ablate import TIPS, arm_configs, markdown_table, run_ablation
+from ssdkit.engine.config import ConfigError, TrainConfig
+from ssdkit.engine.study import paired_stats
 
 
 @pytest.mark.parametrize("tip", ["loss-norm", "init", "decoder"])
 def test_arms_differ_only_in_their_switch(tip):
     base = TrainConfig(epochs=3, synthetic_train_size=100)
-    arms = arm_configs(base, TIPS[tip], seed_index=1)
+    arms = arm_configs(base, TIPS[tip], seed_index=1, lr=0.02)
     a, b = (arms[TIPS[tip].better].to_dict(), arms[TIPS[tip].worse].to_dict())
     diff = {k for k in a if a[k] != b[k]}
     assert diff == (set() if tip == "decoder" else {TIPS[tip].field})
-    assert a["seed"] == base.seed + 1
+    assert a["seed"] == base.seed + 1 and a["lr"] == 0.02
     # every other seed gives other runs, the same pairing
-    other = arm_configs(base, TIPS[tip], seed_index=2)[TIPS[tip].better]
+    other = arm_configs(base, TIPS[tip], seed_index=2, lr=0.02)[TIPS[tip].better]
     assert other.seed == base.seed + 2 and dataclasses.replace(other, seed=a["seed"]).to_dict() == a
 
 
-def test_ablate_command_tiny_budget(tmp_path):
-    """`ssdkit ablate --tip all` end to end on a tiny budget; a rerun reuses every finished arm."""
-    import json
-    import subprocess
-    import sys
+def _fake_study(monkeypatch, tmp_path, selection, report):
+    """run_ablation with training and evaluation replaced: ``selection``/``report`` map (arm, lr) -> mAP."""
+    def train(cfg, run, say):
+        os.makedirs(run, exist_ok=True)
+        with open(os.path.join(run, "arm.json"), "w") as f:
+            json.dump({"arm": cfg.loss_norm, "lr": cfg.lr, "seed": cfg.seed}, f)
+        return run
+
+    def split_map(run, split, decoder):
+        with open(os.path.join(run, "arm.json")) as f:
+            r = json.load(f)
+        return (selection if split == "selection" else report)[(r["arm"], r["lr"])] + 0.001 * (r["seed"] - 233)
+
+    monkeypatch.setattr(ablate, "_train_or_reuse", train)
+    monkeypatch.setattr(ablate, "_split_map", split_map)
+    monkeypatch.setattr(ablate, "_plot", lambda rows, path: None)
+    return run_ablation(TrainConfig(output=str(tmp_path)), tip="loss-norm", seeds=3, lr_sweep=[0.16, 0.04, 0.08],
+                        say=lambda m: None)
+
+
+def test_each_arm_is_chosen_on_the_selection_split_and_judged_on_the_report_split(monkeypatch, tmp_path):
+    # the report split would favour other rates: the choice must not follow it
+    selection = {("batch", 0.04): 0.5, ("batch", 0.08): 0.8, ("batch", 0.16): 0.6,
+                 ("sample", 0.04): 0.7, ("sample", 0.08): 0.4, ("sample", 0.16): 0.3}
+    report = {("batch", 0.04): 0.9, ("batch", 0.08): 0.2, ("batch", 0.16): 0.9,
+              ("sample", 0.04): 0.1, ("sample", 0.08): 0.9, ("sample", 0.16): 0.9}
+    [row] = _fake_study(monkeypatch, tmp_path, selection, report)
+    assert row["better_lr"] == 0.08 and row["worse_lr"] == 0.04
+    assert row["better_maps"] == pytest.approx([0.2, 0.201, 0.202])
+    assert row["worse_maps"] == pytest.approx([0.1, 0.101, 0.102])
+    assert row["diff_mean"] == pytest.approx(0.1) and row["verdict"] == "holds (CI above 0)"
+    saved = json.loads((tmp_path / "ablation.json").read_text())
+    assert len(saved["grid"]) == 2 * 3 * 3  # every arm at every rate and seed
+    assert {(g["arm"], g["lr"]) for g in saved["grid"]} == set(selection)
+    lines = (tmp_path / "ablation_grid.csv").read_text().splitlines()
+    assert lines[0].startswith("tip,arm,lr,seed,selection_map,report_map") and len(lines) == 19
+    assert "batch @ 0.08" in (tmp_path / "ablation.md").read_text()
+
+
+def test_bad_sweeps_are_one_line_errors(tmp_path):
+    base = TrainConfig(output=str(tmp_path))
+    with pytest.raises(ConfigError, match="--lr-sweep"):
+        run_ablation(base, lr_sweep=[0.1, -1])
+    with pytest.raises(ConfigError, match="--extra-inits"):
+        run_ablation(base, tip="init", extra_inits=["uniform"])
+    with pytest.raises(ConfigError, match="--extra-inits needs the init tip"):
+        run_ablation(base, tip="loss-norm", extra_inits=["xavier"])
+    with pytest.raises(ConfigError, match="--tip"):
+        run_ablation(base, tip="loss-norm,colour")
+
+
+def test_lr_sweep_command_tiny_budget(tmp_path):
+    """`ssdkit ablate --lr-sweep` end to end on a tiny budget; a rerun reuses every finished run."""
+    from ssdkit.cli import main
 
     out = tmp_path / "abl"
-    cmd = [sys.executable, "-m", "ssdkit.cli", "ablate", "--tip", "all", "--seeds", "2", "--epochs", "1",
-           "--synthetic-train-size", "16", "--synthetic-val-size", "8", "--batch-size", "8", "--num-workers", "0",
-           "--output", str(out)]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert first.returncode == 0, first.stderr
-    for name in ("ablation.md", "ablation.csv", "ablation.json", "ablation.png"):
+    argv = ["ablate", "--tip", "loss-norm", "--seeds", "1", "--epochs", "1", "--lr-sweep", "0.01,0.02",
+            "--synthetic-train-size", "4", "--synthetic-val-size", "2", "--batch-size", "4", "--procs", "1",
+            "--no-progress", "--no-amp", "--output", str(out)]
+    assert main(argv) == 0
+    for name in ("ablation.md", "ablation.csv", "ablation.json", "ablation.png", "ablation_grid.csv"):
         assert (out / name).exists(), name
-    rows = json.loads((out / "ablation.json").read_text())
-    assert [r["tip"] for r in rows] == ["loss-norm", "init", "decoder"]
-    for r in rows:
-        assert r["n"] == 2 and len(r["better_maps"]) == 2
-        assert r["diff_mean"] == pytest.approx(sum(b - w for b, w in zip(r["better_maps"], r["worse_maps"])) / 2)
-    # 4 distinct trainings per seed pair: batch(=default, shared with the decoder tip), sample, xavier, uniform
-    assert len([p for p in out.iterdir() if p.name.startswith("run-")]) == 8
-    assert "| loss-norm |" in first.stdout
-    second = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert second.returncode == 0 and "trained" not in second.stdout and "reusing" in second.stdout
-    assert json.loads((out / "ablation.json").read_text()) == rows
+    saved = json.loads((out / "ablation.json").read_text())
+    [row] = saved["rows"]
+    assert row["n"] == 1 and row["better_lr"] in (0.01, 0.02) and len(saved["grid"]) == 4
+    for arm in row["arms"]:
+        assert arm["lrs"] == [0.01, 0.02] and len(arm["selection_maps"]) == 2
+        cell = [g for g in saved["grid"] if g["arm"] == arm["arm"] and g["lr"] == arm["best_lr"]]
+        assert arm["report_maps"] == [cell[0]["report_map"]]
+    assert row["diff_mean"] == pytest.approx(row["better_maps"][0] - row["worse_maps"][0])
+    runs = sorted(p.name for p in out.iterdir() if p.name.startswith("run-"))
+    assert len(runs) == 4 and runs[0].startswith("run-batch-default-lr0.01-seed233-")
+    for run in runs:
+        assert {"eval_selection_per_class.json", "eval_report_per_class.json"} <= set(os.listdir(out / run))
+    stamp = {run: (out / run / "last.pt").stat().st_mtime_ns for run in runs}
+    assert main(argv) == 0
+    assert json.loads((out / "ablation.json").read_text()) == saved
+    assert stamp == {run: (out / run / "last.pt").stat().st_mtime_ns for run in runs}
 
 
 def test_diverged_arm_counts_as_zero_and_is_reported(tmp_path):
-    import json
-
-    from ssdkit.engine.ablate import _final_map, markdown_table
-
     run = tmp_path / "run-x"
     run.mkdir()
     (run / "finished.json").write_text(json.dumps({"diverged": "the loss became nan"}))
-    assert _final_map(str(run), "per_class", print) == 0.0
+    assert ablate._split_map(str(run), "report", "per_class") == 0.0
+    arm = {"arm": "sample", "lrs": [0.1], "selection_by_lr": [0.0], "best_lr": 0.1, "report": {
+        "mean": 0.0, "ci_low": 0.0, "ci_high": 0.0}, "report_maps": [0.0, 0.0]}
     row = {"tip": "loss-norm", "better": "batch", "worse": "sample", **paired_stats([0.2, 0.3], [0.0, 0.1]),
-           "verdict": "x", "diverged_better": 0, "diverged_worse": 1}
-    assert "sample (1 of 2 diverged)" in markdown_table([row])
+           "verdict": "x", "diverged_better": 0, "diverged_worse": 1, "better_lr": 0.1, "worse_lr": 0.1,
+           "arms": [arm]}
+    assert "sample @ 0.1 (1 of 2 diverged)" in markdown_table([row])

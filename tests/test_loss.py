@@ -94,3 +94,103 @@ def test_autocast_safe():
     ct[0, :3] = 2
     s, _, _ = SSDMultiBoxLoss()(cls_preds, box_preds, ct, torch.zeros(1, 50, 4))
     assert s.dtype == torch.float32 and torch.isfinite(s).all()
+
+
+# --- the two normalizations on one scale (SSDMultiBoxLoss.batch_loss, as the trainer reduces them) ---
+
+NUM_CLASSES = 3
+
+
+def _targets(positives_per_image, anchors=48, seed=0):
+    """``cls_targets Tensor[B, anchors]`` with the given positive count per image, random classes and places."""
+    g = torch.Generator().manual_seed(seed)
+    ct = torch.zeros(len(positives_per_image), anchors, dtype=torch.long)
+    for i, n in enumerate(positives_per_image):
+        where = torch.randperm(anchors, generator=g)[:n]
+        ct[i, where] = torch.randint(1, NUM_CLASSES + 1, (n,), generator=g)
+    return ct, torch.randn(len(positives_per_image), anchors, 4, generator=g)
+
+
+def _losses_and_grads(norm, ct, bt, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    cls_preds = torch.randn(*ct.shape, NUM_CLASSES + 1, generator=g).requires_grad_()
+    box_preds = torch.randn(*ct.shape, 4, generator=g).requires_grad_()
+    loss_fn = SSDMultiBoxLoss(normalization=norm)
+    per_image = loss_fn(cls_preds, box_preds, ct, bt)
+    total, cls_total, box_total = loss_fn.batch_loss(*per_image)
+    total.backward()
+    return per_image, (total, cls_total, box_total), (cls_preds.grad, box_preds.grad)
+
+
+def test_equal_positives_give_identical_losses_and_gradients():
+    ct, bt = _targets([5, 5, 5, 5])
+    per_b, tot_b, grad_b = _losses_and_grads("batch", ct, bt)
+    per_s, tot_s, grad_s = _losses_and_grads("sample", ct, bt)
+    # per image the values keep their own scale (the tutorial's): sample = batch * B
+    torch.testing.assert_close(per_s[0], per_b[0] * 4)
+    for a, b in zip(tot_b, tot_s):
+        torch.testing.assert_close(a, b)
+    for a, b in zip(grad_b, grad_s):
+        torch.testing.assert_close(a, b)
+
+
+def test_unequal_positives_differ_as_documented():
+    counts = [1, 4, 10]
+    ct, bt = _targets(counts)
+    per_b, tot_b, grad_b = _losses_and_grads("batch", ct, bt)
+    _, tot_s, _ = _losses_and_grads("sample", ct, bt)
+    raw = per_b[0] * sum(counts)  # each image's unnormalized loss L_i
+    n = torch.tensor(counts, dtype=torch.float32)
+    torch.testing.assert_close(tot_b[0], raw.sum() / sum(counts))           # sum_i L_i / N
+    torch.testing.assert_close(tot_s[0], (raw / n).mean())                    # mean_i L_i / n_i
+    assert not torch.allclose(tot_b[0], tot_s[0])
+    # image i's weight: 1 / N batch-wise, 1 / (B n_i) sample-wise: the one-positive image counts 12 / 3 = 4x more
+    _, _, grad_s = _losses_and_grads("sample", ct, bt)
+    for i, n_i in enumerate(counts):
+        torch.testing.assert_close(grad_s[0][i], grad_b[0][i] * sum(counts) / (len(counts) * n_i))
+
+
+class _GridDetector(torch.nn.Module):
+    """A detector without batch norm: a step on a batch split over processes equals the step on the whole."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, NUM_CLASSES + 1 + 4, 2, 2)
+
+    def forward(self, x):
+        y = self.conv(x).permute(0, 2, 3, 1).reshape(x.shape[0], -1, NUM_CLASSES + 1 + 4)
+        return y[..., :NUM_CLASSES + 1], y[..., NUM_CLASSES + 1:], None
+
+
+def _train_step(cfg, say, rank, world):
+    """One step of the trainer (``train_one_epoch``) on this process's share of 4 images with 6 positives each."""
+    from ssdkit.engine.trainer import train_one_epoch
+
+    torch.manual_seed(0)
+    net = _GridDetector()
+    model = torch.nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0)
+    ct, bt = _targets([6, 6, 6, 6], anchors=16)
+    images = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    share = slice(rank * 4 // world, (rank + 1) * 4 // world)
+    batch = {"images": images[share], "cls_targets": ct[share], "box_targets": bt[share]}
+    stats = train_one_epoch(model, [batch], SSDMultiBoxLoss(normalization=cfg.loss_norm), optimizer, scheduler,
+                            torch.device("cpu"), 0, log_interval=1, progress=False)
+    return [p.detach().clone() for p in net.parameters()], stats["loss"]
+
+
+def test_equal_positives_train_the_same_step_in_both_arms_in_one_and_two_processes():
+    from ssdkit.engine.config import TrainConfig
+    from ssdkit.engine.distributed import run_in_processes
+
+    batch_params, batch_loss = _train_step(TrainConfig(loss_norm="batch"), None, 0, 1)
+    sample_params, sample_loss = _train_step(TrainConfig(loss_norm="sample"), None, 0, 1)
+    split_params, split_loss = run_in_processes(_train_step, TrainConfig(procs=2, loss_norm="sample"),
+                                                lambda m: None)
+    assert sample_loss == pytest.approx(batch_loss, rel=1e-6) and split_loss == pytest.approx(batch_loss, rel=1e-5)
+    for a, b, c in zip(batch_params, sample_params, split_params):
+        torch.testing.assert_close(b, a)
+        torch.testing.assert_close(c, a, rtol=1e-5, atol=1e-6)
+    torch.manual_seed(0)
+    assert not torch.allclose(batch_params[0], _GridDetector().conv.weight)  # the step moved the weights

@@ -4,7 +4,15 @@ Shape legend: B batch, A anchors, C foreground classes.
 
 ``normalization="batch"`` divides every image's loss by the positives of the whole batch (summed over all
 processes when ``torch.distributed`` is initialized), as GluonCV's training does; ``"sample"`` divides each image
-by its own positive count. Both clamp the count at 1.
+by its own positive count, as the seed tutorial prints it. Both clamp the count at 1.
+
+The two scales differ: summed over a batch of ``B`` images, batch-wise values give one loss of the size of an
+image's loss, sample-wise values ``B`` of them. :meth:`SSDMultiBoxLoss.batch_loss` puts both on one scale: the
+sum of the batch-wise values, the *mean* of the sample-wise ones over the images of the global batch. With
+``n`` positives in every image the two are then equal (``sum_i L_i / (B n) = mean_i L_i / n``), and so are their
+gradients; with unequal counts ``n_i`` (``N = sum_i n_i``) batch-wise weighs image ``i``'s loss ``L_i`` by
+``1 / N`` and sample-wise by ``1 / (B n_i)``: images with fewer positives than the batch's mean ``N / B`` count
+more, those with more count less.
 """
 from __future__ import annotations
 
@@ -13,7 +21,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["SSDMultiBoxLoss", "hard_negative_mask", "global_positive_count"]
+__all__ = ["SSDMultiBoxLoss", "hard_negative_mask", "global_positive_count", "global_image_count"]
 
 _NORMALIZATIONS = ("batch", "sample")
 
@@ -23,6 +31,15 @@ def global_positive_count(num_pos: Tensor) -> Tensor:
     total = num_pos.sum().to(torch.float32)
     if dist.is_available() and dist.is_initialized():
         total = total.clone()
+        dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total
+
+
+def global_image_count(per_image: Tensor) -> Tensor:
+    """Images of the global batch: ``per_image.shape[0]`` summed over every process under ``torch.distributed``
+    (``Tensor[]``, float32, on ``per_image``'s device). Exact also when the processes hold different counts."""
+    total = torch.tensor(float(per_image.shape[0]), device=per_image.device)
+    if dist.is_available() and dist.is_initialized():
         dist.all_reduce(total, op=dist.ReduceOp.SUM)
     return total
 
@@ -46,7 +63,8 @@ class SSDMultiBoxLoss(nn.Module):
 
     Call: ``(cls_preds Tensor[B,A,C+1], box_preds Tensor[B,A,4], cls_targets Tensor[B,A] (-1 ignore, 0
     background, k+1 class k), box_targets Tensor[B,A,4])`` -> ``(sum_loss, cls_loss, box_loss)``, each
-    ``Tensor[B]``: per-image values already divided by the normalizer, so ``sum_loss.sum()`` is the batch loss.
+    ``Tensor[B]``: per-image values already divided by the normalizer. :meth:`batch_loss` turns them into the
+    loss to minimise (the same scale for both normalizations).
     Anchors whose target is ``ignore_label`` (-1) are neither positives nor negative candidates. GluonCV's
     loss instead reads a -1 target as background (``pick`` in clip mode) and mines it like any negative; pass
     ``ignore_label=None`` for that behaviour. The two agree whenever the targets hold no -1, as in the training
@@ -80,8 +98,8 @@ class SSDMultiBoxLoss(nn.Module):
         targets = cls_targets.long()
         if not targets.is_cuda and bool((targets >= cls_preds.shape[2]).any()):  # no host sync on GPU
             raise ValueError(f"cls_targets has a class id >= {cls_preds.shape[2]} (the number of class logits)")
-        # the softmax runs over dim 1 of a [B, C+1, A] copy: PyTorch's CPU kernel over a short last dim (C+1 = 7 on
-        # the synthetic set) is about 4x slower (forward + backward on [8, 2730, 7], one thread: 3.7 vs 0.9 ms)
+        # the softmax runs over dim 1 of a [B, C+1, A] copy: PyTorch's CPU kernel is several times slower over a
+        # short last dim (C+1 = 7 on the synthetic set)
         log_probs = F.log_softmax(cls_preds.float().transpose(1, 2).contiguous(), dim=1)
         ce = -log_probs.gather(1, targets.clamp(min=0)[:, None])[:, 0]  # [B, A]
         pos = targets > 0
@@ -101,3 +119,13 @@ class SSDMultiBoxLoss(nn.Module):
         cls_loss = cls_sum / norm
         box_loss = box_sum / norm
         return cls_loss + self.lambd * box_loss, cls_loss, box_loss
+
+    def batch_loss(self, *per_image: Tensor) -> tuple[Tensor, ...]:
+        """This process's share of the global batch's loss for each ``Tensor[B]`` of per-image values (``Tensor[]``
+        each): their sum for ``"batch"`` normalization, their sum divided by the images of the global batch
+        (:func:`global_image_count`) for ``"sample"``, so that summing the shares of all processes gives the sum,
+        resp. the mean, over the global batch. See the module docstring for why the two differ."""
+        if self.normalization == "batch":
+            return tuple(v.sum() for v in per_image)
+        images = global_image_count(per_image[0])
+        return tuple(v.sum() / images for v in per_image)

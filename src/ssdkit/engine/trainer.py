@@ -141,9 +141,9 @@ def train_one_epoch(net, loader, loss_fn: SSDMultiBoxLoss, optimizer, scheduler,
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             cls_preds, box_preds, _ = net(images)
         sum_loss, cls_loss, box_loss = loss_fn(cls_preds, box_preds, cls_targets, box_targets)
-        loss = sum_loss.sum()
-        # DDP averages gradients over the processes; each one's loss is its share of the global batch's loss
-        # (normalized by the positives of all processes), so scale by the process count to get their sum
+        # this process's share of the global batch's loss: the sum (batch-wise) or the global mean (sample-wise)
+        loss, cls_total, box_total = loss_fn.batch_loss(sum_loss, cls_loss, box_loss)
+        # DDP averages gradients over the processes; scale by the process count to get the gradient of their sum
         backprop = guard.guard_loss(loss * world if world > 1 else loss, loss)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
@@ -154,7 +154,7 @@ def train_one_epoch(net, loader, loss_fn: SSDMultiBoxLoss, optimizer, scheduler,
             guard.step()
         scheduler.step()
         bad = guard.bad_loss if scaler is not None else guard.found_inf
-        row = torch.cat((torch.stack((loss.detach(), cls_loss.detach().sum(), box_loss.detach().sum())).float(),
+        row = torch.cat((torch.stack((loss.detach(), cls_total.detach(), box_total.detach())).float(),
                          one_zero))
         state.window += torch.where(bad > 0, skip_row, row)
         state.steps += 1
