@@ -21,6 +21,7 @@ from .config import ConfigError, TrainConfig, resolve_config
 from .distributed import all_reduce_sum, gather_bad_samples, run_in_processes, world_size
 from .logger import RunLogger
 from .schedule import make_scheduler
+from .step import step_memory_format, train_step
 
 __all__ = ["train_one_epoch", "evaluate", "fit", "FitResult", "metric_key"]
 
@@ -72,27 +73,10 @@ def train_one_epoch(net, loader, loss_fn: SSDMultiBoxLoss, optimizer, scheduler,
         if bad_samples is not None:
             bad_samples.record_batch(batch)
         images = batch["images"].to(device, non_blocking=True)
-        if amp_dtype is not None:
-            images = images.contiguous(memory_format=torch.channels_last)
         cls_targets = batch["cls_targets"].to(device, non_blocking=True)
         box_targets = batch["box_targets"].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            cls_preds, box_preds, _ = net(images)
-        sum_loss, cls_loss, box_loss = loss_fn(cls_preds, box_preds, cls_targets, box_targets)
-        loss = sum_loss.sum()
-        # DDP averages gradients over the processes; each one's loss is its share of the global batch's loss
-        # (normalized by the positives of all processes), so scale by the process count to get their sum
-        backprop = loss * world if world > 1 else loss
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(backprop).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            backprop.backward()
-            optimizer.step()
+        pending += train_step(net, loss_fn, optimizer, images, cls_targets, box_targets, amp_dtype, scaler, world)
         scheduler.step()
-        pending += torch.stack((loss.detach(), cls_loss.detach().sum(), box_loss.detach().sum())).float()
         n_steps += 1
         n_images += images.shape[0] * world
         if n_steps % log_interval == 0:
@@ -237,13 +221,13 @@ def _train(cfg: TrainConfig, say: Callable[[str], None], rank: int, world: int) 
     val_loader = build_loader(val_set, cfg, train=False)
     scheduler = make_scheduler(optimizer, len(train_loader), cfg.lr_decay_epochs, cfg.lr_decay, cfg.warmup_epochs)
     amp_dtype = amp_dtype_for(device, cfg.amp)
-    if amp_dtype is not None and device.type in ("cpu", "cuda"):
-        # NHWC: oneDNN's bf16 (AMX) and CUDA's tensor-core convs are fastest in it (about 3x on this CPU)
-        net.to(memory_format=torch.channels_last)
+    net.to(memory_format=step_memory_format(device, amp_dtype))  # the images take the same format in the step
     train_net = net
     if world > 1:  # the model of every rank starts from rank 0's weights (DDP broadcasts them)
         train_net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda"
                                                               else None)
+    if cfg.compile:  # the model's forward and backward as compiled graphs (the loss and optimizer stay eager)
+        train_net = torch.compile(train_net)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     metric = build_metric(cfg, classes, val_set, data_shape)
     key = metric_key(cfg.dataset)
