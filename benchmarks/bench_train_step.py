@@ -32,7 +32,7 @@ MODELS = {"ssd300": ("ssd_300_vgg16_atrous_voc", 300), "ssd512": ("ssd_512_resne
           "tiny": ("ssd_tiny_synthetic", 128)}
 
 
-def make_batch(batch: int, size: int, seed: int = 0):
+def make_batch(batch: int, size: int, num_classes: int = 20, seed: int = 0):
     """Images ``Tensor[B, 3, S, S]`` (normalized-looking floats) and per-image boxes (xyxy pixels) and labels."""
     g = torch.Generator().manual_seed(seed)
     images = torch.randn(batch, 3, size, size, generator=g)
@@ -42,7 +42,7 @@ def make_batch(batch: int, size: int, seed: int = 0):
         xy = torch.rand(m, 2, generator=g) * (size * 0.7)
         wh = torch.rand(m, 2, generator=g) * (size * 0.5) + size * 0.05
         boxes.append(torch.cat([xy, (xy + wh).clamp(max=size - 1)], dim=1))
-        labels.append(torch.randint(0, 20, (m,), generator=g))
+        labels.append(torch.randint(0, num_classes, (m,), generator=g))
     return images, boxes, labels
 
 
@@ -71,7 +71,7 @@ def ssdkit_step(model: str, size: int, batch: int, amp_dtype, memory_format=None
 
     memory_format = memory_format or step_memory_format(torch.device("cpu"), amp_dtype)
     net = net.to(memory_format=memory_format)
-    images, boxes, labels = make_batch(batch, size)
+    images, boxes, labels = make_batch(batch, size, net.num_classes)
     gt_boxes, gt_ids = _padded(boxes, labels)
     anchors = net.anchors_for_input(size, size)
     target_gen = ssdkit.SSDTargetGenerator(negative_mining_ratio=-1)
