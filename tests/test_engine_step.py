@@ -184,3 +184,11 @@ def test_fused_sgd_with_zeroed_momentum_equals_plain_sgd_after_skipped_steps(ove
         weights[fused] = w.detach().clone()
     torch.testing.assert_close(weights[True], weights[False], rtol=0, atol=1e-7)
     assert not torch.equal(weights[True], torch.ones(4))
+
+
+def test_compile_option_reaches_the_config():
+    from ssdkit.cli import build_parser, config_from_args
+
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["train", "--compile"])).compile is True
+    assert config_from_args(parser.parse_args(["train"])).compile is False
