@@ -229,11 +229,7 @@ def build_optimizer(net: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optim
     fused = bool(params) and all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
     if cfg.optimizer == "adamw":
         return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.wd, fused=fused or None)
-    from .step import zero_momentum_buffers
-
-    sgd = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.wd, fused=fused or None)
-    zero_momentum_buffers(sgd)  # a fused SGD's first step skipped by the GradScaler must not leave garbage momentum
-    return sgd
+    return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.wd, fused=fused or None)
 
 
 def build_metric(cfg: TrainConfig, classes: tuple[str, ...], val_set=None, data_shape: int | None = None):
