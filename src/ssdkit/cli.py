@@ -115,6 +115,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=d.amp,
                    help="mixed precision: float16 on CUDA, bfloat16 on CPU (default: on for the synthetic set when "
                         "the device runs it natively, off for voc/coco as GluonCV)")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the model for training (faster steps after a compile time at the start)")
     g.add_argument("--num-workers", type=int,
                    help=f"DataLoader worker processes per training process ({both('num_workers')})")
     g.add_argument("--procs", type=int,

@@ -67,6 +67,7 @@ class TrainConfig:
     # running
     device: str = "auto"
     amp: bool | None = None  # None: auto (bfloat16 on CPUs with native bf16, float16 on CUDA)
+    compile: bool = False  # torch.compile the model for training (pays a compile time at the start)
     num_workers: int | None = None
     procs: int | None = None       # training processes (data parallel); batch_size is split among them
     seed: int = 233

@@ -24,6 +24,7 @@ from .checkpoint import rng_state, set_rng_state
 from .config import TrainConfig
 from .distributed import all_reduce_sum, broadcast_object, gather_bad_samples, gather_objects, launch, world_size
 from .guard import NonFiniteGuard
+from .step import step_memory_format
 
 __all__ = ["train_one_epoch", "evaluate", "fit", "train", "FitResult", "EpochState", "NonFiniteStop", "metric_key"]
 
@@ -127,15 +128,14 @@ def train_one_epoch(net, loader, loss_fn: SSDMultiBoxLoss, optimizer, scheduler,
     state.window = state.window.to(device)
     skip_row = torch.tensor(_SKIP_ROW, device=device)
     one_zero = torch.tensor((1.0, 0.0), device=device)
+    memory_format = step_memory_format(device, amp_dtype)
     start = time.perf_counter() - state.seconds
     end = state.steps + len(loader)  # the epoch's last step (the loader skips the steps a resumed epoch did)
     bar = _progress(loader, len(loader), f"epoch {epoch + 1}", progress)
     for batch in bar:
         if bad_samples is not None:
             bad_samples.record_batch(batch)
-        images = batch["images"].to(device, non_blocking=True)
-        if amp_dtype is not None:
-            images = images.contiguous(memory_format=torch.channels_last)
+        images = batch["images"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
         cls_targets = batch["cls_targets"].to(device, non_blocking=True)
         box_targets = batch["box_targets"].to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):

@@ -19,6 +19,7 @@ from ..logger import RunLogger
 from .data import (build_datasets, build_loader, prepare_train_epoch, split_ids, split_overlap,
                    synthetic_object_range)
 from .metric import build_metric, metric_key
+from ..step import step_memory_format
 from .model import build_model, model_anchors, model_data_shape
 from .optim import build_optimizer, build_scheduler
 from .runtime import amp_dtype_for, seed_everything, select_device, share_cpu_cores
@@ -130,13 +131,13 @@ def build_run(cfg: TrainConfig, rank: int, world: int) -> RunParts:
     val_loader = build_loader(val_set, cfg, train=False)
     scheduler = build_scheduler(optimizer, cfg, len(train_loader))
     amp_dtype = amp_dtype_for(device, cfg.amp)
-    if amp_dtype is not None and device.type in ("cpu", "cuda"):
-        # NHWC: oneDNN's bf16 (AMX) and CUDA's tensor-core convs are fastest in it (about 3x on a CPU with AMX/BF16)
-        net.to(memory_format=torch.channels_last)
+    net.to(memory_format=step_memory_format(device, amp_dtype))
     train_net = net
     if world > 1:  # the model of every rank starts from rank 0's weights (DDP broadcasts them)
         train_net = torch.nn.parallel.DistributedDataParallel(
             net, device_ids=[device] if device.type == "cuda" else None)
+    if cfg.compile:
+        train_net = torch.compile(train_net)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
     guard = NonFiniteGuard(optimizer, device, cfg.max_bad_steps, scaler)
     meta = {"config": cfg.to_dict(), "classes": list(classes), "model_name": cfg.model, "data_shape": data_shape}

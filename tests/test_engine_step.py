@@ -1,0 +1,194 @@
+"""The training step: no host sync, channels-last and AMP paths (bf16, fp16 with GradScaler) on CPU."""
+import contextlib
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+import ssdkit
+from ssdkit.data.collate import TargetCollate
+from ssdkit.data.synthetic import SyntheticShapes
+from ssdkit.data.transforms import SSDValTransform
+from ssdkit.engine.step import step_memory_format, train_step, zero_momentum_buffers
+from ssdkit.engine.trainer import train_one_epoch
+
+SIZE = 64
+# aten ops that make the host wait for the device on CUDA: a scalar read (item, bool, int, float all land in
+# _local_scalar_dense) and ops whose output size depends on the data
+_SYNC_OPS = ("_local_scalar_dense", "nonzero", "masked_select", "unique", "_unique2", "equal", "is_nonzero")
+
+
+class SyncCounter(TorchDispatchMode):
+    """Counts host syncs: the aten ops above, indexing with a boolean mask, and ``.cpu()`` / ``.tolist()`` /
+    ``.numpy()`` calls (patched in :func:`count_syncs`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[str] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.__name__.split(".")[0]
+        if name in _SYNC_OPS:
+            self.calls.append(name)
+        elif name in ("index", "index_put", "index_put_") and any(
+                isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None):
+            self.calls.append(name + " with a boolean mask")
+        return func(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def count_syncs():
+    counter = SyncCounter()
+    patched = {}
+    for name in ("cpu", "tolist", "numpy"):
+        original = getattr(torch.Tensor, name)
+
+        def wrapper(self, *a, _name=name, _original=original, **k):
+            counter.calls.append(_name)
+            return _original(self, *a, **k)
+        patched[name] = original
+        setattr(torch.Tensor, name, wrapper)
+    try:
+        with counter:
+            yield counter.calls
+    finally:
+        for name, original in patched.items():
+            setattr(torch.Tensor, name, original)
+
+
+def _setup(amp_dtype=None, n_batches=1, batch=2, seed=0):
+    torch.manual_seed(seed)
+    net = ssdkit.get_model("ssd_tiny_synthetic").train()
+    net.to(memory_format=step_memory_format(torch.device("cpu"), amp_dtype))
+    anchors = net.anchors_for_input(SIZE, SIZE)
+    ds = SyntheticShapes(batch * n_batches, seed=seed + 1, transform=SSDValTransform(SIZE), image_size=SIZE)
+    collate = TargetCollate(anchors)
+    batches = [collate([ds[i] for i in range(k * batch, (k + 1) * batch)]) for k in range(n_batches)]
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, fused=True)
+    zero_momentum_buffers(opt)
+    return net, batches, opt
+
+
+def _step(net, opt, b, amp_dtype=None, scaler=None, memory_format=None):
+    return train_step(net, ssdkit.SSDMultiBoxLoss(), opt, b["images"], b["cls_targets"], b["box_targets"],
+                      amp_dtype=amp_dtype, scaler=scaler, memory_format=memory_format)
+
+
+@pytest.mark.parametrize("amp", ["fp32", "bf16", "fp16-scaler"])
+def test_train_step_makes_no_host_sync(amp):
+    amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16-scaler": torch.float16}[amp]
+    net, batches, opt = _setup(amp_dtype)
+    scaler = torch.amp.GradScaler("cpu") if amp_dtype == torch.float16 else None
+    _step(net, opt, batches[0], amp_dtype, scaler)  # first step: lazy state (momentum buffers, scaler)
+    with count_syncs() as calls:
+        losses = _step(net, opt, batches[0], amp_dtype, scaler)
+    assert calls == []
+    assert losses.shape == (3,) and losses.dtype == torch.float32 and torch.isfinite(losses).all()
+
+
+def test_train_step_catches_a_sync():
+    """The counter itself: a ``.item()`` or a boolean mask inside the step is seen."""
+    with count_syncs() as calls:
+        t = torch.arange(5.0)
+        t.sum().item()
+        _ = t[t > 2]
+        bool(t.any())
+    assert calls == ["_local_scalar_dense", "index with a boolean mask", "_local_scalar_dense"]
+
+
+def test_channels_last_step_equals_nchw():
+    results = []
+    for fmt in (torch.contiguous_format, torch.channels_last):
+        net, batches, opt = _setup()
+        net.to(memory_format=fmt)
+        losses = _step(net, opt, batches[0], memory_format=fmt)
+        grads = torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None])
+        weights = torch.cat([p.detach().flatten() for p in net.parameters()])
+        results.append((losses, grads, weights))
+    (l0, g0, w0), (l1, g1, w1) = results
+    torch.testing.assert_close(l1, l0, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(g1, g0, rtol=1e-3, atol=1e-5)
+    torch.testing.assert_close(w1, w0, rtol=1e-4, atol=1e-6)
+    assert step_memory_format(torch.device("cpu"), None) == torch.channels_last
+    assert step_memory_format(torch.device("cuda"), None) == torch.contiguous_format
+    assert step_memory_format(torch.device("cuda"), torch.float16) == torch.channels_last
+
+
+def test_bf16_step_learns_and_stays_close_to_fp32():
+    net, batches, opt = _setup(torch.bfloat16)
+    ref_net, _, ref_opt = _setup()
+    first = _step(net, opt, batches[0], torch.bfloat16)
+    ref = _step(ref_net, ref_opt, batches[0])
+    torch.testing.assert_close(first, ref, rtol=0.05, atol=0.02)  # bf16 rounding of the convs only
+    for _ in range(15):
+        last = _step(net, opt, batches[0], torch.bfloat16)
+    assert last[0] < 0.7 * first[0]
+    assert all(p.dtype == torch.float32 for p in net.parameters())  # autocast keeps fp32 master weights
+
+
+def test_fp16_grad_scaler_skips_a_step_with_inf_gradients():
+    net, batches, opt = _setup(torch.float16)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    before = [p.detach().clone() for p in net.parameters()]
+    _step(net, opt, batches[0], torch.float16, scaler)
+    assert any(not torch.equal(a, p) for a, p in zip(before, net.parameters()))
+    assert scaler.get_scale() == 2.0 ** 10
+    # a huge scale overflows fp16 gradients: the fused optimizer skips the update and the scaler halves the scale
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 60)
+    before = [p.detach().clone() for p in net.parameters()]
+    _step(net, opt, batches[0], torch.float16, scaler)
+    assert all(torch.equal(a, p) for a, p in zip(before, net.parameters()))
+    assert scaler.get_scale() == 2.0 ** 59
+
+
+def _epoch_syncs(n_batches, log_interval, amp_dtype=None):
+    net, batches, opt = _setup(amp_dtype, n_batches=n_batches)
+    scaler = torch.amp.GradScaler("cpu") if amp_dtype == torch.float16 else None
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0)
+    logs = []
+    with count_syncs() as calls:
+        stats = train_one_epoch(net, batches, ssdkit.SSDMultiBoxLoss(), opt, sched, torch.device("cpu"), 0,
+                                scaler=scaler, amp_dtype=amp_dtype, log_interval=log_interval,
+                                on_log=lambda s, v: logs.append(s), progress=False)
+    assert logs == list(range(log_interval, n_batches + 1, log_interval))
+    assert stats["steps"] == n_batches
+    return len(calls)
+
+
+@pytest.mark.parametrize("amp", ["fp32", "fp16-scaler"])
+def test_train_one_epoch_syncs_only_when_it_logs(amp):
+    """Twice the steps between the same number of log points costs no extra host sync: none inside the step."""
+    amp_dtype = torch.float16 if amp == "fp16-scaler" else None
+    few = _epoch_syncs(n_batches=4, log_interval=2, amp_dtype=amp_dtype)
+    many = _epoch_syncs(n_batches=8, log_interval=4, amp_dtype=amp_dtype)
+    assert few == many
+    assert few <= 2 * 4 + 8  # a handful per log point and at the end of the epoch, not one per step
+
+
+@pytest.mark.parametrize("overflow_steps", [(0,), (0, 2)])
+def test_fused_sgd_with_zeroed_momentum_equals_plain_sgd_after_skipped_steps(overflow_steps):
+    """A first step skipped for inf gradients must not leave garbage momentum in a fused SGD."""
+    weights = {}
+    for fused in (True, False):
+        w = torch.nn.Parameter(torch.ones(4))
+        opt = torch.optim.SGD([w], lr=0.1, momentum=0.9, weight_decay=5e-4, fused=fused or None)
+        zero_momentum_buffers(opt)
+        assert ("momentum_buffer" in opt.state[w]) == fused
+        scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+        for i in range(4):
+            g = torch.tensor([0.0, 1.0, 2.0, float("inf") if i in overflow_steps else 3.0])
+            opt.zero_grad()
+            scaler.scale((w * g).sum()).backward()
+            scaler.step(opt)
+            scaler.update()
+        weights[fused] = w.detach().clone()
+    torch.testing.assert_close(weights[True], weights[False], rtol=0, atol=1e-7)
+    assert not torch.equal(weights[True], torch.ones(4))
+
+
+def test_compile_option_reaches_the_config():
+    from ssdkit.cli import build_parser, config_from_args
+
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["train", "--compile"])).compile is True
+    assert config_from_args(parser.parse_args(["train"])).compile is False
