@@ -13,6 +13,7 @@ import torch
 
 from ..boxes import clip_boxes_xyxy
 from ..loss import SSDMultiBoxLoss
+from .budget import START_KEY, apply_time_budget
 from .builders import (build_datasets, build_loader, build_metric, build_model, build_optimizer, model_anchors,
                        prepare_train_epoch, seed_everything, select_device, share_cpu_cores,
                        synthetic_object_range)
@@ -199,6 +200,7 @@ def fit(cfg: TrainConfig, say: Callable[[str], None] = print) -> FitResult:
         saved.resume = cfg.resume
         cfg = saved
     cfg = resolve_config(cfg)
+    cfg.extra = {START_KEY: time.time(), **cfg.extra}  # the time budget's clock (the CLI starts it earlier)
     if not cfg.output:
         cfg.output = _default_output(cfg)
     device = select_device(cfg.device)
@@ -220,6 +222,7 @@ def _train(cfg: TrainConfig, say: Callable[[str], None], rank: int, world: int) 
     from ..data.errors import BadSampleLog
 
     data_shape = cfg.data_shape or _model_data_shape(cfg.model)
+    cfg = apply_time_budget(cfg, data_shape, say, rank, world)  # --time-budget: measure, then fit the recipe
     train_set, val_set, classes = build_datasets(cfg, data_shape)
     net = build_model(cfg, classes)
     if tuple(net.classes) != tuple(classes):
