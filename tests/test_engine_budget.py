@@ -68,6 +68,16 @@ def test_budget_config():
         resolve_config(TrainConfig(time_budget=-1))
     cfg = resolve_config(TrainConfig(time_budget=0))
     assert budget.apply_time_budget(cfg, 128, print, 0, 1) is cfg  # 0: no budget, nothing measured
+    small = resolve_config(TrainConfig(time_budget=0.01, epochs=2, synthetic_train_size=budget.SMALL_RECIPE_IMAGES // 2))
+    assert budget.apply_time_budget(small, 128, print, 0, 1) is small  # a small recipe runs as it is
+
+
+def test_the_cli_option():
+    from ssdkit.cli import build_parser, config_from_args
+
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["train", "--time-budget", "2.5"])).time_budget == 2.5
+    assert config_from_args(parser.parse_args(["train"])).time_budget is None  # resolved to the preset's
 
 
 def test_a_run_ends_within_a_small_budget(tmp_path, monkeypatch):

@@ -21,7 +21,7 @@ import torch
 from .config import ConfigError, TrainConfig, scale_epochs
 
 __all__ = ["RunShape", "BudgetPlan", "count_evals", "predicted_seconds", "fit_to_budget", "measure_speed",
-           "apply_time_budget", "START_KEY", "MIN_STEPS_PER_EPOCH"]
+           "apply_time_budget", "START_KEY", "MIN_STEPS_PER_EPOCH", "SMALL_RECIPE_IMAGES"]
 
 START_KEY = "budget_started_at"   # TrainConfig.extra: time.time() when fit() was called
 MIN_STEPS_PER_EPOCH = 20          # fewer steps than this per epoch: take fewer epochs instead
@@ -31,6 +31,7 @@ SAFETY = 0.06                     # the share of the time left that is kept free
 PROBE_WARMUP_STEPS = 1            # steps not timed (oneDNN builds its kernels in the first ones)
 PROBE_STEPS = 6                   # steps timed
 PROBE_EVAL_BATCHES = 2            # validation batches timed
+SMALL_RECIPE_IMAGES = 2000        # recipes of at most this many training images run as they are (not measured)
 
 
 @dataclass(frozen=True)
@@ -121,7 +122,7 @@ def measure_speed(cfg: TrainConfig, data_shape: int, rank: int, world: int) -> t
     from . import builders
     from .distributed import all_reduce_sum
     from .schedule import make_scheduler
-    from .trainer import amp_dtype_for, evaluate, train_one_epoch
+    from .trainer import amp_dtype_for, channels_last_for, evaluate, train_one_epoch
 
     steps = PROBE_WARMUP_STEPS + PROBE_STEPS
     probe = dataclasses.replace(cfg, synthetic_train_size=steps * cfg.batch_size,
@@ -133,7 +134,7 @@ def measure_speed(cfg: TrainConfig, data_shape: int, rank: int, world: int) -> t
         device = torch.device("cuda", torch.cuda.current_device())
     net = builders.build_model(probe, classes).to(device)
     amp_dtype = amp_dtype_for(device, cfg.amp)
-    if amp_dtype is not None:  # as the run: channels-last under autocast
+    if channels_last_for(device, amp_dtype):
         net.to(memory_format=torch.channels_last)
     train_net = net if world == 1 else torch.nn.parallel.DistributedDataParallel(
         net, device_ids=[device] if device.type == "cuda" else None)
@@ -168,10 +169,11 @@ def measure_speed(cfg: TrainConfig, data_shape: int, rank: int, world: int) -> t
 def apply_time_budget(cfg: TrainConfig, data_shape: int, say: Callable[[str], None], rank: int,
                       world: int) -> TrainConfig:
     """The trainer's hook: ``cfg`` fitted to ``cfg.time_budget`` minutes (counted from ``cfg.extra[START_KEY]``),
-    or ``cfg`` itself without a budget or when resuming. Rank 0 announces the choice. The random state is seeded
+    or ``cfg`` itself without a budget, when resuming, or for a recipe of at most ``SMALL_RECIPE_IMAGES`` training
+    images (measuring would cost a good share of its time). Rank 0 announces the choice. The random state is seeded
     again afterwards as :func:`~ssdkit.engine.trainer.fit` seeds it, so the fitted run is the same as one given
     the fitted recipe directly."""
-    if not cfg.time_budget or cfg.resume:
+    if not cfg.time_budget or cfg.resume or cfg.epochs * cfg.synthetic_train_size <= SMALL_RECIPE_IMAGES:
         return cfg
     started = float(cfg.extra.get(START_KEY, time.time()))
     images_per_s, eval_s = measure_speed(cfg, data_shape, rank, world)

@@ -73,7 +73,7 @@ def train_one_epoch(net, loader, loss_fn: SSDMultiBoxLoss, optimizer, scheduler,
         if bad_samples is not None:
             bad_samples.record_batch(batch)
         images = batch["images"].to(device, non_blocking=True)
-        if amp_dtype is not None:
+        if channels_last_for(device, amp_dtype):
             images = images.contiguous(memory_format=torch.channels_last)
         cls_targets = batch["cls_targets"].to(device, non_blocking=True)
         box_targets = batch["box_targets"].to(device, non_blocking=True)
@@ -175,6 +175,12 @@ def amp_dtype_for(device: torch.device, amp: bool | None) -> torch.dtype | None:
     return None
 
 
+def channels_last_for(device: torch.device, amp_dtype: torch.dtype | None) -> bool:
+    """Whether the run keeps its convs in NHWC: on CPU always (oneDNN's native layout: no reorder per conv, also
+    in float32 with AVX2 only), on CUDA under autocast (tensor cores)."""
+    return device.type == "cpu" or (device.type == "cuda" and amp_dtype is not None)
+
+
 def _default_output(cfg: TrainConfig) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return os.path.join("runs", f"{cfg.model}-{cfg.dataset}-{stamp}")
@@ -240,8 +246,7 @@ def _train(cfg: TrainConfig, say: Callable[[str], None], rank: int, world: int) 
     val_loader = build_loader(val_set, cfg, train=False)
     scheduler = make_scheduler(optimizer, len(train_loader), cfg.lr_decay_epochs, cfg.lr_decay, cfg.warmup_epochs)
     amp_dtype = amp_dtype_for(device, cfg.amp)
-    if amp_dtype is not None and device.type in ("cpu", "cuda"):
-        # NHWC: oneDNN's bf16 (AMX) and CUDA's tensor-core convs are fastest in it (about 3x on this CPU)
+    if channels_last_for(device, amp_dtype):
         net.to(memory_format=torch.channels_last)
     train_net = net
     if world > 1:  # the model of every rank starts from rank 0's weights (DDP broadcasts them)
