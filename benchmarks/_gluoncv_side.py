@@ -1,6 +1,10 @@
 """GluonCV side of the benchmarks: run under the GluonCV virtualenv by ``bench_targets.py`` and
 ``bench_postprocess.py``, never imported by ssdkit.
 
+The GluonCV virtualenv is found by :func:`default_gluoncv_python`: the ``SSDKIT_GLUONCV_PYTHON`` environment
+variable (a python executable), else ``.venv-gluoncv/bin/python`` at the repository root, which
+``tools/make_gluoncv_venv.sh`` creates.
+
 Usage: ``<venv>/bin/python benchmarks/_gluoncv_side.py {targets|postprocess} INPUTS.npz``, then one job name
 per stdin line; each answer is one JSON line with the seconds that job took, measured here. The benchmark
 interleaves these requests with its own timings, so a busy machine slows every column alike. GluonCV's threads
@@ -10,13 +14,23 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 
 import numpy as np
 
+ENV_VAR = "SSDKIT_GLUONCV_PYTHON"
+REPO_VENV_PYTHON = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".venv-gluoncv", "bin",
+                                "python")
 
-DEFAULT_PYTHON = "/work/.venv-gluoncv/bin/python"
+
+def default_gluoncv_python() -> str:
+    """The GluonCV virtualenv's python: ``$SSDKIT_GLUONCV_PYTHON``, else the repository's ``.venv-gluoncv``."""
+    return os.environ.get(ENV_VAR) or REPO_VENV_PYTHON
+
+
+DEFAULT_PYTHON = default_gluoncv_python()
 
 
 # ------------------------------------------------------------------ client side (the benchmark's python)
@@ -115,8 +129,8 @@ def target_jobs(z):
 
 def _post_block(num_fg, decoder, stds=(0.1, 0.1, 0.2, 0.2), nms_thresh=0.45, nms_topk=400, post_nms=100):
     """GluonCV SSD's inference branch (``SSD.hybrid_forward`` after the heads) as a HybridBlock."""
-    from mxnet import gluon
     from gluoncv.nn.coder import MultiClassDecoder, MultiPerClassDecoder, NormalizedBoxCenterDecoder
+    from mxnet import gluon
 
     class Post(gluon.HybridBlock):
         def __init__(self):

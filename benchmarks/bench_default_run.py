@@ -91,7 +91,8 @@ def one_run(label: str, index: int, seed: int, avx2: bool, extra: list[str], out
     log(f"--- {label} run {index} (seed {seed}), {load()}, {time.strftime('%H:%M:%S')}")
     log("$ " + "".join(f"{k}={v} " for k, v in AVX2_ENV.items() if avx2) + "python " + " ".join(cmd[1:]))
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env={**os.environ, **(AVX2_ENV if avx2 else {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    proc = subprocess.Popen(cmd, env={**os.environ, **(AVX2_ENV if avx2 else {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     lines = []
     for line in proc.stdout:
         line = line.rstrip("\n")

@@ -4,7 +4,8 @@
 
 The inputs (``--images`` images x ``--dets`` detections, 20 classes, about 3 gts per image of which some
 are difficult, float32 scores) are rebuilt from one seed with ``np.random.RandomState`` in this process
-and in a subprocess running GluonCV under /work/.venv-gluoncv (or ``--gluoncv-python``). Each repeat
+and in a subprocess running GluonCV in its virtualenv (``$SSDKIT_GLUONCV_PYTHON``, the
+repository's ``.venv-gluoncv`` or ``--gluoncv-python``). Each repeat
 times ``reset`` + all ``update`` calls + ``get``. Prints the median times, their ratio and whether the
 two metrics report the same values. Without the GluonCV environment only ssdkit's time is printed.
 """
@@ -20,7 +21,9 @@ import time
 
 import numpy as np
 
-DEFAULT_GLUONCV_PYTHON = "/work/.venv-gluoncv/bin/python"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _gluoncv_side import DEFAULT_PYTHON as DEFAULT_GLUONCV_PYTHON  # noqa: E402
+
 NUM_CLASSES = 20
 
 

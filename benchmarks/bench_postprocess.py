@@ -1,17 +1,17 @@
 """Detection post-processing speed: ssdkit's PostProcessor (per-class and argmax) vs GluonCV, side by side.
 
 Inputs: raw outputs shaped like ssd_300_vgg16_atrous_voc's for a batch of 32 (8732 anchors, 21 classes), made
-by the synthetic generator of ``tools/make_reference_fixtures.py`` (the one behind the parity fixture):
+by the synthetic generator of ``tools/reference_inputs.py`` (the one behind the parity fixture):
 background-dominated logits plus candidate anchors around a few random objects and scattered low-score noise,
 so that 120 to 2100 (anchor, class) pairs per image score above 0.01, as a trained detector gives. (A
 random-init network is not used: its near-uniform softmax puts all 174k pairs above 0.01.)
 
 - ssdkit: ``PostProcessor(20, decoder="per_class" | "argmax")`` with GluonCV's defaults (NMS 0.45, top 400,
   keep 100).
-- GluonCV (when ``/work/.venv-gluoncv`` exists): SSD's inference branch (softmax, MultiPerClassDecoder or
-  MultiClassDecoder, box decode, class-major concat, ``contrib.box_nms``, slice 100) as a HybridBlock, run both
-  imperatively and hybridized (static_alloc), in a subprocess on the same inputs; the faster of the two is
-  compared.
+- GluonCV (``$SSDKIT_GLUONCV_PYTHON`` or the repository's ``.venv-gluoncv``): SSD's inference branch (softmax,
+  MultiPerClassDecoder or MultiClassDecoder, box decode, class-major concat, ``contrib.box_nms``, slice 100) as a
+  HybridBlock, run both imperatively and hybridized (static_alloc), in a subprocess on the same inputs; the faster
+  of the two is compared.
 
 Every round times each implementation once (interleaved), so background load slows all columns alike.
 Prints medians and the ratios per_class / argmax (goal <= 1.5) and GluonCV / ssdkit (goal > 1).
@@ -38,7 +38,7 @@ FEATURE_SHAPES_300 = [(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)]
 
 
 def _generators():
-    path = os.path.join(HERE, "..", "tools", "make_reference_fixtures.py")
+    path = os.path.join(HERE, "..", "tools", "reference_inputs.py")
     spec = importlib.util.spec_from_file_location("_core_fixture_generators", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -3,13 +3,14 @@
 Work: a batch of 32 images x 20 ground-truth boxes on the 8732 anchors of ssd_300_vgg16_atrous_voc.
 
 - ssdkit: ``SSDTargetGenerator`` without sampling (``negative_mining_ratio=-1``, as the training pipeline) and
-  with 3:1 OHEM (needs ``cls_preds``), one batched call each.
+  with 3:1 OHEM (needs ``cls_preds``), one batched call each, given the anchor grid (as the training pipeline);
+  ``--dense-iou`` leaves the grid out.
 - torchvision: what ``torchvision.models.detection.SSD`` does per image (its forward + ``compute_loss``): IoU,
   ``SSDMatcher(0.5)``, ``BoxCoder(weights=(10, 10, 5, 5)).encode_single`` of the matched boxes, class targets.
   It has no sampling step in target generation, so it is compared with ssdkit's no-sampling path.
-- GluonCV (when ``/work/.venv-gluoncv`` exists, or ``--gluoncv-python``): its ``SSDTargetGenerator`` in a
-  subprocess under that venv on the same inputs (written to a temporary ``.npz``); the subprocess times its own
-  calls.
+- GluonCV (``$SSDKIT_GLUONCV_PYTHON``, the repository's ``.venv-gluoncv`` or ``--gluoncv-python``): its
+  ``SSDTargetGenerator`` in a subprocess under that venv on the same inputs (written to a temporary ``.npz``);
+  the subprocess times its own calls.
 
 Every round times each implementation once (GluonCV's calls are requests to the waiting subprocess), so load
 from other processes slows all columns alike. Prints medians over rounds and the ratios GluonCV / ssdkit and
@@ -68,12 +69,13 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=9, help="rounds; each round times every implementation once")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--gluoncv-python", default=DEFAULT_GLUONCV_PYTHON)
+    parser.add_argument("--dense-iou", action="store_true", help="ssdkit without the anchor grid (dense IoU)")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
 
     from torchvision.models.detection._utils import BoxCoder, SSDMatcher
 
-    from ssdkit.anchors import ssd_anchors
+    from ssdkit.anchors import ssd_anchor_grid, ssd_anchors
     from ssdkit.boxes import cxcywh_to_xyxy
     from ssdkit.models import PRESETS
     from ssdkit.targets import SSDTargetGenerator
@@ -85,14 +87,16 @@ def main(argv=None):
     print(f"batch {b} images x {g} boxes, {anchors.shape[1]} anchors (ssd_300), torch threads "
           f"{torch.get_num_threads()}")
 
+    grid = None if args.dense_iou else ssd_anchor_grid(PRESETS["ssd_300_vgg16_atrous_voc"].anchor_spec,
+                                                       FEATURE_SHAPES_300)
     naive = SSDTargetGenerator(negative_mining_ratio=-1)
     ohem = SSDTargetGenerator(negative_mining_ratio=3)
     anchors_xyxy = cxcywh_to_xyxy(anchors[0])
     matcher, coder = SSDMatcher(0.5), BoxCoder(weights=(10.0, 10.0, 5.0, 5.0))
     labels = gt_ids.long() + 1
     jobs = {
-        "ssdkit no sampling": lambda: naive(anchors, None, gt_boxes, gt_ids),
-        "ssdkit OHEM 3:1": lambda: ohem(anchors, cls_preds, gt_boxes, gt_ids),
+        "ssdkit no sampling": lambda: naive(anchors, None, gt_boxes, gt_ids, anchor_grid=grid),
+        "ssdkit OHEM 3:1": lambda: ohem(anchors, cls_preds, gt_boxes, gt_ids, anchor_grid=grid),
         "torchvision SSD matching": lambda: torchvision_targets(anchors_xyxy, gt_boxes, labels, matcher, coder),
     }
     # sanity: both no-sampling paths see about the same positives (torchvision has no tie fill)

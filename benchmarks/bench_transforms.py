@@ -3,8 +3,9 @@
     python benchmarks/bench_transforms.py [--images 64] [--repeats 5] [--rounds 2] [--size 300]
 
 The images (``--images`` of 500 x 375, textured, 1-5 boxes each, as JPEG bytes) are rebuilt from one seed
-with ``np.random.RandomState`` in this process and in a subprocess running GluonCV under
-/work/.venv-gluoncv (or ``--gluoncv-python``). Both sides run one thread in one process (``torch``
+with ``np.random.RandomState`` in this process and in a subprocess running GluonCV in its virtualenv
+(``$SSDKIT_GLUONCV_PYTHON``, the repository's ``.venv-gluoncv`` or ``--gluoncv-python``). Both sides run one
+thread in one process (``torch``
 ``set_num_threads(1)``; ``OMP_NUM_THREADS=1`` and ``MXNET_CPU_WORKER_NTHREADS=1`` for MXNet). Timed per
 pass over all images: ``train`` = ``SSDTrainTransform`` vs ``SSDDefaultTrainTransform`` on decoded images,
 ``train+decode`` adds JPEG decoding, ``val`` = ``SSDValTransform`` vs ``SSDDefaultValTransform``. The two
@@ -24,7 +25,9 @@ import time
 
 import numpy as np
 
-DEFAULT_GLUONCV_PYTHON = "/work/.venv-gluoncv/bin/python"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _gluoncv_side import DEFAULT_PYTHON as DEFAULT_GLUONCV_PYTHON  # noqa: E402
+
 HEIGHT, WIDTH = 375, 500
 
 

@@ -1,11 +1,22 @@
+import importlib.util
 import os
 
 import pytest
 import torch
+from torchvision import tv_tensors
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 DATA_DIR = os.path.join(os.path.dirname(__file__), "data")
+TOOLS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tools")
+
+
+def load_tool(name):
+    """Import ``tools/<name>.py`` (a fixture script: its input generators need only NumPy)."""
+    spec = importlib.util.spec_from_file_location(name, os.path.join(TOOLS_DIR, f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +33,31 @@ def data_dir():
     return DATA_DIR
 
 
-def ssd300_anchors():
-    """The anchors of ssd_300_vgg16_atrous_voc, built from its published preset (no model needed)."""
-    from ssdkit.anchors import AnchorSpec, ssd_anchors
+SSD300_FEATURES = [(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)]
+
+
+def ssd300_spec():
+    """The anchor preset of ssd_300_vgg16_atrous_voc, as published (no model needed)."""
+    from ssdkit.anchors import AnchorSpec
 
     r1, r2 = (1, 2, 0.5), (1, 2, 0.5, 3, 1 / 3)
-    spec = AnchorSpec(sizes=(30, 60, 111, 162, 213, 264, 315), ratios=(r1, r2, r2, r2, r1, r1),
+    return AnchorSpec(sizes=(30, 60, 111, 162, 213, 264, 315), ratios=(r1, r2, r2, r2, r1, r1),
                       steps=(8, 16, 32, 64, 100, 300))
-    return ssd_anchors(spec, [(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)])
+
+
+def ssd300_anchors():
+    """The anchors of ssd_300_vgg16_atrous_voc, ``Tensor[1, 8732, 4]``."""
+    from ssdkit.anchors import ssd_anchors
+
+    return ssd_anchors(ssd300_spec(), SSD300_FEATURES)
+
+
+@pytest.fixture(scope="session")
+def grid300():
+    """The :class:`ssdkit.anchors.AnchorGrid` of :func:`ssd300_anchors`."""
+    from ssdkit.anchors import ssd_anchor_grid
+
+    return ssd_anchor_grid(ssd300_spec(), SSD300_FEATURES)
 
 
 @pytest.fixture(scope="session")
@@ -44,3 +72,50 @@ def seed_tutorial_gt():
     gt_boxes[0, 0] = torch.tensor([10, 20, 80, 90.0])
     gt_boxes[1] = torch.tensor([[10, 10, 30, 30], [40, 40, 60, 60], [50, 50, 90, 90], [100, 110, 120, 140.0]])
     return gt_boxes, gt_ids
+
+
+def transform_sample(h=60, w=80, boxes=((5, 5, 30, 40), (40, 10, 78, 58), (10, 30, 20, 50)), dtype=torch.uint8,
+                     seed=0):
+    """A ``(tv_tensors.Image [3, h, w], target)`` sample with three labelled boxes, for the transform tests."""
+    g = torch.Generator().manual_seed(seed)
+    image = torch.randint(0, 256, (3, h, w), generator=g).to(dtype)
+    n = len(boxes)
+    target = {
+        "boxes": tv_tensors.BoundingBoxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
+                                          format="XYXY", canvas_size=(h, w)),
+        "labels": torch.arange(n, dtype=torch.int64) + 10,
+        "difficult": (torch.arange(n) % 2).to(torch.uint8),
+        "image_id": "img", "path": "img.jpg", "orig_size": (h, w),
+    }
+    return tv_tensors.Image(image), target
+
+
+def plain(t):
+    """A tv_tensor as a plain tensor."""
+    return t.as_subclass(torch.Tensor)
+
+
+# A tiny ``ssdkit train`` run for the subprocess tests of the engine (torchrun, SIGKILL, SIGTERM): 16 synthetic
+# images of 64 px, batch 4, 2 epochs (8 steps), one thread per process so that every launcher computes alike.
+TINY_TRAIN = ["train", "--data-shape", "64", "--synthetic-train-size", "16", "--synthetic-val-size", "4",
+              "--batch-size", "4", "--epochs", "2", "--num-workers", "0", "--no-progress", "--log-interval", "1",
+              "--val-interval", "1"]
+COMPARED = ("epoch", "train_loss", "train_cls_loss", "train_box_loss", "skipped_steps", "voc07_map")
+
+
+def tiny_env() -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg")
+
+
+def run_metrics(folder) -> list[tuple]:
+    """The rows of a run's metrics.csv that must repeat exactly (not the timings)."""
+    import csv
+
+    with open(os.path.join(folder, "metrics.csv"), newline="") as f:
+        return [tuple(row[k] for k in COMPARED) for row in csv.DictReader(f)]
+
+
+def same_weights(folder_a, folder_b) -> bool:
+    a = torch.load(os.path.join(folder_a, "last.pt"), weights_only=True)["model"]
+    b = torch.load(os.path.join(folder_b, "last.pt"), weights_only=True)["model"]
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -11,7 +11,7 @@ from torchvision.io import write_jpeg
 
 from ssdkit.data import (BadSampleError, BadSampleLog, VOC_CLASSES, VOCDetection, VOCFolder,
                          detection_collate)
-from ssdkit.data.voc import parse_voc_xml
+from ssdkit.data.voc import holdout_split, parse_voc_xml
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -269,13 +269,24 @@ def test_voc_folder_collects_sorted_classes_from_all_xmls(tmp_path):
     assert val[0][1]["labels"].tolist() == [2]
 
 
-def test_voc_folder_without_split_files_uses_every_xml(tmp_path):
+def test_voc_folder_without_split_files_holds_out_a_validation_split(tmp_path):
     make_folder(tmp_path, with_sets=False)
-    ds = VOCFolder(str(tmp_path), split="train")
-    assert ds.image_ids == ["img0", "img1", "img2"]
+    train, val = VOCFolder(str(tmp_path), split="train"), VOCFolder(str(tmp_path), split="val")
+    assert sorted(train.image_ids + val.image_ids) == ["img0", "img1", "img2"]
+    assert val.image_ids and not set(train.image_ids) & set(val.image_ids)
+    assert "held out for validation by a hash of the image id" in val.holdout and train.holdout
+    assert VOCFolder(str(tmp_path), split="val").image_ids == val.image_ids  # deterministic
+    assert VOCFolder(str(tmp_path)).image_ids == ["img0", "img1", "img2"] and VOCFolder(str(tmp_path)).holdout is None
     with pytest.raises(FileNotFoundError, match="test.txt.*train"):
         make_folder(tmp_path / "s")
         VOCFolder(str(tmp_path / "s"), split="test")
+
+
+def test_holdout_is_about_ten_percent_and_each_image_keeps_its_side():
+    ids = [f"photo_{i:05d}" for i in range(3000)]
+    held = holdout_split(ids)
+    assert 0.08 < len(held) / len(ids) < 0.12
+    assert holdout_split(ids[:1000]) == {i for i in held if i in set(ids[:1000])}  # adding images moves none
 
 
 def test_voc_folder_unknown_class_named_under_error_and_dropped_under_skip(tmp_path):

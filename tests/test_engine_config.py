@@ -135,7 +135,7 @@ def test_presets_amp_and_batch():
 
 
 def test_amp_dtype_choice(monkeypatch):
-    from ssdkit.engine import trainer
+    from ssdkit.engine.builders import runtime as trainer
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     assert trainer.amp_dtype_for(cpu, False) is None and trainer.amp_dtype_for(cuda, False) is None
@@ -148,15 +148,17 @@ def test_amp_dtype_choice(monkeypatch):
 
 
 def test_cpu_threads_leave_cores_to_workers(monkeypatch):
+    import os
+
     from ssdkit.engine import builders
 
     before = torch.get_num_threads()
     try:
         monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-        monkeypatch.setattr(builders.os, "cpu_count", lambda: 2)
+        monkeypatch.setattr(os, "cpu_count", lambda: 2)
         assert builders.share_cpu_cores(torch.device("cpu"), 1) == 1
         assert builders.share_cpu_cores(torch.device("cpu"), 4) == 1
-        monkeypatch.setattr(builders.os, "cpu_count", lambda: 8)
+        monkeypatch.setattr(os, "cpu_count", lambda: 8)
         assert builders.share_cpu_cores(torch.device("cpu"), 2) == 6
         torch.set_num_threads(3)
         monkeypatch.setenv("OMP_NUM_THREADS", "3")

@@ -2,10 +2,13 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
 import torch.distributed as dist
+from conftest import TINY_TRAIN, run_metrics, same_weights, tiny_env
 from torch import nn
 
 from ssdkit.data.errors import BadSampleLog
@@ -138,3 +141,84 @@ def test_fit_in_two_processes_writes_one_run_and_resumes(tmp_path):
     more = fit(TrainConfig(resume=os.path.join(out, "last.pt"), epochs=2, progress=False), say=messages.append)
     assert more.epochs_run == 1 and [int(r["epoch"]) for r in more.history] == [1, 2]
     assert not dist.is_initialized()
+
+
+# --- torchrun: the same worker as --procs, joined from the environment --------------------------------------------
+
+def _port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _torchrun(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", *args]
+
+
+@pytest.fixture(scope="module")
+def procs_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("torchrun") / "procs"
+    proc = subprocess.run([sys.executable, "-m", "ssdkit", *TINY_TRAIN, "--procs", "2", "--output", str(out)],
+                          env=tiny_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_torchrun_two_processes_on_one_node_train_as_procs_2(procs_run, tmp_path):
+    out = tmp_path / "one-node"
+    proc = subprocess.run(_torchrun("--standalone", "--nproc-per-node", "2", "-m", "ssdkit", *TINY_TRAIN,
+                                    "--output", str(out)), env=tiny_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "in 2 processes" in proc.stdout and proc.stdout.count("done: best") == 1
+    assert run_metrics(out) == run_metrics(procs_run)
+    assert same_weights(out, procs_run)
+
+
+def test_torchrun_two_nodes_of_one_process_train_as_procs_2(procs_run, tmp_path):
+    out, port = tmp_path / "two-nodes", str(_port())
+    nodes = [subprocess.Popen(_torchrun("--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
+                                        "--master-addr", "127.0.0.1", "--master-port", port, "-m", "ssdkit",
+                                        *TINY_TRAIN, "--output", str(out)),
+                              env=tiny_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for rank in (0, 1)]
+    results = [node.communicate(timeout=600) for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], results[0][1][-3000:] + results[1][1][-3000:]
+    assert run_metrics(out) == run_metrics(procs_run)
+    assert same_weights(out, procs_run)
+
+
+# The test's own wrapper around the CLI: rank 0 kills itself (SIGKILL) once, right after its third checkpoint.
+_KILL_ONCE = """
+import os, signal, sys
+from ssdkit.cli import main
+from ssdkit.engine.checkpoint import Checkpointer
+
+marker, saved = os.environ["KILL_ONCE_MARKER"], []
+original = Checkpointer.save
+
+def save(self, name, *args, **kwargs):
+    path = original(self, name, *args, **kwargs)
+    saved.append(name)
+    if len(saved) == 3 and not os.path.exists(marker):
+        open(marker, "w").close()
+        os.kill(os.getpid(), signal.SIGKILL)
+    return path
+
+Checkpointer.save = save
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_resume_auto_under_torchrun_max_restarts_survives_a_killed_worker(procs_run, tmp_path):
+    wrapper, marker, out = tmp_path / "kill_once.py", tmp_path / "killed", tmp_path / "restarted"
+    wrapper.write_text(_KILL_ONCE)
+    proc = subprocess.run(_torchrun("--standalone", "--nproc-per-node", "2", "--max-restarts", "1", str(wrapper),
+                                    *TINY_TRAIN, "--output", str(out), "--resume", "auto", "--checkpoint-steps", "1"),
+                          env=dict(tiny_env(), KILL_ONCE_MARKER=str(marker)), capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert marker.exists() and "resumed from" in proc.stdout
+    assert run_metrics(out) == run_metrics(procs_run)
+    assert same_weights(out, procs_run)

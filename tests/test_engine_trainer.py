@@ -1,7 +1,14 @@
+import json
 import os
+import random
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
+from conftest import TINY_TRAIN, run_metrics, same_weights, tiny_env
 
 import ssdkit
 from ssdkit.data.collate import TargetCollate
@@ -60,19 +67,26 @@ def test_resume_continues_exactly(tmp_path, procs):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_run_folder_contents(tmp_path):
-    res = fit(_tiny_cfg(tmp_path, "run", epochs=1), say=lambda m: None)
-    files = set(os.listdir(res.output))
-    assert {"best.pt", "last.pt", "metrics.csv", "config.json", "loss.png", "map.png", "tensorboard"} <= files
-    header = open(os.path.join(res.output, "metrics.csv")).readline().strip().split(",")
-    assert "epoch" in header and "voc07_map" in header
-    assert 0.0 <= res.best_map <= 1.0
+def test_a_run_repeats_exactly_and_writes_its_folder(tmp_path):
+    first = fit(_tiny_cfg(tmp_path, "run", epochs=1), say=lambda m: None)
+    files = set(os.listdir(first.output))
+    assert {"best.pt", "last.pt", "metrics.csv", "config.json", "splits.json", "loss.png", "map.png",
+            "tensorboard"} <= files
+    splits = json.load(open(os.path.join(first.output, "splits.json")))
+    assert len(splits["train"]) == 32 and len(splits["val"]) == 8 and not set(splits["train"]) & set(splits["val"])
+    again = fit(_tiny_cfg(tmp_path, "again", epochs=1), say=lambda m: None)
+    assert run_metrics(first.output) == run_metrics(again.output)
+    assert same_weights(first.output, again.output)
+    other = fit(_tiny_cfg(tmp_path, "other", epochs=1, seed=5), say=lambda m: None)
+    assert run_metrics(other.output) != run_metrics(first.output)  # the seed matters: the test can fail
 
 
-def test_amp_on_cpu_trains_with_bfloat16(tmp_path):
-    res = fit(_tiny_cfg(tmp_path, "amp", epochs=1, amp=True), say=lambda m: None)
-    assert res.epochs_run == 1 and 0.0 <= res.best_map <= 1.0
-    assert all(float(r["train_loss"]) > 0 for r in res.history)
+def test_amp_on_cpu_trains_with_bfloat16_and_the_loss_falls(tmp_path):
+    res = fit(_tiny_cfg(tmp_path, "amp", epochs=3, amp=True, lr=0.02), say=lambda m: None)
+    losses = [float(r["train_loss"]) for r in res.history]
+    assert losses[2] < losses[0], losses
+    plain = fit(_tiny_cfg(tmp_path, "fp32", epochs=1, amp=False, lr=0.02), say=lambda m: None)
+    assert float(plain.history[0]["train_loss"]) != losses[0]  # autocast changed the arithmetic
 
 
 @pytest.mark.parametrize("fresh", [True, False])
@@ -94,3 +108,60 @@ def test_synthetic_training_images_change_each_epoch_unless_disabled(tmp_path, m
         assert keys[0].isdisjoint(keys[1]) and all(len(k) == 3 and k[2] == 1 for k in keys[1])
     else:  # the same 32 images in both epochs
         assert keys[0] == keys[1]
+
+
+@pytest.fixture(scope="module")
+def left_alone(tmp_path_factory):
+    """The tiny run in two processes, uninterrupted."""
+    out = tmp_path_factory.mktemp("faults") / "alone"
+    proc = subprocess.run([sys.executable, "-m", "ssdkit", *TINY_TRAIN, "--procs", "2", "--output", str(out)],
+                          env=tiny_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def _resumable(out, *extra):
+    return [sys.executable, "-m", "ssdkit", *TINY_TRAIN, "--procs", "2", "--output", str(out),
+            "--resume", "auto", *extra]
+
+
+def _wait_for_checkpoints(proc, path, count: int, limit: float = 300) -> int:
+    """Wait until ``path`` was written ``count`` times (as seen by polling) or ``proc`` ends; returns the count."""
+    seen, last, deadline = 0, None, time.monotonic() + limit
+    while proc.poll() is None and seen < count and time.monotonic() < deadline:
+        stamp = os.stat(path).st_mtime_ns if os.path.exists(path) else None
+        if stamp is not None and stamp != last:
+            seen, last = seen + 1, stamp
+        time.sleep(0.005)
+    return seen
+
+
+def test_sigkill_at_a_random_step_then_resume_ends_as_the_run_left_alone(left_alone, tmp_path):
+    out = tmp_path / "killed"
+    kill_after = random.randint(1, 6)  # checkpoints seen: a random step of the 8
+    proc = subprocess.Popen(_resumable(out, "--checkpoint-steps", "1"), env=tiny_env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _wait_for_checkpoints(proc, out / "last.pt", kill_after)
+    os.killpg(proc.pid, signal.SIGKILL)  # every process of the run, as a machine that loses power
+    proc.wait()
+    resumed = subprocess.run(_resumable(out, "--checkpoint-steps", "1"), env=tiny_env(), capture_output=True,
+                             text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert run_metrics(out) == run_metrics(left_alone), f"killed after {kill_after} checkpoints"
+    assert same_weights(out, left_alone)
+
+
+def test_sigterm_saves_the_step_and_exits_cleanly_then_resume_ends_as_the_run_left_alone(left_alone, tmp_path):
+    out = tmp_path / "preempted"
+    proc = subprocess.Popen(_resumable(out, "--checkpoint-steps", "1"), env=tiny_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    _wait_for_checkpoints(proc, out / "last.pt", 2)
+    proc.send_signal(signal.SIGTERM)  # to rank 0 only, as `kill PID`
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 143, (stdout, stderr)
+    assert "SIGTERM: stopped" in stdout and "Traceback" not in stderr
+    assert "stopped by SIGTERM" in stdout and os.path.isfile(out / "last.pt")
+    resumed = subprocess.run(_resumable(out), env=tiny_env(), capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert run_metrics(out) == run_metrics(left_alone)
+    assert same_weights(out, left_alone)

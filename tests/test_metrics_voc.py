@@ -1,8 +1,6 @@
-"""ssdkit.metrics.voc against GluonCV's VOC metrics (fixtures) and hand-computed cases; report helpers."""
+"""ssdkit.metrics.voc against GluonCV's VOC metrics (fixtures) and hand-computed cases."""
 from __future__ import annotations
 
-import importlib.util
-import json
 import math
 from pathlib import Path
 
@@ -12,24 +10,17 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssdkit.metrics import VOC07MApMetric, VOCMApMetric, format_ap_table, metrics_to_dict
-from ssdkit.metrics.voc import legacy_argsort, voc07_ap, voc_ap
+from ssdkit.metrics import VOC07MApMetric, VOCMApMetric
+from ssdkit.metrics.voc import voc07_ap, voc_ap
+
+from conftest import load_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data"
 
 
-def _load_tool():
-    spec = importlib.util.spec_from_file_location("make_metric_fixtures", ROOT / "tools" / "make_metric_fixtures.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-fixtures = _load_tool()
+fixtures = load_tool("make_metric_fixtures")
 VOC_REF = np.load(DATA / "metric_voc.npz")
-SORT_REF = np.load(DATA / "metric_sort.npz")
-SORT_CASES = fixtures.make_sort_cases()
 METRICS = {"voc07": VOC07MApMetric, "voc": VOCMApMetric}
 
 
@@ -111,45 +102,6 @@ def test_reset_forgets(cases):
     _assert_same(metric.get()[1], VOC_REF[f"{fixtures.run_key('coarse', 0.5, True)}_voc07"])
 
 
-@pytest.mark.parametrize("i", range(len(SORT_CASES)))
-def test_legacy_argsort_is_numpy_1_23(i):
-    values = SORT_CASES[i]
-    np.testing.assert_array_equal(legacy_argsort(values), SORT_REF[f"quicksort_{i}"])
-
-
-def test_introsort_depth_limit_falls_back_to_heapsort_like_numpy(monkeypatch):
-    """The adversarial fixture cases reach NumPy's heapsort fallback, and so does legacy_argsort."""
-    from ssdkit.metrics import voc
-    calls = []
-    real = voc._heapsort_segment
-    monkeypatch.setattr(voc, "_heapsort_segment", lambda *a: (calls.append(a[3] - a[2] + 1), real(*a)))
-    for i in range(len(SORT_CASES) - fixtures.NUM_ADVERSARIAL_SORT_CASES, len(SORT_CASES)):
-        calls.clear()
-        np.testing.assert_array_equal(legacy_argsort(SORT_CASES[i]), SORT_REF[f"quicksort_{i}"])
-        assert calls and max(calls) > 16
-
-
-def test_legacy_heapsort_is_numpy_1_23():
-    from ssdkit.metrics.voc import _heapsort_segment
-    for i, values in enumerate(SORT_CASES):
-        ranks = np.unique(values, return_inverse=True)[1].reshape(-1)
-        perm = np.arange(values.size)
-        _heapsort_segment(ranks, perm, 0, values.size - 1)
-        np.testing.assert_array_equal(perm, SORT_REF[f"heapsort_{i}"])
-
-
-def test_legacy_argsort_key_only_orders_distinguishable_ties():
-    rs = np.random.RandomState(5)
-    values = rs.randint(0, 30, size=2000).astype(np.float32)
-    key = rs.randint(0, 2, size=2000)
-    exact = legacy_argsort(values)
-    keyed = legacy_argsort(values, key=key)
-    np.testing.assert_array_equal(values[keyed], values[exact])
-    np.testing.assert_array_equal(key[keyed], key[exact])
-
-
-# --------------------------------------------------------------------------------------------------
-# Hand-computed cases
 # --------------------------------------------------------------------------------------------------
 
 def _one_image(pred_boxes, pred_labels, pred_scores, gt_boxes, gt_labels, gt_difficult=None):
@@ -271,7 +223,8 @@ def _reference_map(images, iou_thresh, use_07):
                     iw = min(box[2], gt[2]) - max(box[0], gt[0]) + 1
                     ih = min(box[3], gt[3]) - max(box[1], gt[1]) + 1
                     inter = iw * ih if iw > 0 and ih > 0 else 0.0
-                    union = (box[2] - box[0] + 1) * (box[3] - box[1] + 1) + (gt[2] - gt[0] + 1) * (gt[3] - gt[1] + 1) - inter
+                    area_box = (box[2] - box[0] + 1) * (box[3] - box[1] + 1)
+                    union = area_box + (gt[2] - gt[0] + 1) * (gt[3] - gt[1] + 1) - inter
                     if inter / union > best_iou:
                         best, best_iou = j, inter / union
                 if best < 0 or best_iou < iou_thresh:
@@ -335,27 +288,3 @@ def test_matches_literal_reference(images, iou, use_07):
     n = max(len(values), len(expected))
     pad = lambda v: list(v) + [float("nan")] * (n - len(v))
     np.testing.assert_allclose(pad(values), pad(expected), rtol=0, atol=1e-9, equal_nan=True)
-
-
-# --------------------------------------------------------------------------------------------------
-# report.py
-# --------------------------------------------------------------------------------------------------
-
-def test_format_ap_table():
-    text = format_ap_table(["aeroplane", "bus", "mAP"], [0.71234, float("nan"), 0.5], title="VOC07")
-    lines = text.splitlines()
-    assert lines[0] == "VOC07" and lines[1] == ""
-    assert lines[2].startswith("| class") and set(lines[3]) <= set("|:- ")
-    assert "| aeroplane | 0.7123 |" in lines and "| bus       |      - |" in lines
-    assert lines[-1] == "| mAP       | 0.5000 |"
-    assert len({len(line) for line in lines[2:]}) == 1  # fixed width
-    with pytest.raises(ValueError):
-        format_ap_table(["a"], [0.1, 0.2])
-
-
-def test_metrics_to_dict_is_strict_json():
-    d = metrics_to_dict(["a", "b", "mAP"], [0.25, float("nan"), np.float64(0.25)])
-    assert list(d) == ["a", "b", "mAP"] and d["b"] is None
-    assert json.loads(json.dumps(d, allow_nan=False)) == d
-    with pytest.raises(ValueError):
-        metrics_to_dict(["a", "a"], [0.1, 0.2])

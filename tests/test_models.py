@@ -191,6 +191,8 @@ def test_anchor_cache_and_other_sizes():
     assert torch.equal(net.features.stem[1].running_mean, running)  # no BN statistics touched
     sides = [(math.ceil(96 / s), math.ceil(160 / s)) for s in (4, 8, 16, 32, 64, 128)]
     assert a3.shape == (1, sum(h * w * 2 for h, w in sides), 4)
+    grid = net.anchor_grid_for_input(96, 160)
+    assert [(h, w) for h, w, _ in grid.layers] == sides and grid.num_anchors == a3.shape[1]
 
 
 def test_resnet_is_gluoncv_v1_layout():

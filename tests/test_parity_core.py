@@ -2,15 +2,14 @@
 
 The fixtures (``tests/data/core_*.npz``, ``core_tutorial.json``) are written by
 ``tools/make_reference_fixtures.py`` under the GluonCV virtualenv; this file needs only numpy and torch. Large
-inputs are rebuilt from stored seeds with that script's pure-numpy generators (imported below; the script
-imports MXNet lazily). Tolerances: anchors 1e-4, class targets / masks / ids exact, box targets 1e-5, losses
+inputs are rebuilt from stored seeds with the pure-NumPy generators of ``tools/reference_inputs.py`` (imported
+below). Tolerances: anchors 1e-4, class targets / masks / ids exact, box targets 1e-5, losses
 relative 1e-5, box decoding 1e-4, class scores 1e-6, post-processing scores 1e-5 and boxes 1e-4.
 
 Shape legend: B batch, A anchors, G ground truths, C foreground classes, K output rows.
 """
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -19,25 +18,20 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import load_tool
+
 DATA = Path(__file__).parent / "data"
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "make_reference_fixtures.py"
 
 
-def _load_generators():
-    spec = importlib.util.spec_from_file_location("_core_fixture_generators", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-gen = _load_generators()
+gen = load_tool("reference_inputs")
 
 
 def _npz(name):
     path = DATA / name
     if not path.exists():
         pytest.fail(f"missing fixture {path}; regenerate with "
-                    "/work/.venv-gluoncv/bin/python tools/make_reference_fixtures.py")
+                    ".venv-gluoncv/bin/python tools/make_reference_fixtures.py "
+                    "(tools/make_gluoncv_venv.sh makes the venv)")
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
 

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from conftest import seed_tutorial_gt
 from ssdkit import SSDTargetGenerator
+
+from conftest import seed_tutorial_gt
 
 
 def test_seed_tutorial_counts(anchors300):
@@ -75,3 +76,21 @@ def test_integer_ids_and_column_ids(anchors300):
     a = gen(anchors300, None, gt_boxes, gt_ids)[0]
     b = gen(anchors300, None, gt_boxes, gt_ids.long()[..., None])[0]
     assert torch.equal(a, b)
+
+
+def test_same_targets_with_the_anchor_grid_and_in_chunks(anchors300, grid300, monkeypatch):
+    import ssdkit.targets as targets
+
+    rng = torch.Generator().manual_seed(1)
+    xy = torch.rand(5, 7, 2, generator=rng) * 300
+    wh = torch.rand(5, 7, 2, generator=rng) * 200
+    gt = torch.cat([xy - wh / 2, xy + wh / 2], -1).clamp(0, 300)
+    ids = torch.randint(0, 20, (5, 7), generator=rng)
+    ids[:, -1] = -1
+    cls_preds = torch.randn(5, 8732, 21, generator=rng)
+    dense = SSDTargetGenerator()(anchors300, cls_preds, gt, ids)
+    monkeypatch.setattr(targets, "_CHUNK_ELEMENTS", 2 * 7 * 8732)  # chunks of 2 images: 2, 2, 1
+    chunked = SSDTargetGenerator()(anchors300, cls_preds, gt, ids, anchor_grid=grid300)
+    for a, b in zip(dense, chunked):
+        assert torch.equal(a, b)
+    assert (dense[0] > 0).any()

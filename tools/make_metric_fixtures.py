@@ -1,8 +1,8 @@
 """Regenerate the GluonCV reference fixtures for ssdkit's detection metrics.
 
-Run under the GluonCV virtualenv (numpy 1.23, mxnet, gluoncv, pycocotools)::
+Run under the GluonCV virtualenv (numpy 1.23, mxnet, gluoncv, pycocotools; ``tools/make_gluoncv_venv.sh``)::
 
-    /work/.venv-gluoncv/bin/python tools/make_metric_fixtures.py
+    .venv-gluoncv/bin/python tools/make_metric_fixtures.py
 
 Writes ``tests/data/metric_voc.npz`` (per-class AP and mAP of GluonCV's VOC07MApMetric and VOCMApMetric
 on seeded random detections), ``tests/data/metric_sort.npz`` (NumPy 1.23 ``argsort`` permutations on

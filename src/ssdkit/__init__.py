@@ -24,6 +24,7 @@ _EXPORTS = {
     "VOC07MApMetric": "ssdkit.metrics",
     "VOCMApMetric": "ssdkit.metrics",
     "COCODetectionMetric": "ssdkit.metrics",
+    "load_test": "ssdkit.data.transforms.presets.ssd",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -6,6 +6,9 @@ Anchors are centre form ``(cx, cy, w, h)`` in input pixels, not clipped, ordered
 ``sqrt(smin * smax)``, then for each ratio ``r`` in ``ratios[1:]`` a box ``w = smin*sqrt(r), h = smin/sqrt(r)``.
 ``ratios[0]`` is taken to be 1, as GluonCV does.
 
+:func:`ssd_anchor_grid` describes the same anchors as per-layer grids (:class:`AnchorGrid`), which lets target
+generation compute the IoU separably (:func:`ssdkit.boxes.grid_gt_anchor_iou`).
+
 GluonCV precomputes each layer on a 128x128 (then halving, at least 16) grid and crops it to the feature
 size; generating directly on the feature grid gives the same values for every size that crop allows
 and keeps working for larger inputs.
@@ -13,13 +16,13 @@ and keeps working for larger inputs.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["AnchorSpec", "layer_anchors", "ssd_anchors", "num_anchors_per_position"]
+__all__ = ["AnchorSpec", "AnchorGrid", "layer_anchors", "ssd_anchors", "ssd_anchor_grid", "num_anchors_per_position"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,21 @@ class AnchorSpec:
 
     def anchors_per_position(self) -> list[int]:
         return [num_anchors_per_position(r) for r in self.ratios]
+
+
+@dataclass(frozen=True)
+class AnchorGrid:
+    """Layout of a model's anchors as per-layer grids: ``layers[i] = (H, W, K)``.
+
+    Layer i holds ``H * W * K`` anchors in ``(y, x, k)`` order, after the anchors of the layers before it; within a
+    layer an anchor's ``x1, x2`` depend only on ``(x, k)`` and ``y1, y2`` only on ``(y, k)``.
+    """
+
+    layers: tuple[tuple[int, int, int], ...]
+
+    @property
+    def num_anchors(self) -> int:
+        return sum(h * w * k for h, w, k in self.layers)
 
 
 def num_anchors_per_position(ratios: Sequence[float]) -> int:
@@ -97,3 +115,12 @@ def ssd_anchors(spec: AnchorSpec, feature_shapes: Sequence[tuple[int, int]], dev
         for i, (h, w) in enumerate(feature_shapes)
     ]
     return torch.cat(parts, dim=0)[None]
+
+
+def ssd_anchor_grid(spec: AnchorSpec, feature_shapes: Sequence[tuple[int, int]]) -> AnchorGrid:
+    """The grid layout of :func:`ssd_anchors` ``(spec, feature_shapes)``."""
+    if len(feature_shapes) != spec.num_layers:
+        raise ValueError(f"anchor preset has {spec.num_layers} layers but the network gave "
+                         f"{len(feature_shapes)} feature maps")
+    per_position = spec.anchors_per_position()
+    return AnchorGrid(tuple((int(h), int(w), k) for (h, w), k in zip(feature_shapes, per_position)))

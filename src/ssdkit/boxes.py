@@ -1,15 +1,29 @@
-"""Pure box math: format conversion, IoU, clipping and validation.
+"""Pure box math: format conversion, the IoU family, clipping and validation.
 
-Shape legend: B batch, A anchors, G ground truths, N/M any box count.
+Shape legend: B batch, A anchors, G ground truths, N/M any box count, K box pairs.
 Formats are in the names: ``*_xyxy`` corners (x1, y1, x2, y2), ``*_cxcywh`` centre form.
 Widths follow GluonCV's network convention: ``w = x2 - x1`` (no +1). The VOC metric's +1
 convention lives in :mod:`ssdkit.metrics.voc` and nowhere else.
+
+Every IoU in ssdkit is one of these:
+
+- :func:`box_iou` ``[N, 4] x [M, 4]`` (``torchvision.ops.box_iou``);
+- :func:`batched_box_iou` ``[B, N, 4] x [B, M, 4]``, 0 where the union is empty (the SSD crop's IoU);
+- :func:`gt_anchor_iou` ground truths ``[B, G, 4]`` x shared anchors ``[A, 4]`` (target generation, dense);
+- :func:`grid_gt_anchor_iou` the same numbers computed separably on the anchors' per-layer grid;
+- :func:`paired_box_iou_numpy` row i with row i, in NumPy with GluonCV's arithmetic (the VOC metric).
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
 import torch
 from torch import Tensor
 from torchvision.ops import box_iou as _tv_box_iou
+
+if TYPE_CHECKING:
+    from .anchors import AnchorGrid
 
 __all__ = [
     "xyxy_to_cxcywh",
@@ -17,6 +31,8 @@ __all__ = [
     "box_iou",
     "batched_box_iou",
     "gt_anchor_iou",
+    "grid_gt_anchor_iou",
+    "paired_box_iou_numpy",
     "clip_boxes_xyxy",
     "validate_gt",
 ]
@@ -79,6 +95,61 @@ def gt_anchor_iou(gt_boxes_xyxy: Tensor, anchors_xyxy: Tensor) -> Tensor:
     area_a = (ax2 - ax1).clamp_(min=0) * (ay2 - ay1).clamp_(min=0)  # [A]
     union = torch.add(area_g, area_a, out=ih).sub_(inter)  # >= the anchor's area > 0: no zero division
     return inter.div_(union)
+
+
+def _overlap(g1: Tensor, g2: Tensor, a1: Tensor, a2: Tensor) -> Tensor:
+    """Overlap length of gt intervals ``[B, G, 1, 1]`` with anchor intervals ``[N, K]`` -> ``Tensor[B, G, N, K]``."""
+    out = torch.minimum(g2, a2)
+    return out.sub_(torch.maximum(g1, a1)).clamp_(min=0)
+
+
+def grid_gt_anchor_iou(gt_boxes_xyxy: Tensor, anchors_xyxy: Tensor, grid: AnchorGrid) -> Tensor:
+    """:func:`gt_anchor_iou` computed separably on anchors laid out as ``grid`` -> ``Tensor[B, G, A]``.
+
+    In every layer of an SSD grid (:class:`ssdkit.anchors.AnchorGrid`, ``H * W * K`` anchors in ``(y, x, k)``
+    order) an anchor's ``x1, x2`` depend only on its column and shape and ``y1, y2`` only on its row and shape, so
+    the overlap widths ``Tensor[B, G, W, K]`` and heights ``Tensor[B, G, H, K]`` are small and the intersection is
+    their outer product: the big ``Tensor[B, G, A]`` is touched four times instead of the dense version's thirteen.
+    Every element is the same float expression in the same order as :func:`gt_anchor_iou`, so the two agree to the
+    last bit (tested), which keeps the matcher's tie-breaking identical. ``anchors_xyxy Tensor[A, 4]`` must be the
+    anchors that ``grid`` describes (as :func:`ssdkit.anchors.ssd_anchors` and :func:`ssdkit.anchors.ssd_anchor_grid`
+    produce them from one preset).
+    """
+    a = anchors_xyxy.shape[0]
+    if grid.num_anchors != a:
+        raise ValueError(f"the anchor grid describes {grid.num_anchors} anchors but {a} were given")
+    b, g = gt_boxes_xyxy.shape[:2]
+    gx1, gy1, gx2, gy2 = (c.contiguous()[..., None, None] for c in gt_boxes_xyxy.unbind(-1))  # [B, G, 1, 1]
+    inter = torch.empty(b, g, a, dtype=anchors_xyxy.dtype, device=gt_boxes_xyxy.device)
+    start = 0
+    for h, w, k in grid.layers:
+        n = h * w * k
+        block = anchors_xyxy[start:start + n].reshape(h, w, k, 4)
+        iw = _overlap(gx1, gx2, block[0, :, :, 0].contiguous(), block[0, :, :, 2].contiguous())  # [B, G, W, K]
+        ih = _overlap(gy1, gy2, block[:, 0, :, 1].contiguous(), block[:, 0, :, 3].contiguous())  # [B, G, H, K]
+        torch.mul(iw[:, :, None], ih[:, :, :, None], out=inter[:, :, start:start + n].view(b, g, h, w, k))
+        start += n
+    ax1, ay1, ax2, ay2 = anchors_xyxy.unbind(-1)
+    area_a = (ax2 - ax1).clamp_(min=0) * (ay2 - ay1).clamp_(min=0)  # [A]
+    area_g = (gx2 - gx1).clamp_(min=0) * (gy2 - gy1).clamp_(min=0)  # [B, G, 1, 1]
+    union = torch.add(area_g[..., 0], area_a).sub_(inter)  # >= the anchor's area > 0: no zero division
+    return inter.div_(union)
+
+
+def paired_box_iou_numpy(boxes1_xyxy: np.ndarray, boxes2_xyxy: np.ndarray) -> np.ndarray:
+    """IoU of row i of ``boxes1_xyxy [K, 4]`` with row i of ``boxes2_xyxy [K, 4]`` -> ``[K]``, in NumPy.
+
+    GluonCV's ``bbox_iou`` arithmetic (same operations in the same order, the inputs' dtype kept): callers that
+    want the VOC +1 convention add 1 to ``x2, y2`` first, as GluonCV's VOC metric does. An empty union gives NaN or
+    inf, as NumPy divides.
+    """
+    x1a, y1a, x2a, y2a = (boxes1_xyxy[:, i] for i in range(4))
+    x1b, y1b, x2b, y2b = (boxes2_xyxy[:, i] for i in range(4))
+    left, top = np.maximum(x1a, x1b), np.maximum(y1a, y1b)
+    right, bottom = np.minimum(x2a, x2b), np.minimum(y2a, y2b)
+    area_i = (right - left) * (bottom - top) * ((left < right) & (top < bottom))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        return area_i / ((x2a - x1a) * (y2a - y1a) + (x2b - x1b) * (y2b - y1b) - area_i)
 
 
 def clip_boxes_xyxy(boxes_xyxy: Tensor, width: float, height: float) -> Tensor:

@@ -5,12 +5,13 @@ outputs, index 0 is background).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
 from .boxes import cxcywh_to_xyxy, xyxy_to_cxcywh
+from .constants import BOX_STDS
 
 __all__ = [
     "NormalizedBoxCenterEncoder",
@@ -42,7 +43,7 @@ class NormalizedBoxCenterEncoder(nn.Module):
     where ``samples <= 0.5`` (not a positive).
     """
 
-    def __init__(self, stds: Sequence[float] = (0.1, 0.1, 0.2, 0.2), means: Sequence[float] = (0.0, 0.0, 0.0, 0.0)):
+    def __init__(self, stds: Sequence[float] = BOX_STDS, means: Sequence[float] = (0.0, 0.0, 0.0, 0.0)):
         super().__init__()
         if len(stds) != 4 or len(means) != 4:
             raise ValueError("stds and means need 4 values each")
@@ -80,7 +81,7 @@ class NormalizedBoxCenterDecoder(nn.Module):
     """Inverse of :class:`NormalizedBoxCenterEncoder` on centre-form anchors; no clamp on ``dw``/``dh``
     unless ``clip`` is given (GluonCV's SSD uses none)."""
 
-    def __init__(self, stds: Sequence[float] = (0.1, 0.1, 0.2, 0.2), means: Sequence[float] = (0.0, 0.0, 0.0, 0.0),
+    def __init__(self, stds: Sequence[float] = BOX_STDS, means: Sequence[float] = (0.0, 0.0, 0.0, 0.0),
                  clip: float | None = None):
         super().__init__()
         self.stds = tuple(float(s) for s in stds)
@@ -111,7 +112,8 @@ class MultiClassEncoder(nn.Module):
         self.ignore_label = ignore_label
 
     def forward(self, samples: Tensor, matches: Tensor, refs: Tensor) -> Tensor:
-        """``(samples Tensor[B,A], matches Tensor[B,A], refs (gt ids) Tensor[B,G]) -> cls_targets Tensor[B,A]`` (int64)."""
+        """``(samples Tensor[B,A], matches Tensor[B,A], refs (gt ids) Tensor[B,G])`` -> ``cls_targets Tensor[B,A]``
+        (int64)."""
         if refs.dim() == 3:
             refs = refs[..., 0]
         ids = gather_matched(refs, matches).long() + 1

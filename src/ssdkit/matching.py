@@ -89,7 +89,7 @@ def _topk_lowest_index_on_ties(iou_ga: Tensor, k: int) -> tuple[Tensor, Tensor]:
 def max_first_index(iou_ga: Tensor) -> tuple[Tensor, Tensor]:
     """``(max, argmax)`` over gts of ``iou_ga Tensor[B, G, A]`` -> two ``Tensor[B, A]``; ties go to the lower gt.
 
-    ``torch.max(dim=1)`` reduces across the strided gt axis slowly on CPU (about 2x this); ``amax`` is fast, and the
+    ``torch.max(dim=1)`` reduces across the strided gt axis slowly on CPU; ``amax`` is fast, and the
     first gt that reaches it is found with one comparison and a small-integer ``amax`` (G < 256) or ``argmax``.
     """
     g = iou_ga.shape[1]

@@ -13,14 +13,14 @@ per image with the classes kept apart by coordinate shifts.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
+import torchvision
 from torch import Tensor, nn
 
-import torchvision
-
 from .coder import NormalizedBoxCenterDecoder
+from .constants import BOX_STDS
 
 __all__ = ["PostProcessor", "batched_class_nms", "DECODERS"]
 
@@ -66,7 +66,7 @@ class PostProcessor(nn.Module):
     """
 
     def __init__(self, num_classes: int, decoder: str = "per_class", nms_thresh: float = 0.45, nms_topk: int = 400,
-                 post_nms: int = 100, score_thresh: float = 0.01, stds: Sequence[float] = (0.1, 0.1, 0.2, 0.2),
+                 post_nms: int = 100, score_thresh: float = 0.01, stds: Sequence[float] = BOX_STDS,
                  force_suppress: bool = False):
         super().__init__()
         if num_classes < 1:

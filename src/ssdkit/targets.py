@@ -4,14 +4,15 @@ Shape legend: B batch, A anchors, G ground truths per image (rows with id < 0 ar
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .anchor_grid import cached_anchor_grid, grid_gt_anchor_iou
-from .boxes import cxcywh_to_xyxy, gt_anchor_iou, validate_gt
+from .anchors import AnchorGrid
+from .boxes import cxcywh_to_xyxy, grid_gt_anchor_iou, gt_anchor_iou, validate_gt
 from .coder import MultiClassEncoder, NormalizedBoxCenterEncoder
+from .constants import BOX_STDS
 from .matching import naive_samples, ohem_samples, ssd_match
 
 __all__ = ["SSDTargetGenerator"]
@@ -29,35 +30,33 @@ class SSDTargetGenerator(nn.Module):
             <= 0 uses no sampling: every unmatched anchor is background (the training pipeline's setting).
         stds: box encoding standard deviations.
         validate: check the ground truths and raise ``ValueError`` on bad input (one host sync per call).
-        separable_iou: compute the IoU per anchor layer as overlap widths x heights when the anchors form grids
-            (:mod:`ssdkit.anchor_grid`; bit-equal to the dense IoU, about a third of its work). ``False`` forces
-            the dense IoU.
 
-    Call: ``(anchors_cxcywh Tensor[1|A,4 or 1,A,4], cls_preds Tensor[B,A,C+1] | None, gt_boxes Tensor[B,G,4],
-    gt_ids Tensor[B,G] or Tensor[B,G,1])`` -> ``(cls_targets Tensor[B,A] int64: -1 ignore, 0 background, k+1
-    class k; box_targets Tensor[B,A,4]; box_masks Tensor[B,A,4])``.
+    Call: ``(anchors_cxcywh Tensor[A,4 or 1,A,4], cls_preds Tensor[B,A,C+1] | None, gt_boxes Tensor[B,G,4],
+    gt_ids Tensor[B,G] or Tensor[B,G,1], anchor_grid=None)`` -> ``(cls_targets Tensor[B,A] int64: -1 ignore,
+    0 background, k+1 class k; box_targets Tensor[B,A,4]; box_masks Tensor[B,A,4])``. With ``anchor_grid`` (the
+    :class:`ssdkit.anchors.AnchorGrid` of the anchors, e.g. ``net.anchor_grid_for_input()``) the IoU is computed
+    per layer as overlap widths x heights (:func:`ssdkit.boxes.grid_gt_anchor_iou`: bit-equal to the dense IoU,
+    about a third of its work).
     """
 
     def __init__(self, iou_thresh: float = 0.5, neg_thresh: float = 0.5, negative_mining_ratio: float = 3,
-                 stds: Sequence[float] = (0.1, 0.1, 0.2, 0.2), num_classes: int | None = None,
-                 validate: bool = True, separable_iou: bool = True):
+                 stds: Sequence[float] = BOX_STDS, num_classes: int | None = None,
+                 validate: bool = True):
         super().__init__()
-        self.separable_iou = separable_iou
-        self.iou_thresh = iou_thresh
-        self.neg_thresh = neg_thresh
-        self.negative_mining_ratio = negative_mining_ratio
-        self.num_classes = num_classes
-        self.validate = validate
         self.box_encoder = NormalizedBoxCenterEncoder(stds)
         self.cls_encoder = MultiClassEncoder()
+        self.iou_thresh, self.neg_thresh = iou_thresh, neg_thresh
+        self.negative_mining_ratio = negative_mining_ratio
+        self.num_classes = num_classes  # checked against the gt ids when validating
+        self.validate = validate
 
     @property
     def use_negative_sampling(self) -> bool:
         return self.negative_mining_ratio > 0
 
     @torch.no_grad()
-    def forward(self, anchors_cxcywh: Tensor, cls_preds: Tensor | None, gt_boxes: Tensor, gt_ids: Tensor
-                ) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(self, anchors_cxcywh: Tensor, cls_preds: Tensor | None, gt_boxes: Tensor, gt_ids: Tensor,
+                anchor_grid: AnchorGrid | None = None) -> tuple[Tensor, Tensor, Tensor]:
         anchors_cxcywh = torch.as_tensor(anchors_cxcywh)
         gt_boxes = torch.as_tensor(gt_boxes)
         gt_ids = torch.as_tensor(gt_ids, device=gt_boxes.device)
@@ -80,8 +79,8 @@ class SSDTargetGenerator(nn.Module):
         valid = gt_ids >= 0
         gt_boxes = torch.where(valid[..., None], gt_boxes, torch.zeros_like(gt_boxes))  # scrub padding values
         anchors_xyxy = cxcywh_to_xyxy(anchors)
-        match, max_iou = self._match(anchors, anchors_xyxy, gt_boxes, valid)
-        if self.use_negative_sampling:
+        match, max_iou = self._match(anchors_xyxy, anchor_grid, gt_boxes, valid)
+        if cls_preds is not None and self.use_negative_sampling:
             samples = ohem_samples(match, cls_preds, max_iou, self.negative_mining_ratio, self.neg_thresh)
         else:
             samples = naive_samples(match)
@@ -91,17 +90,21 @@ class SSDTargetGenerator(nn.Module):
         box_targets, box_masks = self.box_encoder(samples, match, anchors_xyxy[None], refs)
         return cls_targets, box_targets, box_masks
 
-    def _match(self, anchors: Tensor, anchors_xyxy: Tensor, gt_boxes: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
+    def _match(self, anchors_xyxy: Tensor, grid: AnchorGrid | None, gt_boxes: Tensor, valid: Tensor
+               ) -> tuple[Tensor, Tensor]:
         """``(match, max_iou)``, each ``Tensor[B, A]``, computed a few images at a time: the ``Tensor[b, G, A]``
         IoU of a chunk stays small enough for the CPU caches, which makes its many passes faster."""
-        grid = cached_anchor_grid(anchors, anchors_xyxy) if self.separable_iou else None
         b, g = valid.shape
-        chunk = max(1, _CHUNK_ELEMENTS // max(1, g * anchors.shape[0])) if anchors.device.type == "cpu" else b
+        a = anchors_xyxy.shape[0]
+        chunk = max(1, _CHUNK_ELEMENTS // max(1, g * a)) if anchors_xyxy.device.type == "cpu" else b
         out = []
         for i in range(0, b, chunk):
             boxes = gt_boxes[i:i + chunk]
-            # [b, G, A]; padding rows (zero boxes) give 0. Grid anchors (every SSD's) take the separable IoU.
-            iou_ga = grid_gt_anchor_iou(boxes, grid) if grid is not None else gt_anchor_iou(boxes, anchors_xyxy)
+            # [b, G, A]; padding rows (zero boxes) give 0
+            if grid is not None:
+                iou_ga = grid_gt_anchor_iou(boxes, anchors_xyxy, grid)
+            else:
+                iou_ga = gt_anchor_iou(boxes, anchors_xyxy)
             out.append(ssd_match(iou_ga, valid[i:i + chunk], self.iou_thresh))
         if len(out) == 1:
             return out[0]

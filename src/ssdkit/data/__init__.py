@@ -22,16 +22,28 @@ Every data set item is ``(image, target)``:
   ``G`` may be 0. Data sets expose ``classes`` (tuple of names) and ``num_classes``.
 
 Transforms (:mod:`ssdkit.data.transforms`) are ``torchvision.transforms.v2`` transforms on this
-format; :func:`detection_collate` batches it into padded tensors; :mod:`ssdkit.data.errors` holds
-the bad-sample policy (``on_bad_sample="skip" | "error"``) and :class:`BadSampleLog`.
+format (GluonCV's names and call convention in :mod:`ssdkit.data.transforms.presets.ssd`);
+:func:`detection_collate` batches it into padded tensors; :mod:`ssdkit.data.errors` holds the bad-sample
+policy (``on_bad_sample="skip" | "error"``) and :class:`BadSampleLog`; :mod:`ssdkit.data.image_io` decodes
+images, :mod:`ssdkit.data.sample` builds targets and :mod:`ssdkit.data.mixins` holds the data sets' mixins.
 """
-from .collate import TargetCollate, compute_ssd_targets, detection_collate
 from .coco import COCODetection
+from .collate import TargetCollate, compute_ssd_targets, detection_collate
 from .errors import BadSampleError, BadSampleLog, SkipBadSamples
 from .synthetic import SHAPE_CLASSES, VAL_SEED_OFFSET, SyntheticShapes
-from .transforms import (IMAGENET_MEAN, IMAGENET_STD, DivideBy255, RandomColorDistort, RandomExpand,
-                         RandomInterpolationResize, RandomIoUCrop, ResizeCV, SSDTrainTransform,
-                         SSDValTransform, random_crop_with_constraints)
+from .transforms import (
+                         IMAGENET_MEAN,
+                         IMAGENET_STD,
+                         DivideBy255,
+                         RandomColorDistort,
+                         RandomExpand,
+                         RandomInterpolationResize,
+                         RandomIoUCrop,
+                         ResizeCV,
+                         SSDTrainTransform,
+                         SSDValTransform,
+                         random_crop_with_constraints,
+)
 from .voc import VOC_CLASSES, VOCDetection, VOCFolder
 
 __all__ = [

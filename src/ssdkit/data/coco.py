@@ -28,8 +28,10 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from .errors import (AnnotationReporter, BadSampleError, BadSampleLog, PolicyLoading, check_policy,
-                     make_target, read_image)
+from .errors import AnnotationReporter, BadSampleError, BadSampleLog, check_policy
+from .image_io import read_image
+from .mixins import PolicyLoading
+from .sample import make_target
 
 __all__ = ["COCODetection", "coco_xywh_to_xyxy"]
 

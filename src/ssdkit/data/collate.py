@@ -26,10 +26,14 @@ workers when ``num_workers > 0``), as GluonCV's train transform does when given 
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from ..anchors import AnchorGrid
 
 __all__ = ["detection_collate", "TargetCollate", "compute_ssd_targets"]
 
@@ -88,18 +92,20 @@ def detection_collate(batch: Sequence[tuple[Any, dict]]) -> dict[str, Any]:
 
 
 def compute_ssd_targets(target_generator: Callable, anchors_cxcywh: Tensor, gt_boxes: Tensor,
-                        gt_ids: Tensor) -> tuple[Tensor, Tensor]:
+                        gt_ids: Tensor, anchor_grid: AnchorGrid | None = None) -> tuple[Tensor, Tensor]:
     """Run ``target_generator(anchors, None, gt_boxes, gt_ids)``; return ``(cls_targets, box_targets)``.
 
     ``anchors_cxcywh`` ``Tensor[1, A, 4]``; ``gt_boxes`` ``Tensor[B, G, 4]``; ``gt_ids`` ``Tensor[B, G]``
-    (-1 rows are padding) -> ``cls_targets Tensor[B, A]``, ``box_targets Tensor[B, A, 4]``. The one
-    place that knows the generator's calling convention.
+    (-1 rows are padding) -> ``cls_targets Tensor[B, A]``, ``box_targets Tensor[B, A, 4]``. ``anchor_grid``
+    (the anchors' :class:`ssdkit.anchors.AnchorGrid`) is passed on as a keyword when given. The one place that
+    knows the generator's calling convention.
     """
     if anchors_cxcywh.dim() == 2:
         anchors_cxcywh = anchors_cxcywh.unsqueeze(0)
+    extra = {} if anchor_grid is None else {"anchor_grid": anchor_grid}
     with torch.no_grad():
         out = target_generator(anchors_cxcywh, None, gt_boxes.to(anchors_cxcywh.dtype),
-                               gt_ids.to(anchors_cxcywh.dtype))
+                               gt_ids.to(anchors_cxcywh.dtype), **extra)
     return out[0], out[1]
 
 
@@ -109,10 +115,12 @@ class TargetCollate:
     ``target_generator`` defaults to ``ssdkit.targets.SSDTargetGenerator(negative_mining_ratio=-1)``
     (GluonCV's train transform: every unmatched anchor is background; hard negatives are mined in
     the loss). Pass it as ``collate_fn`` to a DataLoader so the targets are computed in workers.
+    ``anchor_grid`` (the anchors' :class:`ssdkit.anchors.AnchorGrid`, e.g. ``net.anchor_grid_for_input()``)
+    lets the generator compute the IoU separably; without it the dense IoU gives the same targets.
     """
 
     def __init__(self, anchors_cxcywh: Tensor, target_generator: Callable | None = None,
-                 collate_fn: Callable = detection_collate):
+                 collate_fn: Callable = detection_collate, anchor_grid: AnchorGrid | None = None):
         if target_generator is None:
             from ssdkit.targets import SSDTargetGenerator
 
@@ -122,12 +130,16 @@ class TargetCollate:
             anchors = anchors.unsqueeze(0)
         if anchors.dim() != 3 or anchors.shape[0] != 1 or anchors.shape[-1] != 4:
             raise ValueError(f"anchors_cxcywh must be Tensor[1, A, 4] or [A, 4], got {tuple(anchors.shape)}")
+        if anchor_grid is not None and anchor_grid.num_anchors != anchors.shape[1]:
+            raise ValueError(f"anchor_grid describes {anchor_grid.num_anchors} anchors, anchors_cxcywh has "
+                             f"{anchors.shape[1]}")
         self.anchors_cxcywh = anchors
+        self.anchor_grid = anchor_grid
         self.target_generator = target_generator
         self.collate_fn = collate_fn
 
     def __call__(self, batch: Sequence[tuple[Any, dict]]) -> dict[str, Any]:
         out = self.collate_fn(batch)
         out["cls_targets"], out["box_targets"] = compute_ssd_targets(
-            self.target_generator, self.anchors_cxcywh, out["gt_boxes"], out["gt_ids"])
+            self.target_generator, self.anchors_cxcywh, out["gt_boxes"], out["gt_ids"], self.anchor_grid)
         return out

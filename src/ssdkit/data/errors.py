@@ -19,21 +19,13 @@ producing it in ``target["bad_samples"]`` (a list of ``(path, reason)``);
 :func:`ssdkit.data.collate.detection_collate` gathers them into ``batch["bad_samples"]`` and the
 main process adds them to its log with :meth:`BadSampleLog.record_batch`. The log keeps each
 ``(path, reason)`` once, so the same problem seen in several places is not counted twice.
-
-The module also holds the two loading helpers the data sets share: :func:`read_image` (decode, or
-raise :class:`BadSampleError`) and :func:`make_target` (the common target dict of :mod:`ssdkit.data`).
 """
 from __future__ import annotations
 
+import importlib
 import logging
-import os
-import warnings
-from typing import Any, Callable, Iterable, Sequence
-
-import numpy as np
-import torch
-from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image, read_file
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 __all__ = [
     "BadSampleError",
@@ -41,8 +33,7 @@ __all__ = [
     "SkipBadSamples",
     "check_policy",
     "load_with_policy",
-    "read_image",
-    "make_target",
+    "attach_problems",
 ]
 
 LOGGER = logging.getLogger("ssdkit.data")
@@ -101,7 +92,7 @@ class BadSampleLog:
         self.extend(batch.get("bad_samples", ()) if isinstance(batch, dict) else ())
         return len(self) - before
 
-    def merge(self, other: "BadSampleLog") -> None:
+    def merge(self, other: BadSampleLog) -> None:
         self.extend(other.entries)
 
     @property
@@ -200,31 +191,6 @@ def attach_problems(sample: Any, problems: Sequence[tuple[str, str]]) -> Any:
     return sample
 
 
-class NamedClasses:
-    """Mixin: ``classes`` (names, in label order) and ``num_classes`` (background excluded) from ``self._classes``."""
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return self._classes
-
-    @property
-    def num_classes(self) -> int:
-        return len(self._classes)
-
-
-class PolicyLoading(NamedClasses):
-    """Mixin for file-backed data sets: ``__getitem__`` loads ``self.load_raw(i)`` under the bad-sample policy,
-    then applies ``self.transform``. Needs ``load_raw``, ``transform``, ``on_bad_sample``, ``bad_sample_log`` and
-    ``_known_bad``."""
-
-    def __getitem__(self, index: int):
-        sample, _, problems = load_with_policy(self.load_raw, index, len(self), self.on_bad_sample,
-                                               self.bad_sample_log, self._known_bad)
-        if self.transform is not None:
-            sample = self.transform(*sample)
-        return attach_problems(sample, problems) if self.on_bad_sample == "skip" else sample
-
-
 class SkipBadSamples:
     """Wrap any map-style data set whose ``__getitem__`` raises :class:`BadSampleError` on bad input.
 
@@ -255,43 +221,11 @@ class SkipBadSamples:
         return attach_problems(sample, problems) if self.on_bad_sample == "skip" else sample
 
 
-# --- loading helpers shared by the file-backed data sets -------------------------------------------
-
-def read_image(path: str) -> tv_tensors.Image:
-    """Decode ``path`` to an RGB uint8 ``tv_tensors.Image`` ``[3, H, W]``.
-
-    Raises :class:`BadSampleError` naming the file when it is missing, empty or cannot be decoded.
-    """
-    if not os.path.isfile(path):
-        raise BadSampleError(path, "image file not found")
-    try:
-        with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs in favour of TorchCodec
-            warnings.filterwarnings("ignore", message=".*image decoding and encoding capabilities",
-                                    category=DeprecationWarning)
-            data = read_file(path)
-            if data.numel() == 0:
-                raise BadSampleError(path, "image file is empty")
-            image = decode_image(data, mode=ImageReadMode.RGB)
-    except BadSampleError:
-        raise
-    except Exception as err:  # torchvision raises RuntimeError/ValueError for corrupt data
-        raise BadSampleError(path, f"cannot decode image ({type(err).__name__}: {err})") from None
-    if image.ndim != 3 or image.shape[0] != 3 or image.shape[1] == 0 or image.shape[2] == 0:
-        raise BadSampleError(path, f"decoded image has unusable shape {tuple(image.shape)}")
-    return tv_tensors.Image(image)
+_MOVED = {"read_image": "image_io", "make_target": "sample", "NamedClasses": "mixins", "PolicyLoading": "mixins"}
 
 
-def make_target(boxes_xyxy, labels, difficult, height: int, width: int, **extra) -> dict:
-    """Build a target in the common format (see :mod:`ssdkit.data`).
-
-    ``boxes_xyxy`` array-like ``[G, 4]`` pixels, ``labels`` ``[G]``, ``difficult`` ``[G]``;
-    ``extra`` (``image_id``, ``path`` ...) is copied as is.
-    """
-    boxes = torch.as_tensor(np.asarray(boxes_xyxy, dtype=np.float32).reshape(-1, 4))
-    target = {
-        "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(int(height), int(width))),
-        "labels": torch.as_tensor(np.asarray(labels, dtype=np.int64).reshape(-1)),
-        "difficult": torch.as_tensor(np.asarray(difficult, dtype=np.uint8).reshape(-1)),
-    }
-    target.update(extra)
-    return target
+def __getattr__(name: str) -> Any:
+    """Names that moved to modules of their own stay importable from here."""
+    if name in _MOVED:
+        return getattr(importlib.import_module(f"{__package__}.{_MOVED[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -40,7 +40,8 @@ import numpy as np
 import torch
 from torchvision import tv_tensors
 
-from .errors import NamedClasses, make_target
+from .mixins import NamedClasses
+from .sample import make_target
 
 __all__ = ["SyntheticShapes", "SHAPE_CLASSES", "VAL_SEED_OFFSET", "DEFAULT_OBJECT_RANGE"]
 

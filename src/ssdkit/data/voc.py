@@ -24,6 +24,7 @@ when loaded and replaced by the next valid sample (``"skip"``) or raised (``"err
 from __future__ import annotations
 
 import glob
+import hashlib
 import math
 import os
 from dataclasses import dataclass
@@ -33,17 +34,13 @@ import numpy as np
 import torch
 from defusedxml import ElementTree
 
-from .errors import (AnnotationReporter, BadSampleError, BadSampleLog, PolicyLoading, check_policy,
-                     make_target, read_image)
+from ..constants import VOC_CLASSES
+from .errors import AnnotationReporter, BadSampleError, BadSampleLog, check_policy
+from .image_io import read_image
+from .mixins import PolicyLoading
+from .sample import make_target
 
-__all__ = ["VOC_CLASSES", "VOCAnnotation", "parse_voc_xml", "VOCDetection", "VOCFolder"]
-
-#: GluonCV's class order (ids 0-19).
-VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-    "tvmonitor",
-)
+__all__ = ["VOC_CLASSES", "VOCAnnotation", "parse_voc_xml", "VOCDetection", "VOCFolder", "holdout_split"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp", ".webp")
 
@@ -323,11 +320,31 @@ class VOCDetection(_VOCBase):
         super().__init__(items, classes, transform, keep_difficult, on_bad_sample, lowercase=True)
 
 
+HOLDOUT_NAMES = ("val", "valid", "validation", "test")
+HOLDOUT_PERCENT = 10
+
+
+def holdout_split(image_ids: Sequence[str], percent: int = HOLDOUT_PERCENT) -> set[str]:
+    """The ids held out for validation: those whose SHA-1 falls in the first ``percent`` % of its range, so an
+    image stays on its side whatever else is in the folder. A folder of 2+ images where none falls there holds
+    out the one of smallest hash."""
+    def bucket(image_id: str) -> int:
+        return int.from_bytes(hashlib.sha1(image_id.encode("utf-8")).digest()[:8], "big")
+
+    cut = percent * 2**64 // 100
+    held = {i for i in image_ids if bucket(i) < cut}
+    if not held and len(image_ids) > 1:
+        held = {min(image_ids, key=bucket)}
+    return held
+
+
 class VOCFolder(_VOCBase):
     """A VOC-format folder with your own classes (GluonCV's ``CustomVOCDetection``).
 
     ``root/Annotations/*.xml``, ``root/JPEGImages/``, optional ``root/ImageSets/Main/<split>.txt``.
-    ``split=None`` (or no ``ImageSets/Main`` folder at all) uses every XML in ``Annotations``.
+    ``split=None`` uses every XML in ``Annotations``. Without an ``ImageSets/Main`` folder a named split is cut
+    from the XMLs by :func:`holdout_split`: ``val`` / ``valid`` / ``validation`` / ``test`` is a deterministic
+    ~10 % of the image ids, any other name (``train``) the rest; ``holdout`` then says so (else it is None).
     ``classes=None`` collects the names from all XMLs in ``Annotations`` (so every split agrees),
     sorted. Names are matched after ``strip()`` (case kept). The image is ``JPEGImages/<id>.jpg``,
     else the XML's ``<filename>``, else ``<id>`` with another common image extension.
@@ -343,6 +360,7 @@ class VOCFolder(_VOCBase):
             raise FileNotFoundError(f"VOC folder has no Annotations directory: {ann_dir}")
         sets_dir = os.path.join(self.root, "ImageSets", "Main")
         self.split = split
+        self.holdout: str | None = None
         if split is not None and os.path.isdir(sets_dir):
             split_file = os.path.join(sets_dir, split + ".txt")
             if not os.path.isfile(split_file):
@@ -352,6 +370,13 @@ class VOCFolder(_VOCBase):
         else:
             stems = sorted(os.path.splitext(os.path.basename(p))[0]
                            for p in glob.glob(os.path.join(ann_dir, "*.xml")))
+            if split is not None:
+                held = holdout_split(stems)
+                is_val = split in HOLDOUT_NAMES
+                self.holdout = (f"{self.root} has no ImageSets/Main: split {split!r} is "
+                                f"{'the' if is_val else 'all but the'} {len(held)} of {len(stems)} images held out "
+                                f"for validation by a hash of the image id (about {HOLDOUT_PERCENT} %)")
+                stems = [s for s in stems if (s in held) == is_val]
         items = [(stem, os.path.join(ann_dir, stem + ".xml"), os.path.join(img_dir, stem + ".jpg"))
                  for stem in stems]
         trees: dict[str, Any] = {}

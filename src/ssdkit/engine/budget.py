@@ -12,6 +12,7 @@ The functions here are pure except :func:`measure_speed` and :func:`apply_time_b
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -113,73 +114,54 @@ def fit_to_budget(recipe: RunShape, seconds_left: float, images_per_s: float, ev
                       f"on this machine ({images_per_s:.1f} images/s, {eval_s:.1f} s per evaluation)")
 
 
-def measure_speed(cfg: TrainConfig, data_shape: int, rank: int, world: int) -> tuple[float, float]:
+def measure_speed(cfg: TrainConfig, rank: int, world: int) -> tuple[float, float]:
     """``(training images/s of all processes together, seconds of one evaluation of the val split)`` of a
-    throwaway copy of the run: ``PROBE_STEPS`` timed steps on dense images (the slowest epochs) after
-    ``PROBE_WARMUP_STEPS``, and rank 0 timing ``PROBE_EVAL_BATCHES`` validation batches. Every process gets the
-    same numbers (the slowest process's steps count)."""
-    from ..loss import SSDMultiBoxLoss
-    from . import builders
+    throwaway copy of the run (built by :func:`~ssdkit.engine.builders.build_run` into a temporary folder):
+    ``PROBE_STEPS`` timed steps on dense images (the slowest epochs) after ``PROBE_WARMUP_STEPS``, and rank 0
+    timing ``PROBE_EVAL_BATCHES`` validation batches. Every process gets the same numbers (the slowest process's
+    steps count)."""
+    from .builders import build_run
     from .distributed import all_reduce_sum
-    from .schedule import make_scheduler
-    from .trainer import amp_dtype_for, channels_last_for, evaluate, train_one_epoch
+    from .trainer import evaluate, train_one_epoch
 
     steps = PROBE_WARMUP_STEPS + PROBE_STEPS
-    probe = dataclasses.replace(cfg, synthetic_train_size=steps * cfg.batch_size,
-                                synthetic_val_size=PROBE_EVAL_BATCHES * cfg.batch_size,
-                                lr=cfg.lr * 1e-3, output=None)
-    train_set, val_set, classes = builders.build_datasets(probe, data_shape)
-    device = builders.select_device(cfg.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", torch.cuda.current_device())
-    net = builders.build_model(probe, classes).to(device)
-    amp_dtype = amp_dtype_for(device, cfg.amp)
-    if channels_last_for(device, amp_dtype):
-        net.to(memory_format=torch.channels_last)
-    train_net = net if world == 1 else torch.nn.parallel.DistributedDataParallel(
-        net, device_ids=[device] if device.type == "cuda" else None)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    anchors = builders.model_anchors(net, data_shape, device)
-    optimizer = builders.build_optimizer(net, probe)
-    loss_fn = SSDMultiBoxLoss(normalization=probe.loss_norm)
-    warm = torch.utils.data.Subset(train_set, range(PROBE_WARMUP_STEPS * cfg.batch_size))
-    timed = torch.utils.data.Subset(train_set, range(PROBE_WARMUP_STEPS * cfg.batch_size, len(train_set)))
-    seconds = []
-    for part in (warm, timed):
-        loader = builders.build_loader(part, probe, train=True, anchors=anchors, shard=(rank, world))
-        scheduler = make_scheduler(optimizer, len(loader), [], 1.0)
-        start = time.perf_counter()
-        train_one_epoch(train_net, loader, loss_fn, optimizer, scheduler, device, 0, scaler, amp_dtype,
-                        log_interval=10 ** 9, progress=False)
-        seconds.append(time.perf_counter() - start)
-    eval_s = 0.0
-    if rank == 0:
-        metric = builders.build_metric(probe, classes, val_set, data_shape)
-        start = time.perf_counter()
-        evaluate(net, builders.build_loader(val_set, probe, train=False), metric, device)
-        eval_s = (time.perf_counter() - start) * cfg.synthetic_val_size / len(val_set)
-    # the step time of the slowest process and rank 0's evaluation time, the same on every process
-    train_s = torch.tensor([seconds[1]], dtype=torch.float64)
+    with tempfile.TemporaryDirectory(prefix="ssdkit-budget-") as folder:
+        probe = dataclasses.replace(cfg, synthetic_train_size=steps * cfg.batch_size, epochs=1, lr_decay_epochs=[],
+                                    warmup_epochs=0.0, synthetic_val_size=PROBE_EVAL_BATCHES * cfg.batch_size,
+                                    lr=cfg.lr * 1e-3, output=folder, resume=None, time_budget=0, progress=False)
+        parts = build_run(probe, rank, world)
+        parts.prepare_epoch(0)
+        parts.train_loader.sampler.set_epoch(0)
+        marks: list[float] = []
+        train_one_epoch(parts.train_net, parts.train_loader, parts.loss_fn, parts.optimizer, parts.scheduler,
+                        parts.device, 0, parts.scaler, parts.amp_dtype, log_interval=10 ** 9, progress=False,
+                        on_step=lambda state: marks.append(time.perf_counter()) if len(marks) < PROBE_WARMUP_STEPS
+                        else None)
+        train_s = torch.tensor([time.perf_counter() - marks[-1]], dtype=torch.float64)
+        eval_s = 0.0
+        if rank == 0:
+            start = time.perf_counter()
+            evaluate(parts.net, parts.val_loader, parts.metric, parts.device)
+            eval_s = (time.perf_counter() - start) * cfg.synthetic_val_size / len(parts.val_set)
+        if parts.logger is not None:
+            parts.logger.close()
+    # the slowest process's steps and rank 0's evaluation, the same numbers on every process
     if world > 1:
         torch.distributed.all_reduce(train_s, op=torch.distributed.ReduceOp.MAX)
     eval_s = float(all_reduce_sum(torch.tensor([eval_s], dtype=torch.float64)).item())
-    return len(timed) / float(train_s.item()), eval_s
+    return PROBE_STEPS * cfg.batch_size / float(train_s.item()), eval_s
 
 
-def apply_time_budget(cfg: TrainConfig, data_shape: int, say: Callable[[str], None], rank: int,
-                      world: int) -> TrainConfig:
+def apply_time_budget(cfg: TrainConfig, say: Callable[[str], None], rank: int, world: int) -> TrainConfig:
     """The trainer's hook: ``cfg`` fitted to ``cfg.time_budget`` minutes (counted from ``cfg.extra[START_KEY]``),
     or ``cfg`` itself without a budget, when resuming, or for a recipe of at most ``SMALL_RECIPE_IMAGES`` training
-    images (measuring would cost a good share of its time). Rank 0 announces the choice. The random state is seeded
-    again afterwards as :func:`~ssdkit.engine.trainer.fit` seeds it, so the fitted run is the same as one given
-    the fitted recipe directly."""
+    images (measuring would cost a good share of its time). Rank 0 announces the choice. The run's own
+    :func:`~ssdkit.engine.builders.build_run` seeds everything again, so the fitted run is the same as one given the
+    fitted recipe directly."""
     if not cfg.time_budget or cfg.resume or cfg.epochs * cfg.synthetic_train_size <= SMALL_RECIPE_IMAGES:
         return cfg
     started = float(cfg.extra.get(START_KEY, time.time()))
-    images_per_s, eval_s = measure_speed(cfg, data_shape, rank, world)
-    from .builders import seed_everything
-
-    seed_everything(cfg.seed + rank)
+    images_per_s, eval_s = measure_speed(cfg, rank, world)
     recipe = RunShape(cfg.epochs, cfg.synthetic_train_size, tuple(cfg.lr_decay_epochs), cfg.synthetic_dense_epochs,
                       cfg.val_interval, cfg.batch_size)
     budget_s = cfg.time_budget * 60.0

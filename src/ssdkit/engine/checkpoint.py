@@ -1,6 +1,11 @@
 """Checkpoints: model, optimizer, scheduler, epoch, RNG states and config, written atomically.
 
 Loaded with ``torch.load(..., weights_only=True)``: everything stored is tensors, numbers, strings, lists and dicts.
+
+A checkpoint taken inside an epoch (``--checkpoint-steps``, SIGTERM) also holds ``progress``: the epoch, the steps
+done in it and the epoch's running loss sums, and ``ranks``: every process's RNG state and its not yet reduced
+loss window, so that a resumed run continues with exactly the batches, random numbers and logged losses of the
+run left alone.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state"]
+__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "Checkpointer"]
 
 
 def rng_state() -> dict[str, Any]:
@@ -70,3 +75,59 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ConfigError(f"{path} is not an ssdkit training checkpoint (no 'model' and 'config' entries)")
     return ckpt
+
+
+class Checkpointer:
+    """Saves and restores the state of one run into ``folder`` (rank 0 saves; every rank restores).
+
+    ``meta`` is stored as is in every checkpoint (config, classes, model name, data shape); ``scaler`` and
+    ``guard`` may be None.
+    """
+
+    def __init__(self, folder: str, net, optimizer, scheduler, scaler=None, guard=None,
+                 meta: dict[str, Any] | None = None, enabled: bool = True):
+        self.folder = folder
+        self.net, self.optimizer, self.scheduler, self.scaler, self.guard = net, optimizer, scheduler, scaler, guard
+        self.meta = dict(meta or {})
+        self.enabled = enabled
+
+    def path(self, name: str) -> str:
+        return os.path.join(self.folder, name)
+
+    def save(self, name: str, epoch_done: int, best: float, progress: dict[str, Any] | None = None,
+             ranks: list[dict[str, Any]] | None = None, bad_samples: list | None = None) -> str | None:
+        """Write ``name`` atomically; ``epoch_done`` is the last finished epoch (0-based, -1 for none)."""
+        if not self.enabled:
+            return None
+        payload = {
+            "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+            "epoch": epoch_done, "best_map": best, "rng": rng_state(),
+            "bad_samples": [list(e) for e in bad_samples or ()], **self.meta,
+        }
+        if progress is not None:
+            payload["progress"] = progress
+        if ranks is not None:
+            payload["ranks"] = ranks
+        path = self.path(name)
+        save_checkpoint(path, payload)
+        return path
+
+    def restore(self, ckpt: dict[str, Any], rank: int = 0) -> dict[str, Any]:
+        """Load ``ckpt`` into the run's objects. Returns ``start_epoch``, ``best``, ``progress`` (None at an epoch
+        boundary), ``rank_state`` (this rank's saved RNG state and loss window, or None) and ``bad_samples``."""
+        self.net.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        if self.scaler is not None and ckpt.get("scaler"):
+            self.scaler.load_state_dict(ckpt["scaler"])
+        ranks = ckpt.get("ranks")
+        rank_state = ranks[rank] if ranks and rank < len(ranks) else None
+        if self.guard is not None and rank_state and rank_state.get("guard"):
+            self.guard.load_state_dict(rank_state["guard"])
+        set_rng_state(rank_state["rng"] if rank_state else ckpt["rng"])
+        progress = ckpt.get("progress")
+        return {"start_epoch": int(progress["epoch"]) if progress else int(ckpt["epoch"]) + 1,
+                "best": float(ckpt.get("best_map", -1.0)), "progress": progress, "rank_state": rank_state,
+                "bad_samples": [tuple(e) for e in ckpt.get("bad_samples", ())]}

@@ -74,7 +74,9 @@ class TrainConfig:
     # the run measures its speed first and shrinks the recipe to fit (see engine/budget.py)
     time_budget: float | None = None
     output: str | None = None
-    resume: str | None = None
+    resume: str | None = None      # a checkpoint, or "auto": the output folder's last.pt when there is one
+    checkpoint_steps: int = 0      # also save last.pt every N steps inside an epoch (0: at epoch ends only)
+    max_bad_steps: int = 10        # stop after this many steps in a row with a non-finite loss or gradient
     val_interval: int | None = None
     save_interval: int = 10
     log_interval: int = 20
@@ -178,6 +180,10 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"--match-iou must be in (0, 1], got {out.match_iou}")
     if out.lr <= 0:
         raise ConfigError(f"--lr must be positive, got {out.lr}")
+    if out.checkpoint_steps < 0:
+        raise ConfigError(f"--checkpoint-steps must be >= 0, got {out.checkpoint_steps}")
+    if out.max_bad_steps < 1:
+        raise ConfigError(f"--max-bad-steps must be at least 1, got {out.max_bad_steps}")
     if out.num_workers < 0:
         raise ConfigError(f"--num-workers must be >= 0, got {out.num_workers}")
     if out.procs < 1:

@@ -1,26 +1,34 @@
-"""Data-parallel training in several processes on one machine (``--procs N``): the distributed helpers.
+"""Data-parallel training in several processes: ``--procs N`` on one machine, or ``torchrun`` on one or many.
 
-``run_in_processes(fn, cfg, say)`` starts ``N - 1`` child processes and runs rank 0 in the calling process, so the
-caller keeps its console messages, its return value and its exceptions. Every rank calls ``fn(cfg, say, rank,
-world)`` inside a process group: gloo on the CPU (each process takes its share of the cores), NCCL with one GPU
-per process on CUDA. Gradients are averaged by ``DistributedDataParallel``; the loss's batch-wise normalization
-sums the positives of all processes (:func:`ssdkit.loss.global_positive_count`), as GluonCV does across devices.
+:func:`launch` runs ``fn(cfg, say, rank, world)`` in every process of the run, inside a process group (gloo on the
+CPU, NCCL with one GPU per process on CUDA), and returns rank 0's result:
 
-A child that fails reports its error through a queue, and rank 0 raises it with the child's message.
+* under ``torchrun`` (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT`` in the
+  environment) this process joins with ``init_method="env://"`` as the rank torchrun gave it;
+* with ``cfg.procs > 1`` it starts ``N - 1`` child processes and runs rank 0 in the calling process, so the
+  caller keeps its console messages, its return value and its exceptions; a child that fails reports its error
+  through a queue, and rank 0 raises it with the child's message;
+* otherwise it calls ``fn`` directly (rank 0 of 1).
+
+Gradients are averaged by ``DistributedDataParallel``; the loss's batch-wise normalization sums the positives of
+all processes (:func:`ssdkit.loss.global_positive_count`), as GluonCV does across devices.
 """
 from __future__ import annotations
 
 import datetime
 import os
 import socket
+import threading
+import time
 import traceback
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["run_in_processes", "is_distributed", "world_size", "all_reduce_sum", "gather_bad_samples",
-           "ProcessFailed"]
+__all__ = ["launch", "run_in_processes", "torchrun_env", "is_distributed", "world_size", "all_reduce_sum",
+           "gather_bad_samples", "gather_objects", "broadcast_object", "ProcessFailed", "TorchrunEnv"]
 
 # long enough for rank 0 to evaluate a large validation set while the others wait at their next collective
 _TIMEOUT = datetime.timedelta(hours=6)
@@ -50,25 +58,72 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     return t
 
 
+def gather_objects(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order, on every rank (a collective); ``[obj]`` when not distributed."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any) -> Any:
+    """Rank 0's ``obj`` on every rank (a collective); ``obj`` itself when not distributed."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+@dataclass(frozen=True)
+class TorchrunEnv:
+    rank: int
+    world: int
+    local_rank: int
+    local_world: int
+
+
+def torchrun_env() -> TorchrunEnv | None:
+    """The rank of this process when ``torchrun`` (or another launcher with its variables) started it."""
+    env = os.environ
+    if not all(k in env for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")):
+        return None
+    world = int(env["WORLD_SIZE"])
+    return TorchrunEnv(rank=int(env["RANK"]), world=world, local_rank=int(env.get("LOCAL_RANK", 0)),
+                       local_world=int(env.get("LOCAL_WORLD_SIZE", world)))
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-def _init(rank: int, world: int, port: int, device_type: str) -> None:
+def _init(rank: int, world: int, local_rank: int, init_method: str, device_type: str) -> None:
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
-        torch.cuda.set_device(rank % max(1, torch.cuda.device_count()))
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world,
-                            timeout=_TIMEOUT)
+        torch.cuda.set_device(local_rank % max(1, torch.cuda.device_count()))
+    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world, timeout=_TIMEOUT)
 
 
-def _child(fn, cfg_dict: dict[str, Any], rank: int, world: int, port: int, device_type: str, errors) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """A child of a killed rank 0 (SIGKILL, a lost machine) would wait in its next collective for hours: end it."""
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="ssdkit-parent-watch").start()
+
+
+def _child(fn, cfg_dict: dict[str, Any], rank: int, world: int, port: int, device_type: str, errors,
+           parent: int) -> None:
     from .config import TrainConfig
 
+    _exit_with_parent(parent)
     try:
-        _init(rank, world, port, device_type)
+        _init(rank, world, rank, f"tcp://127.0.0.1:{port}", device_type)
         try:
             fn(TrainConfig.from_dict(cfg_dict), lambda message: None, rank, world)
         finally:
@@ -91,13 +146,13 @@ def run_in_processes(fn: Callable, cfg, say: Callable[[str], None], device_type:
     # procs > 1 needs the usual ``if __name__ == "__main__":`` guard.
     ctx = mp.get_context("spawn")
     errors = ctx.SimpleQueue()
-    children = [ctx.Process(target=_child, args=(fn, cfg.to_dict(), rank, world, port, device_type, errors),
+    children = [ctx.Process(target=_child, args=(fn, cfg.to_dict(), rank, world, port, device_type, errors, os.getpid()),
                             daemon=False) for rank in range(1, world)]  # may start DataLoader workers
     for p in children:
         p.start()
     finished = False
     try:
-        _init(0, world, port, device_type)
+        _init(0, world, 0, f"tcp://127.0.0.1:{port}", device_type)
         try:
             result = fn(cfg, say, 0, world)
             finished = True
@@ -118,6 +173,20 @@ def run_in_processes(fn: Callable, cfg, say: Callable[[str], None], device_type:
             if p.is_alive():
                 p.terminate()
                 p.join()
+
+
+def launch(fn: Callable, cfg, say: Callable[[str], None], device_type: str = "cpu"):
+    """Run ``fn(cfg, say, rank, world)`` in every process of the run (see the module docstring)."""
+    env = torchrun_env()
+    if env is not None:
+        _init(env.rank, env.world, env.local_rank, "env://", device_type)
+        try:
+            return fn(cfg, say if env.rank == 0 else (lambda message: None), env.rank, env.world)
+        finally:
+            dist.destroy_process_group()
+    if cfg.procs > 1:
+        return run_in_processes(fn, cfg, say, device_type)
+    return fn(cfg, say, 0, 1)
 
 
 def gather_bad_samples(log) -> None:

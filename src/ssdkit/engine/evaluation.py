@@ -67,7 +67,8 @@ def predict_images(path: str, images: Sequence[str], score_thresh: float = 0.3, 
     from torchvision.io import write_png
     from torchvision.utils import draw_bounding_boxes
 
-    from ..data.errors import BadSampleError, read_image
+    from ..data.errors import BadSampleError
+    from ..data.image_io import read_image
     from ..data.transforms import SSDValTransform
 
     dev = select_device(device)

@@ -1,10 +1,17 @@
-"""The training loop: ``train_one_epoch``, ``evaluate`` and ``fit`` (the whole run of ``ssdkit train``)."""
+"""The training engine: ``train_one_epoch`` and ``evaluate`` (one pass each) and ``fit`` (a whole run).
+
+``fit(cfg)`` resolves the configuration, starts the run's processes (:func:`.distributed.launch`: one, ``--procs``
+or ``torchrun``), and in each of them assembles the run's parts once (:func:`.builders.build_run`) and hands them
+to :func:`train`, the epoch loop, which takes those objects and no configuration.
+"""
 from __future__ import annotations
 
-import json
+import dataclasses
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -14,16 +21,20 @@ import torch
 from ..boxes import clip_boxes_xyxy
 from ..loss import SSDMultiBoxLoss
 from .budget import START_KEY, apply_time_budget
-from .builders import (build_datasets, build_loader, build_metric, build_model, build_optimizer, model_anchors,
-                       prepare_train_epoch, seed_everything, select_device, share_cpu_cores,
-                       synthetic_object_range)
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .builders import RunParts, build_run, channels_last_for, metric_key, select_device
+from .checkpoint import load_checkpoint, rng_state, set_rng_state
 from .config import ConfigError, TrainConfig, resolve_config
-from .distributed import all_reduce_sum, gather_bad_samples, run_in_processes, world_size
-from .logger import RunLogger
-from .schedule import make_scheduler
+from .distributed import (all_reduce_sum, broadcast_object, gather_bad_samples, gather_objects, launch,
+                          torchrun_env, world_size)
+from .guard import NonFiniteGuard
 
-__all__ = ["train_one_epoch", "evaluate", "fit", "FitResult", "metric_key"]
+__all__ = ["train_one_epoch", "evaluate", "fit", "train", "FitResult", "EpochState", "NonFiniteStop", "metric_key"]
+
+_SKIP_ROW = (0.0, 0.0, 0.0, 0.0, 1.0)  # a skipped step adds nothing to the loss sums, one to the skip count
+
+
+class NonFiniteStop(FloatingPointError):
+    """Too many steps in a row had a non-finite loss or gradient; the message names the step and the LR."""
 
 
 @dataclass
@@ -36,10 +47,46 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     bad_samples: str = ""
     table: str = ""
+    stopped: str = ""   # "SIGTERM" when a signal ended the run early (its state is in last.pt)
+    rank: int = 0
 
 
-def metric_key(dataset: str) -> str:
-    return "coco_ap" if dataset == "coco" else "voc07_map"
+@dataclass
+class EpochState:
+    """Where one epoch stands. ``sums`` (all ranks together): loss, cls loss, box loss, counted steps, skipped
+    steps; ``window``: this rank's part since the last log interval, on the device."""
+
+    epoch: int
+    steps: int = 0
+    images: int = 0
+    seconds: float = 0.0
+    sums: list[float] = field(default_factory=lambda: [0.0] * 5)
+    window: torch.Tensor | None = None
+    stop: str = ""
+
+    def progress(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "steps": self.steps, "images": self.images, "seconds": self.seconds,
+                "sums": list(self.sums)}
+
+
+class _StopOnSignal:
+    """Turns SIGTERM (what schedulers send before preemption) into a request the loop reads between steps."""
+
+    def __init__(self):
+        self.requested = ""
+        self._previous = None
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGTERM, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        self.requested = "SIGTERM"
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):
@@ -50,25 +97,42 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
     return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
 
 
+def _lr_at(scheduler, step: int) -> float:
+    """The learning rate the schedule gave at ``step`` (1-based count of steps)."""
+    lambdas = getattr(scheduler, "lr_lambdas", None)
+    if lambdas:
+        return float(scheduler.base_lrs[0] * lambdas[0](max(0, step - 1)))
+    return float(scheduler.get_last_lr()[0])
+
+
 def train_one_epoch(net, loader, loss_fn: SSDMultiBoxLoss, optimizer, scheduler, device: torch.device, epoch: int,
                     scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
                     log_interval: int = 20, on_log: Callable[[int, dict[str, float]], None] | None = None,
-                    bad_samples=None, progress: bool = True) -> dict[str, float]:
-    """One pass over ``loader``; returns the epoch's mean ``loss``, ``cls_loss``, ``box_loss`` and ``images_per_s``.
+                    bad_samples=None, progress: bool = True, guard: NonFiniteGuard | None = None,
+                    state: EpochState | None = None, on_step: Callable[[EpochState], None] | None = None,
+                    stop: _StopOnSignal | None = None) -> dict[str, float]:
+    """One pass over ``loader``; returns the epoch's mean ``loss``, ``cls_loss``, ``box_loss``, ``images_per_s``,
+    ``steps`` and ``skipped`` (steps the guard skipped).
 
-    Loss values are read from the device only every ``log_interval`` steps (one sync), not every step.
-    Under ``torch.distributed`` (``net`` wrapped in ``DistributedDataParallel``) every process takes its share of
-    each batch; the logged losses and images/s are those of all processes together.
+    Nothing is read from the device between log intervals: the per-step path has no host synchronisation. Every
+    ``log_interval`` steps the loss window of all processes is summed (one collective), ``on_log(step, values)``
+    is called, the guard's stop condition is checked (raises :class:`NonFiniteStop`) and so is ``stop`` (a
+    SIGTERM; in one process it is checked every step). ``state`` continues a partly trained epoch;
+    ``on_step(state)`` runs after every step (step checkpoints). Under ``DistributedDataParallel`` every process
+    takes its share of each batch; the logged losses and images/s are those of all processes together.
     """
     net.train()
     world = world_size()
-    sums = torch.zeros(3, dtype=torch.float64)
-    pending = torch.zeros(3, device=device)
-    n_steps = 0
-    logged_at = 0
-    n_images = 0
-    start = time.perf_counter()
-    bar = _progress(loader, len(loader), f"epoch {epoch}", progress)
+    guard = guard or NonFiniteGuard(optimizer, device, patience=2**31, scaler=scaler)
+    state = state or EpochState(epoch)
+    if state.window is None:
+        state.window = torch.zeros(5, device=device)
+    state.window = state.window.to(device)
+    skip_row = torch.tensor(_SKIP_ROW, device=device)
+    one_zero = torch.tensor((1.0, 0.0), device=device)
+    start = time.perf_counter() - state.seconds
+    end = state.steps + len(loader)  # the epoch's last step (the loader skips the steps a resumed epoch did)
+    bar = _progress(loader, len(loader), f"epoch {epoch + 1}", progress)
     for batch in bar:
         if bad_samples is not None:
             bad_samples.record_batch(batch)
@@ -83,43 +147,67 @@ def train_one_epoch(net, loader, loss_fn: SSDMultiBoxLoss, optimizer, scheduler,
         loss = sum_loss.sum()
         # DDP averages gradients over the processes; each one's loss is its share of the global batch's loss
         # (normalized by the positives of all processes), so scale by the process count to get their sum
-        backprop = loss * world if world > 1 else loss
+        backprop = guard.guard_loss(loss * world if world > 1 else loss, loss)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(backprop).backward()
-            scaler.step(optimizer)
-            scaler.update()
+            guard.scaled_step()
         else:
             backprop.backward()
-            optimizer.step()
+            guard.step()
         scheduler.step()
-        pending += torch.stack((loss.detach(), cls_loss.detach().sum(), box_loss.detach().sum())).float()
-        n_steps += 1
-        n_images += images.shape[0] * world
-        if n_steps % log_interval == 0:
-            window = all_reduce_sum(pending).double().cpu()  # the global batch's loss (every rank logs it)
-            sums += window
-            pending.zero_()
-            values = (window / (n_steps - logged_at)).tolist()
-            logged_at = n_steps
-            if not all(math.isfinite(v) for v in values):
-                raise FloatingPointError(f"the loss became {values[0]} at epoch {epoch + 1}, step {n_steps}; "
-                                         f"try a lower --lr or a longer --warmup-epochs")
-            rate = n_images / max(time.perf_counter() - start, 1e-9)
-            logged = {"loss": values[0], "cls_loss": values[1], "box_loss": values[2],
-                      "lr": optimizer.param_groups[0]["lr"], "images_per_s": rate}
-            if hasattr(bar, "set_postfix"):
-                bar.set_postfix(loss=f"{values[0]:.3f}", img_s=f"{rate:.1f}")
-            if on_log is not None:
-                on_log(n_steps, logged)
-    sums += all_reduce_sum(pending).double().cpu()
-    steps = max(n_steps, 1)
-    if not math.isfinite(sums[0].item()):
-        raise FloatingPointError(f"the loss became {sums[0].item()} in epoch {epoch + 1}; "
-                                 f"try a lower --lr or a longer --warmup-epochs")
-    elapsed = max(time.perf_counter() - start, 1e-9)
-    return {"loss": sums[0].item() / steps, "cls_loss": sums[1].item() / steps, "box_loss": sums[2].item() / steps,
-            "images_per_s": n_images / elapsed, "steps": n_steps}
+        bad = guard.bad_loss if scaler is not None else guard.found_inf
+        row = torch.cat((torch.stack((loss.detach(), cls_loss.detach().sum(), box_loss.detach().sum())).float(),
+                         one_zero))
+        state.window += torch.where(bad > 0, skip_row, row)
+        state.steps += 1
+        state.images += images.shape[0] * world
+        if state.steps % log_interval == 0:
+            _reduce_window(state, guard, scheduler, optimizer, stop, epoch, on_log, bar, start)
+        if on_step is not None:
+            on_step(state)
+        if stop is not None and (stop.requested if world == 1 else state.stop) and state.steps < end:
+            state.stop = stop.requested or state.stop
+            break
+    _reduce_window(state, guard, scheduler, optimizer, stop, epoch, None, bar, start)
+    state.seconds = max(time.perf_counter() - start, 1e-9)
+    counted = max(state.sums[3], 1.0)
+    return {"loss": state.sums[0] / counted, "cls_loss": state.sums[1] / counted, "box_loss": state.sums[2] / counted,
+            "images_per_s": state.images / state.seconds, "steps": state.steps, "skipped": int(state.sums[4])}
+
+
+def _reduce_window(state: EpochState, guard: NonFiniteGuard, scheduler, optimizer, stop, epoch: int, on_log,
+                   bar, start: float) -> None:
+    """Sum the loss windows of all processes into ``state.sums`` (with the stop flags), log, check the guard."""
+    flags = torch.stack((guard.counters[3] >= 0, torch.tensor(bool(stop and stop.requested),
+                                                               device=guard.counters.device))).double()
+    packed = all_reduce_sum(torch.cat((state.window.double(), flags))).cpu().tolist()
+    state.window.zero_()
+    world = world_size()  # every rank counts the same steps: the step counts are per rank, the losses summed
+    window, guard_hit, stop_any = packed[:3] + [packed[3] / world, packed[4] / world], packed[5], packed[6]
+    state.sums = [a + b for a, b in zip(state.sums, window)]
+    if stop_any:
+        state.stop = (stop.requested if stop else "") or "SIGTERM"
+    if guard_hit:
+        counts = guard.read()
+        at = counts["stop_step"] if counts["stop_step"] > 0 else counts["steps"]
+        raise NonFiniteStop(
+            f"stopping: {guard.patience} steps in a row had a non-finite loss or gradient (the last at step {at}, "
+            f"epoch {epoch + 1}, learning rate {_lr_at(scheduler, at):.6g}; {counts['skipped']} skipped in all); "
+            f"likely causes: a learning rate too high for this batch size (lower --lr or lengthen --warmup-epochs), "
+            f"boxes or images that are broken, or float16 overflow (try --no-amp)")
+    if on_log is None or window[3] + window[4] == 0:
+        return
+    counted = max(window[3], 1.0)
+    values = [v / counted for v in window[:3]]
+    if window[3] and not all(math.isfinite(v) for v in values):
+        values = [float("nan")] * 3
+    rate = state.images / max(time.perf_counter() - start, 1e-9)
+    logged = {"loss": values[0], "cls_loss": values[1], "box_loss": values[2],
+              "lr": optimizer.param_groups[0]["lr"], "images_per_s": rate, "skipped": window[4]}
+    if hasattr(bar, "set_postfix"):
+        bar.set_postfix(loss=f"{values[0]:.3f}", img_s=f"{rate:.1f}")
+    on_log(state.steps, logged)
 
 
 @torch.no_grad()
@@ -155,49 +243,19 @@ def _metric_extras(metric, batch) -> dict[str, Any]:
     return {}
 
 
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU runs bfloat16 convolutions natively (AVX512-BF16 / AMX); elsewhere bf16 is emulated, slow."""
-    try:
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
-
-
-def amp_dtype_for(device: torch.device, amp: bool | None) -> torch.dtype | None:
-    """Autocast dtype: ``amp`` True forces it on, False off, None (auto) turns it on where it is native and fast:
-    float16 on CUDA, bfloat16 on CPUs with native bf16."""
-    if amp is False:
-        return None
-    if device.type == "cuda":
-        return torch.float16
-    if amp or (device.type == "cpu" and cpu_has_native_bf16()):
-        return torch.bfloat16
-    return None
-
-
-def channels_last_for(device: torch.device, amp_dtype: torch.dtype | None) -> bool:
-    """Whether the run keeps its convs in NHWC: on CPU always (oneDNN's native layout: no reorder per conv, also
-    in float32 with AVX2 only), on CUDA under autocast (tensor cores)."""
-    return device.type == "cpu" or (device.type == "cuda" and amp_dtype is not None)
-
-
-def _default_output(cfg: TrainConfig) -> str:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    return os.path.join("runs", f"{cfg.model}-{cfg.dataset}-{stamp}")
-
-
-def fit(cfg: TrainConfig, say: Callable[[str], None] = print) -> FitResult:
-    """Run a whole training: build, (resume), train, evaluate every ``val_interval`` epochs, checkpoint, plot.
-
-    ``last.pt`` is written after every epoch, ``best.pt`` when the validation metric improves and
-    ``epoch_XXXX.pt`` every ``save_interval`` epochs; all atomically, so an interrupted run keeps them.
-    With ``procs > 1`` the run trains in that many processes (data parallel, see :mod:`.distributed`); this
-    process is rank 0, which alone evaluates, logs and writes checkpoints.
-    """
+def prepare_config(cfg: TrainConfig) -> TrainConfig:
+    """Resolve ``cfg``: ``--resume auto``, the recipe saved in a checkpoint (it wins over the presets), the
+    process count under ``torchrun``, the presets and the default run folder."""
+    cfg = dataclasses.replace(cfg)
+    if cfg.resume == "auto":
+        if not cfg.output:
+            raise ConfigError("--resume auto needs --output (the run folder to continue when it has a last.pt)")
+        last = os.path.join(cfg.output, "last.pt")
+        cfg.resume = last if os.path.isfile(last) else None
     if cfg.resume:
         saved = TrainConfig.from_dict(load_checkpoint(cfg.resume)["config"])
         # the saved recipe wins; only where-to-run options may change on resume
-        for keep in ("device", "num_workers", "progress", "on_bad_sample"):
+        for keep in ("device", "num_workers", "progress", "on_bad_sample", "checkpoint_steps", "max_bad_steps"):
             setattr(saved, keep, getattr(cfg, keep))
         for maybe in ("epochs", "procs"):  # the run's own unless given again
             if getattr(cfg, maybe) is not None:
@@ -205,163 +263,162 @@ def fit(cfg: TrainConfig, say: Callable[[str], None] = print) -> FitResult:
         saved.output = cfg.output or saved.output or os.path.dirname(os.path.abspath(cfg.resume))
         saved.resume = cfg.resume
         cfg = saved
+    env = torchrun_env()
+    if env is not None:  # torchrun decides the processes; --batch-size stays the global batch
+        cfg.procs = env.world
     cfg = resolve_config(cfg)
     cfg.extra = {START_KEY: time.time(), **cfg.extra}  # the time budget's clock (the CLI starts it earlier)
     if not cfg.output:
-        cfg.output = _default_output(cfg)
-    device = select_device(cfg.device)
-    if cfg.procs > 1:
-        return run_in_processes(_train, cfg, say, device.type)
-    return _train(cfg, say, 0, 1)
+        cfg.output = os.path.join("runs", f"{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
+    return cfg
 
 
-def _train(cfg: TrainConfig, say: Callable[[str], None], rank: int, world: int) -> FitResult:
-    """One process's part of :func:`fit` (``cfg`` resolved); rank 0 evaluates, logs and saves."""
-    device = select_device(cfg.device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", torch.cuda.current_device())
-    share_cpu_cores(device, cfg.num_workers, world)
-    seed_everything(cfg.seed + rank)
-    resume_ckpt = load_checkpoint(cfg.resume) if cfg.resume else None
-    main = rank == 0
+def fit(cfg: TrainConfig, say: Callable[[str], None] = print) -> FitResult:
+    """Run a whole training: build, (resume), train, evaluate every ``val_interval`` epochs, checkpoint, plot.
 
+    ``last.pt`` is written after every epoch (and every ``checkpoint_steps`` steps), ``best.pt`` when the
+    validation metric improves and ``epoch_XXXX.pt`` every ``save_interval`` epochs; all atomically. In several
+    processes (``procs > 1`` or ``torchrun``) rank 0 alone evaluates, logs and writes the run folder.
+    """
+    cfg = prepare_config(cfg)
+    return launch(_worker, cfg, say, select_device(cfg.device).type)
+
+
+def _worker(cfg: TrainConfig, say: Callable[[str], None], rank: int, world: int) -> FitResult:
+    """One process of the run: every rank runs rank 0's configuration (its run folder, its resume decision)."""
+    cfg = TrainConfig.from_dict(broadcast_object(cfg.to_dict()))
+    cfg = apply_time_budget(cfg, say, rank, world)  # --time-budget: measure this machine, then fit the recipe
+    return train(build_run(cfg, rank, world), say)
+
+
+def _start_epoch(parts: RunParts, epoch: int, progress: dict | None, rank_state: dict | None) -> EpochState:
+    """Seed and position everything for ``epoch``; from a checkpoint taken inside it, skip the steps done."""
+    seed = parts.plan.seed
+    # every epoch's shuffle and augmentation depend only on (seed, epoch): a resumed run replays them
+    parts.loader_gen.manual_seed(seed * 1000 + epoch)
+    torch.manual_seed(seed * 1000 + epoch + 100_003 * parts.rank)
+    parts.prepare_epoch(epoch)  # the synthetic set's new images (workers start after this)
+    parts.train_loader.sampler.set_epoch(epoch)
+    state = EpochState(epoch)
+    if progress is not None and int(progress["epoch"]) == epoch:
+        state = EpochState(epoch, steps=int(progress["steps"]), images=int(progress["images"]),
+                           seconds=float(progress["seconds"]), sums=[float(v) for v in progress["sums"]])
+        parts.train_loader.sampler.set_start(state.steps * parts.train_loader.batch_size)
+        if rank_state is not None:
+            state.window = rank_state["window"].clone()
+            set_rng_state(rank_state["rng"])
+    return state
+
+
+def _save(parts: RunParts, names: list[str], epoch_done: int, best: float, bad, state: EpochState | None = None):
+    """Checkpoint ``names`` (a collective: every rank sends its RNG state, loss window and guard counters)."""
+    window = state.window.detach().cpu() if state is not None and state.window is not None else torch.zeros(5)
+    ranks = gather_objects({"rng": rng_state(), "window": window, "guard": parts.guard.state_dict()})
+    if not parts.main or (state is not None and parts.guard.read()["streak"] > 0):
+        return  # a run inside a streak of bad steps keeps its last good checkpoint
+    for name in names:
+        parts.checkpointer.save(name, epoch_done, best, state.progress() if state else None, ranks, bad.entries)
+
+
+def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
+    """The epoch loop over an assembled run: train, evaluate, checkpoint, stop on SIGTERM, plot."""
     from ..data.errors import BadSampleLog
+    from ..metrics.report import format_ap_table
 
-    data_shape = cfg.data_shape or _model_data_shape(cfg.model)
-    cfg = apply_time_budget(cfg, data_shape, say, rank, world)  # --time-budget: measure, then fit the recipe
-    train_set, val_set, classes = build_datasets(cfg, data_shape)
-    net = build_model(cfg, classes)
-    if tuple(net.classes) != tuple(classes):
-        raise ConfigError(f"model {cfg.model} predicts {len(net.classes)} classes but the data set has "
-                          f"{len(classes)}: use a *_custom model")
-    net.to(device)
-    cfg.data_shape = data_shape
-    cfg.classes = list(classes)
-    anchors = model_anchors(net, data_shape, device)
-    loss_fn = SSDMultiBoxLoss(normalization=cfg.loss_norm)
-    optimizer = build_optimizer(net, cfg)
-    loader_gen = torch.Generator()
-    train_loader = build_loader(train_set, cfg, train=True, anchors=anchors, generator=loader_gen,
-                                shard=(rank, world))
-    val_loader = build_loader(val_set, cfg, train=False)
-    scheduler = make_scheduler(optimizer, len(train_loader), cfg.lr_decay_epochs, cfg.lr_decay, cfg.warmup_epochs)
-    amp_dtype = amp_dtype_for(device, cfg.amp)
-    if channels_last_for(device, amp_dtype):
-        net.to(memory_format=torch.channels_last)
-    train_net = net
-    if world > 1:  # the model of every rank starts from rank 0's weights (DDP broadcasts them)
-        train_net = torch.nn.parallel.DistributedDataParallel(net, device_ids=[device] if device.type == "cuda"
-                                                              else None)
-    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
-    metric = build_metric(cfg, classes, val_set, data_shape)
-    key = metric_key(cfg.dataset)
-
-    start_epoch, best = 0, -1.0
-    if resume_ckpt is not None:
-        net.load_state_dict(resume_ckpt["model"])
-        optimizer.load_state_dict(resume_ckpt["optimizer"])
-        scheduler.load_state_dict(resume_ckpt["scheduler"])
-        if scaler is not None and resume_ckpt.get("scaler"):
-            scaler.load_state_dict(resume_ckpt["scaler"])
-        start_epoch = int(resume_ckpt["epoch"]) + 1
-        best = float(resume_ckpt.get("best_map", -1.0))
-        set_rng_state(resume_ckpt["rng"])
-        say(f"resumed from {cfg.resume} at epoch {start_epoch}")
-
-    if main:
-        os.makedirs(cfg.output, exist_ok=True)
-        with open(os.path.join(cfg.output, "config.json"), "w") as f:
-            json.dump(cfg.to_dict(), f, indent=2)
-    logger = RunLogger(cfg.output) if main else None
+    plan, logger, key = parts.plan, parts.logger, parts.metric_key
     bad = BadSampleLog()
-    for ds in (train_set, val_set):
+    for ds in (parts.train_set, parts.val_set):
         if getattr(ds, "bad_sample_log", None):
             bad.merge(ds.bad_sample_log)
-    say(f"training {cfg.model} on {cfg.dataset} ({len(train_set)} train / {len(val_set)} val images, "
-        f"{len(classes)} classes) for {cfg.epochs} epochs on {device}"
-        f"{f' in {world} processes' if world > 1 else ''}; run folder: {cfg.output}")
-    if cfg.dataset == "synthetic" and cfg.synthetic_dense_epochs > 0:
-        dense = min(cfg.synthetic_dense_epochs, cfg.epochs)
-        (low, high), (low_after, high_after) = synthetic_object_range(cfg, 0), synthetic_object_range(cfg, dense)
-        later = f", then {low_after}-{high_after}" if dense < cfg.epochs else ""
-        say(f"  training images hold {low}-{high} objects in epochs 1-{dense}{later} "
-            f"(--synthetic-train-objects, --synthetic-dense-epochs)")
-    iters = len(train_loader)
+    start_epoch, best, progress, rank_state = 0, -1.0, None, None
+    if parts.resume is not None:
+        restored = parts.checkpointer.restore(parts.resume, parts.rank)
+        start_epoch, best, progress = restored["start_epoch"], restored["best"], restored["progress"]
+        rank_state = restored["rank_state"]
+        bad.extend(restored["bad_samples"])
+        where = f", step {progress['steps']}" if progress else ""
+        say(f"resumed from {parts.resume_path} at epoch "
+            f"{start_epoch + 1}{where}")
+    say(f"training {parts.checkpointer.meta['model_name']} on {plan.dataset} ({len(parts.train_set)} train / {len(parts.val_set)} val "
+        f"images, {len(parts.classes)} classes) for {plan.epochs} epochs on {parts.device}"
+        f"{f' in {parts.world} processes' if parts.world > 1 else ''}; run folder: {plan.output}")
+    for note in parts.notes:
+        say(note)
+    iters = len(parts.train_loader)
     t0 = time.perf_counter()
-    last_map = float("nan")
+    last_map, table, stopped = float("nan"), "", ""
     epoch = start_epoch - 1
-    table = ""
 
-    def checkpoint(path: str, epoch_done: int, best_value: float) -> None:
-        if not main:
-            return
-        save_checkpoint(path, {
-            "model": net.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict() if scaler is not None else None, "epoch": epoch_done,
-            "best_map": best_value, "rng": rng_state(), "config": cfg.to_dict(),
-            "classes": list(classes), "model_name": cfg.model, "data_shape": data_shape,
-        })
+    def on_log(step: int, values: dict[str, float], e: int) -> None:
+        if logger is not None:
+            logger.log_train(e * iters + step, e + step / iters, values)
+        if values["skipped"]:
+            say(f"epoch {e + 1} step {step}: skipped {int(values['skipped'])} step(s) with a non-finite loss or "
+                f"gradient ({parts.guard.read()['skipped']} so far)")
+
+    def on_step(state: EpochState) -> None:
+        if plan.checkpoint_steps and state.steps % plan.checkpoint_steps == 0 and state.steps < iters:
+            _save(parts, ["last.pt"], state.epoch - 1, best, bad, state)
 
     try:
-        for epoch in range(start_epoch, cfg.epochs):
-            # every epoch's shuffle and augmentation depend only on (seed, epoch): a resumed run replays them
-            loader_gen.manual_seed(cfg.seed * 1000 + epoch)
-            torch.manual_seed(cfg.seed * 1000 + epoch + 100_003 * rank)
-            prepare_train_epoch(train_set, cfg, epoch)  # the synthetic set's new images (workers start after this)
-            if hasattr(train_loader.sampler, "set_epoch"):  # DistributedSampler: this epoch's shuffle
-                train_loader.sampler.set_epoch(epoch)
-            on_log = (lambda s, v, e=epoch: logger.log_train(e * iters + s, e + s / iters, v)) if main else None
-            stats = train_one_epoch(
-                train_net, train_loader, loss_fn, optimizer, scheduler, device, epoch, scaler, amp_dtype,
-                cfg.log_interval, on_log, bad, cfg.progress and main)
-            row: dict[str, Any] = {"epoch": epoch + 1, "lr": optimizer.param_groups[0]["lr"],
-                                   "train_loss": stats["loss"], "train_cls_loss": stats["cls_loss"],
-                                   "train_box_loss": stats["box_loss"], "images_per_s": stats["images_per_s"]}
-            is_eval = (epoch + 1) % cfg.val_interval == 0 or epoch + 1 == cfg.epochs
-            msg = (f"epoch {epoch + 1}/{cfg.epochs}  loss {stats['loss']:.4f} (cls {stats['cls_loss']:.4f}, "
-                   f"box {stats['box_loss']:.4f})  {stats['images_per_s']:.1f} img/s")
-            if is_eval and main:  # the other ranks wait for rank 0 in their next collective
-                names, values = evaluate(net, val_loader, metric, device, bad)
-                last_map = float(values[-1])
-                row[key] = last_map
-                row["elapsed_s"] = round(time.perf_counter() - t0, 1)
-                logger.log_eval(row, (epoch + 1) * iters)
-                msg += f"  {key} {last_map:.4f}"
-                if last_map > best:
-                    best = last_map
-                    checkpoint(os.path.join(cfg.output, "best.pt"), epoch, best)
-                from ..metrics.report import format_ap_table
-
-                table = format_ap_table(names, values, title=f"{key} after epoch {epoch + 1}")
-            checkpoint(os.path.join(cfg.output, "last.pt"), epoch, best)
-            if (epoch + 1) % cfg.save_interval == 0:
-                checkpoint(os.path.join(cfg.output, f"epoch_{epoch + 1:04d}.pt"), epoch, best)
-            say(msg)
-        if world > 1:  # one summary of the skipped samples of every rank
-            gather_bad_samples(bad)
+        with _StopOnSignal() as stop:
+            for epoch in range(start_epoch, plan.epochs):
+                state = _start_epoch(parts, epoch, progress, rank_state)
+                progress = rank_state = None
+                stats = train_one_epoch(
+                    parts.train_net, parts.train_loader, parts.loss_fn, parts.optimizer, parts.scheduler,
+                    parts.device, epoch, parts.scaler, parts.amp_dtype, plan.log_interval,
+                    lambda s, v, e=epoch: on_log(s, v, e), bad, plan.progress, parts.guard, state, on_step, stop)
+                if state.stop and state.steps < iters:
+                    _save(parts, ["last.pt"], epoch - 1, best, bad, state)
+                    stopped = state.stop
+                    say(f"{stopped}: stopped in epoch {epoch + 1} after step {state.steps}; its state is in "
+                        f"{parts.checkpointer.path('last.pt')} (continue with --resume auto or --resume <that file>)")
+                    break
+                row: dict[str, Any] = {"epoch": epoch + 1, "lr": parts.optimizer.param_groups[0]["lr"],
+                                       "train_loss": stats["loss"], "train_cls_loss": stats["cls_loss"],
+                                       "train_box_loss": stats["box_loss"], "images_per_s": stats["images_per_s"],
+                                       "skipped_steps": stats["skipped"]}
+                msg = (f"epoch {epoch + 1}/{plan.epochs}  loss {stats['loss']:.4f} (cls {stats['cls_loss']:.4f}, "
+                       f"box {stats['box_loss']:.4f})  {stats['images_per_s']:.1f} img/s")
+                if stats["skipped"]:
+                    msg += f"  {stats['skipped']} step(s) skipped (non-finite)"
+                improved = False
+                if ((epoch + 1) % plan.val_interval == 0 or epoch + 1 == plan.epochs) and parts.main:
+                    names, values = evaluate(parts.net, parts.val_loader, parts.metric, parts.device, bad)
+                    last_map = float(values[-1])
+                    row[key] = last_map
+                    row["elapsed_s"] = round(time.perf_counter() - t0, 1)
+                    logger.log_eval(row, (epoch + 1) * iters)
+                    msg += f"  {key} {last_map:.4f}"
+                    improved, best = last_map > best, max(best, last_map)
+                    table = format_ap_table(names, values, title=f"{key} after epoch {epoch + 1}")
+                names = ["last.pt"] + (["best.pt"] if improved else [])
+                names += [f"epoch_{epoch + 1:04d}.pt"] if (epoch + 1) % plan.save_interval == 0 else []
+                _save(parts, names, epoch, best, bad)  # the other ranks wait here for rank 0's evaluation
+                say(msg)
+                if state.stop:
+                    stopped = state.stop
+                    say(f"{stopped}: stopped after epoch {epoch + 1}; continue with --resume auto")
+                    break
+            if parts.world > 1:  # one summary of the skipped samples of every rank
+                gather_bad_samples(bad)
+    except NonFiniteStop as err:
+        last = parts.checkpointer.path("last.pt")
+        kept = f"; the last good checkpoint is {last}" if os.path.isfile(last) else ""
+        raise NonFiniteStop(f"{err}{kept}") from None
     except KeyboardInterrupt:
-        say(f"interrupted during epoch {epoch + 1}; the last finished epoch is in "
-            f"{os.path.join(cfg.output, 'last.pt')} (continue with --resume)")
+        say(f"interrupted during epoch {epoch + 1}; the last saved state is in "
+            f"{parts.checkpointer.path('last.pt')} (continue with --resume)")
         raise
     finally:
         if logger is not None:
             logger.plot(key)
             logger.close()
-    if table:
+    if table and not stopped:
         say(table)
     if len(bad):
         say(bad.summary())
-    return FitResult(output=cfg.output, best_map=best, last_map=last_map, epochs_run=epoch + 1 - start_epoch,
+    return FitResult(output=plan.output, best_map=best, last_map=last_map, epochs_run=epoch + 1 - start_epoch,
                      seconds=time.perf_counter() - t0, history=logger.eval_rows if logger else [],
-                     bad_samples=bad.summary(),
-                     table=table)
-
-
-def _model_data_shape(name: str) -> int:
-    from ..models.presets import PRESETS
-
-    if name not in PRESETS:
-        from ..models import list_models
-
-        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
-    return PRESETS[name].data_shape
+                     bad_samples=bad.summary(), table=table, stopped=stopped, rank=parts.rank)

@@ -128,6 +128,7 @@ class COCODetectionMetric:
                 annotations. Only used with ``data_shape``.
         """
         boxes, labels, scores = _batch(pred_bboxes, pred_labels, pred_scores, "pred", 0)
+        assert scores is not None  # _batch returns the scores it was given
         b = boxes.shape[0]
         if image_ids is None:
             if self._current + b > len(self._img_ids):
@@ -150,7 +151,7 @@ class COCODetectionMetric:
     def _scales(self, ids: list[int], orig_sizes: Any) -> np.ndarray:
         if self.data_shape is None:
             return np.ones((len(ids), 2))
-        hw = [(self.coco.imgs[i]["height"], self.coco.imgs[i]["width"]) for i in ids]
+        hw: list[Any] = [(self.coco.imgs[i]["height"], self.coco.imgs[i]["width"]) for i in ids]
         if orig_sizes is not None:
             given = _to_numpy(orig_sizes, "orig_sizes").reshape(-1, 2).tolist()
             if len(given) != len(ids):
@@ -217,7 +218,8 @@ class COCODetectionMetric:
             return float(np.mean(p)) if p.size else float("nan")
 
         cat_index = {c: i for i, c in enumerate(coco_eval.params.catIds)}
-        names, values = [], []
+        names: list[str] = []
+        values: list[float] = []
         for k in sorted(self.contiguous_id_to_json):
             names.append(f"AP/{self.class_names[len(names)]}")
             column = cat_index[self.contiguous_id_to_json[k]]

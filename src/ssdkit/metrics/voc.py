@@ -19,13 +19,9 @@ At :meth:`VOCMApMetric.get` the detections of each class are pooled over all ima
 same way, and turned into precision/recall; classes without non-difficult gts get AP nan and the mAP is
 the nanmean over classes.
 
-Tie order. GluonCV sorts with ``np.argsort`` (introsort, not stable), and with equal scores the visiting
-order changes both the greedy matching and the precision curve. NumPy >= 1.25 sorts floats with SIMD
-code on AVX-512/AVX2 machines, which orders ties differently from the NumPy 1.2x that GluonCV runs on.
-:func:`legacy_argsort` therefore reproduces the permutation of NumPy 1.23's ``aquicksort`` exactly
-(median-of-three quicksort, insertion sort below 17 items, heapsort past the depth limit). It only does
-that work where the answer can differ: segments whose tied items are interchangeable are finished with a
-stable sort.
+Tie order: GluonCV sorts with ``np.argsort`` (introsort, not stable), and with equal scores the visiting
+order changes both the greedy matching and the precision curve; :mod:`ssdkit.metrics.legacy_sort` reproduces
+NumPy 1.23's permutation.
 """
 from __future__ import annotations
 
@@ -34,254 +30,10 @@ from typing import Any
 
 import numpy as np
 
+from ..boxes import paired_box_iou_numpy
+from .legacy_sort import SMALL_QUICKSORT, legacy_argsort, legacy_descending, stable_argsort
+
 __all__ = ["VOC07MApMetric", "VOCMApMetric", "legacy_argsort", "match_detections", "voc07_ap", "voc_ap"]
-
-
-# ----------------------------------------------------------------------------------------------------
-# NumPy 1.2x argsort (kind="quicksort") for 1-D arrays
-# ----------------------------------------------------------------------------------------------------
-
-_SMALL_QUICKSORT = 15  # segments with pr - pl <= 15 (at most 16 items) are insertion-sorted
-_VECTOR_PARTITION_MIN = 128  # partition segments at least this long with NumPy, shorter ones in Python
-
-
-def _stable_argsort(values: np.ndarray, descending: bool = False) -> np.ndarray:
-    """``np.argsort(values, kind="stable")`` (``[::-1]`` of it when ``descending``) for 1-D ``values``.
-
-    float32 values and non-negative integers below 2**32 are sorted as packed ``uint64`` keys
-    (order-preserving bits << 32 | position) with ``np.sort``, several times faster than NumPy's
-    indirect stable sort; other dtypes fall back to it.
-    """
-    v = np.asarray(values)
-    n = v.size
-    if n < 2:
-        return np.arange(n, dtype=np.int64)
-    if v.dtype == np.float32:
-        bits = (v + np.float32(0)).view(np.uint32)  # + 0 turns -0.0 into +0.0, which compares equal
-        primary = np.where(bits >> np.uint32(31), ~bits, bits | np.uint32(0x80000000))
-    elif v.dtype.kind in "iub" and v.min() >= 0 and v.max() < 2 ** 16 and not descending:
-        return np.argsort(v.astype(np.uint16), kind="stable")  # a radix sort
-    elif v.dtype.kind in "iub" and n < 2 ** 32 and v.min() >= 0 and v.max() < 2 ** 32:
-        primary = v.astype(np.uint32)
-    else:
-        order = np.argsort(v, kind="stable")
-        return order[::-1].copy() if descending else order
-    position = np.arange(n, dtype=np.uint64)
-    if descending:  # reversed stable order: largest first, later position first among equals
-        primary = ~primary
-        position = position[::-1]
-    keys = np.sort((primary.astype(np.uint64) << np.uint64(32)) | position)
-    order = (keys & np.uint64(0xFFFFFFFF)).astype(np.int64)
-    return (n - 1 - order) if descending else order
-
-
-def legacy_argsort(values: Any, key: Any = None) -> np.ndarray:
-    """``np.argsort(values)`` as NumPy 1.23 computes it (introsort), for a 1-D array without NaN.
-
-    Args:
-        values: ``[K]`` numbers.
-        key: optional ``[K]`` labels. When given, items with equal values *and* equal keys are treated as
-            interchangeable and may come out in any order among themselves (this is what makes the
-            function fast: only tie groups whose members differ in ``key`` are tracked exactly).
-    Returns:
-        ``int64 [K]`` permutation.
-    """
-    v = np.asarray(values)
-    if v.ndim != 1:
-        raise ValueError(f"legacy_argsort: values must be 1-D, got shape {v.shape}")
-    if v.dtype.kind == "f" and np.isnan(v).any():
-        raise ValueError("legacy_argsort: values contain NaN")
-    n = v.size
-    stable = _stable_argsort(v)
-    if n <= _SMALL_QUICKSORT + 1:  # pure insertion sort, which is stable
-        return stable
-    sorted_v = v[stable]
-    tie_with_next = sorted_v[1:] == sorted_v[:-1]
-    if not tie_with_next.any():
-        return stable
-    new_value = np.concatenate(([True], ~tie_with_next))
-    rank_sorted = np.cumsum(new_value) - 1
-    starts = np.flatnonzero(new_value)
-    if key is None:
-        tracked = np.diff(np.append(starts, n)) >= 2
-    else:
-        k = np.asarray(key).reshape(-1)
-        if k.shape != v.shape:
-            raise ValueError(f"legacy_argsort: key shape {k.shape} differs from values shape {v.shape}")
-        k_sorted = k[stable]
-        tracked = np.minimum.reduceat(k_sorted, starts) != np.maximum.reduceat(k_sorted, starts)
-    if not tracked.any():
-        return stable
-    ranks = np.empty(n, dtype=np.int64)
-    ranks[stable] = rank_sorted
-    tags = np.where(tracked[ranks], ranks, -1)
-    perm = np.arange(n, dtype=np.int64)
-    _introsort(ranks, tags, perm)
-    # Every segment left "to sort" (insertion-sort leaves and interchangeable segments) is sorted here in
-    # one stable pass: segments are value-ordered among themselves, so this sorts each one in place.
-    return perm[_stable_argsort(ranks[perm])]
-
-
-def _introsort(ranks: np.ndarray, tags: np.ndarray, perm: np.ndarray) -> None:
-    """Run NumPy 1.23's ``aquicksort_`` on ``perm`` (by ``ranks[perm]``) in place, partition by partition.
-
-    Segments without two members of one tracked tie group are not followed further (nor pushed): their
-    order is settled by the caller's final stable sort, as are NumPy's insertion-sorted leaves of at
-    most 16 items (insertion sort is stable).
-    """
-    n = perm.size
-    stack: list[tuple[int, int, int]] = []
-    pl, pr = 0, n - 1
-    cdepth = 2 * (n.bit_length() - 1)  # npy_get_msb(n) * 2
-    while True:
-        if cdepth < 0:
-            _heapsort_segment(ranks, perm, pl, pr)
-        else:
-            while pr - pl > _SMALL_QUICKSORT:
-                if pr - pl + 1 >= _VECTOR_PARTITION_MIN:
-                    pi = _partition_numpy(ranks, perm, pl, pr)
-                else:
-                    pi = _partition_python(ranks, perm, pl, pr)
-                cdepth -= 1
-                t = tags[perm[pl:pr + 1]]
-                left_open = _has_tracked_pair(t[:pi - pl])
-                right_open = _has_tracked_pair(t[pi - pl + 1:])
-                # NumPy keeps working on the smaller side and pushes the larger one.
-                if pi - pl < pr - pi:
-                    if right_open:
-                        stack.append((pi + 1, pr, cdepth))
-                    pr, still_open = pi - 1, left_open
-                else:
-                    if left_open:
-                        stack.append((pl, pi - 1, cdepth))
-                    pl, still_open = pi + 1, right_open
-                if not still_open:
-                    break
-        if not stack:
-            return
-        pl, pr, cdepth = stack.pop()
-
-
-def _has_tracked_pair(tags: np.ndarray) -> bool:
-    """True when two of ``tags`` (>= 0 for members of tracked tie groups) name the same group."""
-    t = tags[tags >= 0]
-    if t.size < 2:
-        return False
-    t.sort()
-    return bool((t[1:] == t[:-1]).any())
-
-
-def _partition_python(ranks: np.ndarray, perm: np.ndarray, pl: int, pr: int) -> int:
-    """One quicksort partition of ``perm[pl:pr + 1]`` item by item; returns the pivot's final index."""
-    seg = perm[pl:pr + 1].tolist()
-    val = ranks[seg].tolist()
-
-    def swap(i: int, j: int) -> None:
-        seg[i], seg[j] = seg[j], seg[i]
-        val[i], val[j] = val[j], val[i]
-
-    hi = pr - pl
-    m = hi >> 1
-    if val[m] < val[0]:
-        swap(m, 0)
-    if val[hi] < val[m]:
-        swap(hi, m)
-    if val[m] < val[0]:
-        swap(m, 0)
-    vp = val[m]
-    i, j = 0, hi - 1
-    swap(m, j)
-    while True:
-        i += 1
-        while val[i] < vp:
-            i += 1
-        j -= 1
-        while vp < val[j]:
-            j -= 1
-        if i >= j:
-            break
-        swap(i, j)
-    swap(i, hi - 1)
-    perm[pl:pr + 1] = seg
-    return pl + i
-
-
-def _partition_numpy(ranks: np.ndarray, perm: np.ndarray, pl: int, pr: int) -> int:
-    """The same partition as :func:`_partition_python`, with the scan-and-swap loop vectorised.
-
-    The left scan stops at the items ``>= pivot`` (positions ``ge``, ascending), the right scan at the
-    items ``<= pivot`` (positions ``le``, descending); the k-th exchange swaps ``ge[k]`` and ``le[k]``
-    until the scans cross at the first k with ``ge[k] >= le[k]``. The left scan then ends on
-    ``min(ge[k], le[k - 1])`` (``le[k - 1]`` holds a swapped-in item ``>= pivot``).
-    """
-    seg = perm[pl:pr + 1]  # a view: swaps write through to perm
-    val = ranks[seg]
-    hi = pr - pl
-    m = hi >> 1
-
-    def swap(i: int, j: int) -> None:
-        seg[i], seg[j] = seg[j], seg[i]
-        val[i], val[j] = val[j], val[i]
-
-    if val[m] < val[0]:
-        swap(m, 0)
-    if val[hi] < val[m]:
-        swap(hi, m)
-    if val[m] < val[0]:
-        swap(m, 0)
-    vp = val[m]
-    swap(m, hi - 1)
-    ge = np.flatnonzero(val[1:hi] >= vp) + 1
-    le = np.flatnonzero(val[:hi - 1] <= vp)[::-1]
-    k = min(ge.size, le.size)
-    crossed = int(np.argmax(ge[:k] >= le[:k]))  # always exists: ge ends at hi - 1, le ends at 0
-    if crossed:
-        left, right = ge[:crossed], le[:crossed]
-        moved = seg[left].copy()
-        seg[left] = seg[right]
-        seg[right] = moved
-        pi = int(min(ge[crossed], le[crossed - 1]))
-    else:
-        pi = int(ge[0])
-    seg[pi], seg[hi - 1] = seg[hi - 1], seg[pi]
-    return pl + pi
-
-
-def _heapsort_segment(ranks: np.ndarray, perm: np.ndarray, pl: int, pr: int) -> None:
-    """NumPy's ``aheapsort_`` on ``perm[pl:pr + 1]`` (the introsort fallback); 1-based heap indices."""
-    n = pr - pl + 1
-    if n < 2:
-        return
-    heap = [0] + perm[pl:pr + 1].tolist()
-    val = dict(zip(heap[1:], ranks[heap[1:]].tolist()))
-
-    def sift(item: int, i: int, size: int) -> None:
-        j = 2 * i
-        while j <= size:
-            if j < size and val[heap[j]] < val[heap[j + 1]]:
-                j += 1
-            if val[item] < val[heap[j]]:
-                heap[i] = heap[j]
-                i = j
-                j += j
-            else:
-                break
-        heap[i] = item
-
-    for top in range(n >> 1, 0, -1):
-        sift(heap[top], top, n)
-    size = n
-    while size > 1:
-        item = heap[size]
-        heap[size] = heap[1]
-        size -= 1
-        sift(item, 1, size)
-    perm[pl:pr + 1] = heap[1:]
-
-
-def _legacy_descending(scores: np.ndarray, key: Any = None) -> np.ndarray:
-    """GluonCV's ``scores.argsort()[::-1]``."""
-    return legacy_argsort(scores, key)[::-1]
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -414,7 +166,7 @@ def match_detections(pred_bboxes: np.ndarray, pred_labels: np.ndarray, pred_scor
     stride = max(int(labels.max(initial=0)), int(gt_cls.max(initial=0))) + 1
     g_img, g_col = np.nonzero(gt_valid)
     g_key = g_img * stride + gt_cls[g_img, g_col]
-    by_key = _stable_argsort(g_key)
+    by_key = stable_argsort(g_key)
     g_img, g_col, g_key = g_img[by_key], g_col[by_key], g_key[by_key]
     p_key = img * stride + labels
     first_gt = np.searchsorted(g_key, p_key, side="left")
@@ -430,13 +182,9 @@ def match_detections(pred_bboxes: np.ndarray, pred_labels: np.ndarray, pred_scor
     # same order (its np.prod over two numbers is one multiplication).
     p = pred_bboxes[img[pair_det], col[pair_det]]
     g = gt_bboxes[g_img[pair_gt], g_col[pair_gt]]
-    px1, py1, px2, py2 = p[:, 0], p[:, 1], p[:, 2] + 1, p[:, 3] + 1
-    gx1, gy1, gx2, gy2 = g[:, 0], g[:, 1], g[:, 2] + 1, g[:, 3] + 1
-    left, top = np.maximum(px1, gx1), np.maximum(py1, gy1)
-    right, bottom = np.minimum(px2, gx2), np.minimum(py2, gy2)
-    area_i = (right - left) * (bottom - top) * ((left < right) & (top < bottom))
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        iou = area_i / ((px2 - px1) * (py2 - py1) + (gx2 - gx1) * (gy2 - gy1) - area_i)
+    p[:, 2:] += 1  # fancy indexing made copies
+    g[:, 2:] += 1
+    iou = paired_box_iou_numpy(p, g)
 
     # Per detection: the first gt with the largest IoU (np.argmax semantics, NaN counting as largest).
     has_pair = count > 0
@@ -464,20 +212,20 @@ def _visiting_order(img: np.ndarray, labels: np.ndarray, scores: np.ndarray) -> 
     later column first on ties. Groups of more than 16 with tied scores are re-sorted by introsort.
     """
     k = labels.size
-    by_score = _stable_argsort(scores, descending=True)
+    by_score = stable_argsort(scores, descending=True)
     group = img.astype(np.int64) * (int(labels.max(initial=0)) + 1) + labels
-    order = by_score[_stable_argsort(group[by_score])]
+    order = by_score[stable_argsort(group[by_score])]
     counts = np.bincount(group) if k else np.zeros(0, np.int64)
-    if k == 0 or counts.max() <= _SMALL_QUICKSORT + 1:
+    if k == 0 or counts.max() <= SMALL_QUICKSORT + 1:
         return order
     sorted_group = group[order]
-    for g in np.flatnonzero(counts > _SMALL_QUICKSORT + 1):
+    for g in np.flatnonzero(counts > SMALL_QUICKSORT + 1):
         s, e = np.searchsorted(sorted_group, [g, g + 1])
         members = np.sort(order[s:e])  # listing order, as GluonCV's boolean mask keeps it
         member_scores = scores[members]
         ascending = np.sort(member_scores)
         if (ascending[1:] == ascending[:-1]).any():
-            order[s:e] = members[_legacy_descending(member_scores)]
+            order[s:e] = members[legacy_descending(member_scores)]
     return order
 
 
@@ -557,6 +305,7 @@ class VOCMApMetric:
             gt_difficults: ``[B, M]`` or ``[B, M, 1]`` flags (non-zero = difficult), or None.
         """
         p_box, p_lab, p_score = _batch(pred_bboxes, pred_labels, pred_scores, "pred", 0)
+        assert p_score is not None  # _batch returns the scores it was given
         g_box, g_lab, g_diff = _batch(gt_bboxes, gt_labels, gt_difficults, "gt", 0)
         if p_box.shape[0] != g_box.shape[0]:
             raise ValueError(f"predictions cover {p_box.shape[0]} images but ground truths {g_box.shape[0]}")
@@ -598,7 +347,7 @@ class VOCMApMetric:
         labels = np.concatenate(self._labels) if self._labels else np.zeros(0, np.int64)
         scores = np.concatenate(self._scores) if self._scores else np.zeros(0)
         matches = np.concatenate(self._matches) if self._matches else np.zeros(0, np.int8)
-        by_class = _stable_argsort(labels)  # keeps update order within a class
+        by_class = stable_argsort(labels)  # keeps update order within a class
         bounds = np.searchsorted(labels[by_class], np.arange(num + 1))
         recs: list[np.ndarray | None] = []
         precs: list[np.ndarray | None] = []
@@ -607,7 +356,7 @@ class VOCMApMetric:
             match = matches[idx]
             # Where ignored (-1) detections sit among equal scores cannot change the AP (they repeat the
             # previous precision/recall point), so only ties between a TP and an FP are tracked exactly.
-            match = match[_legacy_descending(scores[idx], key=match == 1)]
+            match = match[legacy_descending(scores[idx], key=match == 1)]
             tp = np.cumsum(match == 1)
             fp = np.cumsum(match == 0)
             with np.errstate(divide="ignore", invalid="ignore"):

@@ -1,5 +1,5 @@
-"""Model presets: class lists, anchor presets and the zoo table (as GluonCV's ``presets.py``), with the training
-defaults that belong to a model (``match_iou``), as timm keeps its defaults with the model.
+"""Model presets: class lists, anchor presets and the zoo table (GluonCV 0.10.5 ``model_zoo/ssd/presets.py``), with
+the training defaults that belong to a model (``match_iou``), as timm keeps its defaults with the model.
 
 | zoo name                              | backbone         | input | anchors (at input) |
 | ------------------------------------- | ---------------- | ----- | ------------------ |
@@ -17,13 +17,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..anchors import AnchorSpec
+from ..constants import VOC_CLASSES
 from .tiny import DEFAULT_SYNTHETIC_CLASSES, TINY_ANCHORS, TINY_DATA_SHAPE, TINY_MATCH_IOU
 
 __all__ = ["VOC_CLASSES", "COCO_CLASSES", "ModelPreset", "PRESETS"]
-
-VOC_CLASSES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-               "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
-               "tvmonitor")
 
 COCO_CLASSES = ("person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
                 "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",

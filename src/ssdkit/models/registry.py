@@ -9,7 +9,7 @@ the scheme of extras and heads), then ``pretrained_base`` (an ImageNet file for 
 from __future__ import annotations
 
 import os
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from torch import nn
 
@@ -93,7 +93,8 @@ def build_from_preset(preset: ModelPreset, *, pretrained=False, pretrained_base=
     pretrained_base = _as_path(pretrained_base, "pretrained_base", name)
     if init is not None and init not in INIT_SCHEMES:
         raise ValueError(f"{name}: unknown init scheme {init!r}; choose one of {', '.join(INIT_SCHEMES)}")
-    common = dict(init=init, decoder=decoder, nms_thresh=nms_thresh, nms_topk=nms_topk, post_nms=post_nms)
+    common: dict[str, Any] = dict(init=init, decoder=decoder, nms_thresh=nms_thresh, nms_topk=nms_topk,
+                                  post_nms=post_nms)
 
     if transfer is not None:
         if preset.transfer_prefix is None:
@@ -126,7 +127,7 @@ def build_from_preset(preset: ModelPreset, *, pretrained=False, pretrained_base=
             raise ValueError(f"{name} needs classes=[...] (the names of the foreground classes)")
 
     try:
-        features = BACKBONES[preset.backbone](**backbone_kwargs)
+        features: Any = BACKBONES[preset.backbone](**backbone_kwargs)
     except TypeError as e:
         raise ValueError(f"{name}: unexpected keyword arguments {sorted(backbone_kwargs)}") from e
     net = SSD(features, features.out_channels, preset.anchor_spec, classes, data_shape=preset.data_shape,

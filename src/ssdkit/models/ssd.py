@@ -22,7 +22,8 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..anchors import AnchorSpec, ssd_anchors
+from ..anchors import AnchorGrid, AnchorSpec, ssd_anchor_grid, ssd_anchors
+from ..constants import BOX_STDS
 from ..init import init_weights
 
 __all__ = ["SSD", "ConvPredictor"]
@@ -73,7 +74,7 @@ class SSD(nn.Module):
 
     def __init__(self, features: nn.Module, feature_channels: Sequence[int], anchor_spec: AnchorSpec,
                  classes: Sequence[str], *, data_shape: int, name: str = "ssd",
-                 stds: Sequence[float] = (0.1, 0.1, 0.2, 0.2), nms_thresh: float = 0.45, nms_topk: int = 400,
+                 stds: Sequence[float] = BOX_STDS, nms_thresh: float = 0.45, nms_topk: int = 400,
                  post_nms: int = 100, decoder: str = "per_class", head_init: str = "xavier",
                  predictor_kernel: int = 3, predictor_pad: int = 1):
         super().__init__()
@@ -125,11 +126,14 @@ class SSD(nn.Module):
             self._anchor_cache[key] = anchors
         return anchors
 
+    def anchor_grid_for(self, feature_shapes: Sequence[tuple[int, int]]) -> AnchorGrid:
+        """The per-layer grid layout of :meth:`anchors_for` ``(feature_shapes)``, for separable target IoUs."""
+        return ssd_anchor_grid(self.anchor_spec, feature_shapes)
+
     @torch.no_grad()
-    def anchors_for_input(self, height: int | None = None, width: int | None = None) -> Tensor:
-        """Anchors ``Tensor[1, A, 4]`` for an input of ``height x width`` (default ``data_shape``), e.g. for
-        computing training targets in a data loader. Runs the backbone once on zeros in eval mode (so no
-        BatchNorm statistics change), on the parameters' device."""
+    def feature_shapes_for_input(self, height: int | None = None, width: int | None = None) -> list[tuple[int, int]]:
+        """``(H, W)`` of every feature map for an input of ``height x width`` (default ``data_shape``). Runs the
+        backbone once on zeros in eval mode (so no BatchNorm statistics change), on the parameters' device."""
         height = int(height or self.data_shape)
         width = int(width or height)
         param = next(self.parameters())
@@ -139,7 +143,16 @@ class SSD(nn.Module):
             feats = self.features(torch.zeros(1, 3, height, width, device=param.device, dtype=param.dtype))
         finally:
             self.train(was_training)
-        return self.anchors_for([tuple(f.shape[-2:]) for f in feats], device=param.device)
+        return [(int(f.shape[-2]), int(f.shape[-1])) for f in feats]
+
+    def anchors_for_input(self, height: int | None = None, width: int | None = None) -> Tensor:
+        """Anchors ``Tensor[1, A, 4]`` for an input of ``height x width`` (default ``data_shape``), e.g. for
+        computing training targets in a data loader, on the parameters' device."""
+        return self.anchors_for(self.feature_shapes_for_input(height, width), device=next(self.parameters()).device)
+
+    def anchor_grid_for_input(self, height: int | None = None, width: int | None = None) -> AnchorGrid:
+        """The :class:`ssdkit.anchors.AnchorGrid` of :meth:`anchors_for_input` (pass it to ``TargetCollate``)."""
+        return self.anchor_grid_for(self.feature_shapes_for_input(height, width))
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """``Tensor[B, 3, H, W] -> (Tensor[B, A, C+1], Tensor[B, A, 4], Tensor[1, A, 4])``."""

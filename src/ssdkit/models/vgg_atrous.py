@@ -1,4 +1,4 @@
-"""VGG16-atrous feature extractor of GluonCV's SSD (spec §1.2).
+"""VGG16-atrous feature extractor of GluonCV 0.10.5's SSD.
 
 Shape legend: B batch; sizes for a 300 (512) input.
 
@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..constants import IMAGENET_STD
 from ..init import init_weights
 
 __all__ = ["L2Norm", "VGGAtrousExtractor", "VGG16_LAYERS", "VGG16_FILTERS", "EXTRA_SPECS",
@@ -29,7 +30,6 @@ __all__ = ["L2Norm", "VGGAtrousExtractor", "VGG16_LAYERS", "VGG16_FILTERS", "EXT
 
 VGG16_LAYERS = (2, 2, 3, 3, 3)
 VGG16_FILTERS = (64, 128, 256, 512, 512)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 # (out channels, kernel, stride, pad) of the two convs of each extra block.
 EXTRA_SPECS = {

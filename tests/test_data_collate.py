@@ -1,12 +1,11 @@
-"""detection_collate padding, TargetCollate, and the bad-sample wrapper that feeds the batch report."""
+"""detection_collate padding and TargetCollate."""
 from __future__ import annotations
 
 import pytest
 import torch
 from torchvision import tv_tensors
 
-from ssdkit.data import (BadSampleError, BadSampleLog, SkipBadSamples, TargetCollate, compute_ssd_targets,
-                         detection_collate)
+from ssdkit.data import BadSampleLog, TargetCollate, compute_ssd_targets, detection_collate
 
 
 def item(n_boxes, size=8, label_base=0, bad=()):
@@ -86,38 +85,29 @@ def test_target_collate_runs_the_generator_on_the_padded_batch():
         TargetCollate(torch.rand(2, 5, 4), target_generator=gen)
 
 
-def test_target_collate_with_the_real_generator_if_available():
-    targets = pytest.importorskip("ssdkit.targets")
+def test_target_collate_passes_the_anchor_grid_on():
+    from ssdkit.anchors import AnchorGrid
+
+    seen = []
+
+    def gen(anchors, cls_preds, gt_boxes, gt_ids, anchor_grid=None):
+        seen.append(anchor_grid)
+        return RecordingGenerator()(anchors, cls_preds, gt_boxes, gt_ids)
+
+    grid = AnchorGrid(((1, 1, 2), (1, 1, 3)))
+    TargetCollate(torch.rand(5, 4), target_generator=gen, anchor_grid=grid)([item(1)])
+    TargetCollate(torch.rand(5, 4), target_generator=gen)([item(1)])
+    assert seen == [grid, None]
+    with pytest.raises(ValueError, match="anchor_grid describes 5 anchors"):
+        TargetCollate(torch.rand(6, 4), target_generator=gen, anchor_grid=grid)
+
+
+def test_target_collate_with_the_real_generator():
+    from ssdkit.targets import SSDTargetGenerator
+
     anchors = torch.tensor([[[2.0, 2.0, 4.0, 4.0], [6.0, 6.0, 4.0, 4.0], [4.0, 4.0, 8.0, 8.0]]])
-    cls_t, box_t = compute_ssd_targets(targets.SSDTargetGenerator(negative_mining_ratio=-1), anchors,
+    cls_t, box_t = compute_ssd_targets(SSDTargetGenerator(negative_mining_ratio=-1), anchors,
                                        torch.tensor([[[0.0, 0.0, 4.0, 4.0], [-1, -1, -1, -1]]]),
                                        torch.tensor([[2, -1]]))
     assert cls_t.shape == (1, 3) and box_t.shape == (1, 3, 4)
     assert int(cls_t[0, 0]) == 3  # class 2 -> target 3 (0 is background)
-
-
-class FlakyDataset(torch.utils.data.Dataset):
-    def __init__(self, bad):
-        self.bad = set(bad)
-
-    def __len__(self):
-        return 5
-
-    def __getitem__(self, i):
-        if i in self.bad:
-            raise BadSampleError(f"img{i}.jpg", "cannot decode image")
-        return item(1, label_base=i)
-
-
-def test_skip_wrapper_replaces_bad_items_and_reports_them():
-    ds = SkipBadSamples(FlakyDataset(bad={1, 2}))
-    image, target = ds[1]
-    assert target["labels"].tolist() == [3]       # next valid index
-    assert target["bad_samples"] == [("img1.jpg", "cannot decode image"), ("img2.jpg", "cannot decode image")]
-    assert ds[4][1]["bad_samples"] == []
-    assert ds[1][1]["labels"].tolist() == [3]     # known-bad indices are skipped without retrying
-    assert "img1.jpg: cannot decode image" in ds.bad_sample_log.summary()
-    with pytest.raises(BadSampleError, match="img2.jpg"):
-        SkipBadSamples(FlakyDataset(bad={2}), on_bad_sample="error")[2]
-    with pytest.raises(RuntimeError, match="no valid sample"):
-        SkipBadSamples(FlakyDataset(bad=range(5)))[0]

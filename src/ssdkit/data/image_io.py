@@ -1,0 +1,36 @@
+"""Image decoding for the file-backed data sets: RGB uint8 ``tv_tensors.Image`` or :class:`BadSampleError`."""
+from __future__ import annotations
+
+import os
+import warnings
+
+from torchvision import tv_tensors
+from torchvision.io import ImageReadMode, decode_image, read_file
+
+from .errors import BadSampleError
+
+__all__ = ["read_image"]
+
+
+def read_image(path: str) -> tv_tensors.Image:
+    """Decode ``path`` to an RGB uint8 ``tv_tensors.Image`` ``[3, H, W]``.
+
+    Raises :class:`BadSampleError` naming the file when it is missing, empty or cannot be decoded.
+    """
+    if not os.path.isfile(path):
+        raise BadSampleError(path, "image file not found")
+    try:
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs in favour of TorchCodec
+            warnings.filterwarnings("ignore", message=".*image decoding and encoding capabilities",
+                                    category=DeprecationWarning)
+            data = read_file(path)
+            if data.numel() == 0:
+                raise BadSampleError(path, "image file is empty")
+            image = decode_image(data, mode=ImageReadMode.RGB)
+    except BadSampleError:
+        raise
+    except Exception as err:  # torchvision raises RuntimeError/ValueError for corrupt data
+        raise BadSampleError(path, f"cannot decode image ({type(err).__name__}: {err})") from None
+    if image.ndim != 3 or image.shape[0] != 3 or image.shape[1] == 0 or image.shape[2] == 0:
+        raise BadSampleError(path, f"decoded image has unusable shape {tuple(image.shape)}")
+    return tv_tensors.Image(image)

@@ -1,0 +1,31 @@
+"""Mixins of the ssdkit data sets: class names, and loading under the bad-sample policy."""
+from __future__ import annotations
+
+from .errors import attach_problems, load_with_policy
+
+__all__ = ["NamedClasses", "PolicyLoading"]
+
+
+class NamedClasses:
+    """Mixin: ``classes`` (names, in label order) and ``num_classes`` (background excluded) from ``self._classes``."""
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self._classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self._classes)
+
+
+class PolicyLoading(NamedClasses):
+    """Mixin for file-backed data sets: ``__getitem__`` loads ``self.load_raw(i)`` under the bad-sample policy,
+    then applies ``self.transform``. Needs ``load_raw``, ``transform``, ``on_bad_sample``, ``bad_sample_log`` and
+    ``_known_bad``."""
+
+    def __getitem__(self, index: int):
+        sample, _, problems = load_with_policy(self.load_raw, index, len(self), self.on_bad_sample,
+                                               self.bad_sample_log, self._known_bad)
+        if self.transform is not None:
+            sample = self.transform(*sample)
+        return attach_problems(sample, problems) if self.on_bad_sample == "skip" else sample

@@ -1,0 +1,133 @@
+"""Data-set registry: ``register_dataset(name, factory)``, as the models' ``register_model``.
+
+A factory turns a :class:`DatasetRequest` into ``(train_set | None, val_set | None)``, transforms attached. It
+raises ``ValueError`` / ``FileNotFoundError`` naming the file or argument at fault. The four built-in kinds
+(``synthetic``, ``voc``, ``voc-folder``, ``coco``) are registered below; your own kind plugs in the same way:
+
+    @register_dataset("my-set", needs_root=True)
+    def my_set(req):
+        return MyTrain(req.root, transform=req.train_transform), MyVal(req.root, transform=req.val_transform)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+__all__ = ["DatasetRequest", "DatasetKind", "register_dataset", "get_dataset_kind", "list_datasets"]
+
+
+@dataclass
+class DatasetRequest:
+    """What a factory is asked to build. ``train`` / ``val`` say which splits are wanted."""
+
+    root: str | None = None
+    train_splits: list[str] = field(default_factory=list)
+    val_splits: list[str] = field(default_factory=list)
+    classes: tuple[str, ...] | None = None
+    train_transform: Callable | None = None
+    val_transform: Callable | None = None
+    train: bool = True
+    val: bool = True
+    on_bad_sample: str = "skip"
+    seed: int = 0
+    image_size: int = 300
+    options: dict[str, Any] = field(default_factory=dict)  # kind-specific (synthetic sizes, object ranges)
+
+
+@dataclass(frozen=True)
+class DatasetKind:
+    name: str
+    factory: Callable[[DatasetRequest], tuple[Any, Any]]
+    needs_root: bool = True
+
+
+_REGISTRY: dict[str, DatasetKind] = {}
+
+
+def register_dataset(name: str, factory: Callable | None = None, needs_root: bool = True):
+    """Register ``factory(request) -> (train_set, val_set)`` under ``name``; usable as a decorator."""
+    def _add(fn: Callable) -> Callable:
+        if name in _REGISTRY:
+            raise ValueError(f"data set kind {name!r} is already registered")
+        _REGISTRY[name] = DatasetKind(name, fn, needs_root)
+        return fn
+
+    return _add(factory) if factory is not None else _add
+
+
+def get_dataset_kind(name: str) -> DatasetKind:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown data set kind {name!r}; choose one of: {', '.join(list_datasets())}")
+    return _REGISTRY[name]
+
+
+def list_datasets() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+@register_dataset("synthetic", needs_root=False)
+def _synthetic(req: DatasetRequest):
+    from .synthetic import SyntheticShapes
+
+    kw: dict[str, Any] = dict(image_size=req.image_size)
+    if req.classes:
+        kw["classes"] = tuple(req.classes)
+    opts = req.options
+    train_set = val_set = None
+    if req.train:
+        low, high = opts.get("train_objects", (1, 10))
+        train_set = SyntheticShapes(opts.get("train_size", 4000), seed=req.seed, transform=req.train_transform,
+                                    fresh_per_epoch=opts.get("fresh", True), min_objects=low, max_objects=high, **kw)
+    if req.val:
+        val_set = SyntheticShapes(opts.get("val_size", 500), seed=req.seed + 1_000_003,
+                                  transform=req.val_transform, **kw)
+    return train_set, val_set
+
+
+@register_dataset("voc")
+def _voc(req: DatasetRequest):
+    from .voc import VOC_CLASSES, VOCDetection
+
+    unknown = [c for c in req.classes or () if c not in VOC_CLASSES]
+    if unknown:
+        raise ValueError(f"--classes: {', '.join(unknown)} not among the 20 VOC classes")
+    train_set = val_set = None
+    if req.train:
+        train_set = VOCDetection(req.root, splits=req.train_splits, transform=req.train_transform,
+                                 on_bad_sample=req.on_bad_sample)
+    if req.val:
+        val_set = VOCDetection(req.root, splits=req.val_splits, transform=req.val_transform,
+                               on_bad_sample=req.on_bad_sample)
+    return train_set, val_set
+
+
+@register_dataset("voc-folder")
+def _voc_folder(req: DatasetRequest):
+    from .voc import VOCFolder
+
+    train_set = val_set = None
+    if req.train:
+        train_set = VOCFolder(req.root, classes=req.classes, split=",".join(req.train_splits) or None,
+                              transform=req.train_transform, on_bad_sample=req.on_bad_sample)
+    if req.val:
+        classes = req.classes or (train_set.classes if train_set is not None else None)
+        val_set = VOCFolder(req.root, classes=classes, split=",".join(req.val_splits) or None,
+                            transform=req.val_transform, on_bad_sample=req.on_bad_sample)
+    if train_set is not None and val_set is not None and tuple(val_set.classes) != tuple(train_set.classes):
+        raise ValueError(f"train and val splits disagree on the classes: {tuple(train_set.classes)} vs "
+                         f"{tuple(val_set.classes)}")
+    return train_set, val_set
+
+
+@register_dataset("coco")
+def _coco(req: DatasetRequest):
+    from .coco import COCODetection
+
+    train_set = val_set = None
+    if req.train:
+        train_set = COCODetection(req.root, splits=req.train_splits, transform=req.train_transform,
+                                  skip_empty=True, on_bad_sample=req.on_bad_sample)
+    if req.val:
+        val_set = COCODetection(req.root, splits=req.val_splits, transform=req.val_transform,
+                                skip_empty=False, on_bad_sample=req.on_bad_sample)
+    return train_set, val_set

@@ -1,0 +1,134 @@
+"""The data of a run: transforms, the two splits (through the data-set registry), loaders and the per-epoch
+set-up of the synthetic set."""
+from __future__ import annotations
+
+import os
+
+import torch
+from torch.utils.data import DataLoader
+
+from ...data.registry import DatasetRequest, get_dataset_kind
+from ..config import ConfigError, TrainConfig
+from ..sampler import ResumableSampler
+from .runtime import worker_init
+
+__all__ = ["train_transform", "synthetic_object_range", "prepare_train_epoch", "build_datasets", "build_loader",
+           "split_ids", "split_overlap"]
+
+
+def train_transform(augment: str, data_shape: int):
+    """``gluoncv``: GluonCV's full SSD train preset; ``light``: colour distortion + flip + resize; ``none``: resize
+    only (the synthetic set's default: it brings new images every epoch, varied in scale and position)."""
+    from torchvision.transforms import v2
+
+    from ...data import transforms as T
+
+    if augment == "gluoncv":
+        return T.SSDTrainTransform(data_shape)
+    if augment == "light":
+        return v2.Compose([T.RandomColorDistort(), v2.RandomHorizontalFlip(0.5), T.SSDValTransform(data_shape)])
+    return T.SSDValTransform(data_shape)
+
+
+def synthetic_object_range(cfg: TrainConfig, epoch: int) -> tuple[int, int]:
+    """Objects per synthetic training image in epoch ``epoch`` (0-based): ``cfg.synthetic_train_objects`` in the
+    first ``cfg.synthetic_dense_epochs`` epochs, the data set's own range (as the val split) after them."""
+    from ...data.synthetic import DEFAULT_OBJECT_RANGE
+
+    low, high = cfg.synthetic_train_objects if epoch < cfg.synthetic_dense_epochs else DEFAULT_OBJECT_RANGE
+    return low, high
+
+
+def prepare_train_epoch(train_set, cfg: TrainConfig, epoch: int) -> None:
+    """Point the training set at epoch ``epoch`` (0-based) before its loader starts (workers copy the set then):
+    the synthetic set's new images and its objects per image (:func:`synthetic_object_range`)."""
+    if hasattr(train_set, "set_epoch"):
+        train_set.set_epoch(epoch)
+    if cfg.dataset == "synthetic" and hasattr(train_set, "set_object_range"):
+        train_set.set_object_range(*synthetic_object_range(cfg, epoch))
+
+
+def _splits(text: str | None) -> list[str]:
+    return [s.strip() for s in (text or "").split(",") if s.strip()]
+
+
+def build_datasets(cfg: TrainConfig, data_shape: int, train: bool = True, val: bool = True):
+    """``(train_set | None, val_set | None, classes)``, transforms attached. Errors name the file or option."""
+    from ...data import transforms as T
+
+    try:
+        kind = get_dataset_kind(cfg.dataset)
+    except ValueError as err:
+        raise ConfigError(str(err)) from None
+    root = None
+    if kind.needs_root:
+        root = os.path.expanduser(cfg.data_root or "")
+        if not os.path.isdir(root):
+            raise ConfigError(f"--data-root {cfg.data_root}: no such folder")
+    request = DatasetRequest(
+        root=root, train_splits=_splits(cfg.train_splits), val_splits=_splits(cfg.val_splits),
+        classes=tuple(cfg.classes) if cfg.classes else None, train_transform=train_transform(cfg.augment, data_shape),
+        val_transform=T.SSDValTransform(data_shape), train=train, val=val, on_bad_sample=cfg.on_bad_sample,
+        seed=cfg.seed, image_size=data_shape,
+        options=dict(train_size=cfg.synthetic_train_size, val_size=cfg.synthetic_val_size, fresh=cfg.synthetic_fresh,
+                     train_objects=synthetic_object_range(cfg, 0)))
+    try:
+        train_set, val_set = kind.factory(request)
+    except ConfigError:
+        raise
+    except (FileNotFoundError, ValueError) as err:
+        raise ConfigError(str(err).strip('"')) from None
+    any_set = train_set if train_set is not None else val_set
+    classes = tuple(any_set.classes)
+    for name, ds in (("train", train_set), ("val", val_set)):
+        if ds is not None and len(ds) == 0:
+            raise ConfigError(f"the {name} split of --dataset {cfg.dataset} has no usable images")
+    return train_set, val_set, classes
+
+
+def split_ids(dataset, name: str = "") -> list[str]:
+    """The image ids of ``dataset`` as strings (the synthetic set: ``<name>/<seed>/<index>``)."""
+    ids = getattr(dataset, "image_ids", None)
+    if ids is None:
+        seed = getattr(dataset, "seed", 0)
+        ids = [f"{name}/{seed}/{i}" for i in range(len(dataset))]
+    return [str(i) for i in ids]
+
+
+def split_overlap(train_set, val_set) -> int:
+    """How many validation images are also training images, compared by image file (by id without files)."""
+    train_paths, val_paths = getattr(train_set, "image_paths", None), getattr(val_set, "image_paths", None)
+    if train_paths is not None and val_paths is not None:
+        train_keys = {os.path.realpath(p) for p in train_paths}
+        return sum(os.path.realpath(p) in train_keys for p in val_paths)
+    train_keys = set(split_ids(train_set, "train"))
+    return sum(i in train_keys for i in split_ids(val_set, "val"))
+
+
+def build_loader(dataset, cfg: TrainConfig, train: bool, anchors: torch.Tensor | None = None,
+                 generator: torch.Generator | None = None, shard: tuple[int, int] = (0, 1),
+                 anchor_grid=None) -> DataLoader:
+    """Training loaders compute SSD targets in their workers (``TargetCollate``); evaluation loaders only pad.
+
+    A training loader takes ``batch_size / world`` images a step from its :class:`ResumableSampler` shard
+    (``shard=(rank, world)``; call ``sampler.set_epoch`` every epoch).
+    """
+    from ...data.collate import TargetCollate, detection_collate
+
+    sampler = None
+    rank, world = shard
+    if train:
+        from ...targets import SSDTargetGenerator
+
+        # no sampling in the targets (negative_mining_ratio=-1): hard negatives are mined in the loss, as GluonCV
+        collate = TargetCollate(anchors, SSDTargetGenerator(iou_thresh=cfg.match_iou, negative_mining_ratio=-1),
+                                anchor_grid=anchor_grid)
+        sampler = ResumableSampler(dataset, num_replicas=world, rank=rank, seed=cfg.seed)
+    else:
+        collate = detection_collate
+    workers = cfg.num_workers
+    return DataLoader(dataset, batch_size=cfg.batch_size // world if train else cfg.batch_size, shuffle=False,
+                      sampler=sampler, drop_last=False, num_workers=workers, collate_fn=collate,
+                      worker_init_fn=worker_init if workers else None, generator=generator,
+                      persistent_workers=False, pin_memory=torch.cuda.is_available(),
+                      prefetch_factor=4 if workers else None)

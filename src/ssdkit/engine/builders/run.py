@@ -1,0 +1,151 @@
+"""Assemble every part of one process's run from its configuration, once, before the loop starts."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from ...loss import SSDMultiBoxLoss
+from ..checkpoint import Checkpointer, load_checkpoint
+from ..config import TrainConfig
+from ..distributed import torchrun_env
+from ..guard import NonFiniteGuard
+from ..logger import RunLogger
+from .data import (build_datasets, build_loader, prepare_train_epoch, split_ids, split_overlap,
+                   synthetic_object_range)
+from .metric import build_metric, metric_key
+from .model import build_model, model_anchors, model_data_shape
+from .optim import build_optimizer, build_scheduler
+from .runtime import amp_dtype_for, channels_last_for, seed_everything, select_device, share_cpu_cores
+
+__all__ = ["LoopPlan", "RunParts", "build_run"]
+
+
+@dataclass
+class LoopPlan:
+    """The loop's settings (what the epochs do and when), taken from the config by :func:`build_run`."""
+
+    epochs: int
+    seed: int
+    val_interval: int
+    save_interval: int
+    log_interval: int
+    checkpoint_steps: int
+    progress: bool
+    output: str
+    dataset: str
+
+
+@dataclass
+class RunParts:
+    """One process's run: ``net`` is the model itself, ``train_net`` the same model wrapped for data parallelism."""
+
+    rank: int
+    world: int
+    device: torch.device
+    net: torch.nn.Module
+    train_net: torch.nn.Module
+    loss_fn: SSDMultiBoxLoss
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler | None
+    amp_dtype: torch.dtype | None
+    guard: NonFiniteGuard
+    train_set: Any
+    val_set: Any
+    classes: tuple[str, ...]
+    train_loader: torch.utils.data.DataLoader
+    val_loader: torch.utils.data.DataLoader
+    loader_gen: torch.Generator
+    prepare_epoch: Callable[[int], None]
+    metric: Any
+    metric_key: str
+    checkpointer: Checkpointer
+    logger: RunLogger | None
+    plan: LoopPlan
+    resume: dict[str, Any] | None = None
+    resume_path: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def build_run(cfg: TrainConfig, rank: int, world: int) -> RunParts:
+    """Every object the loop needs, built from the resolved ``cfg`` for process ``rank`` of ``world``.
+
+    Rank 0 creates the run folder and writes ``config.json`` and ``splits.json`` into it.
+    """
+    env = torchrun_env()
+    device = select_device(cfg.device, env.local_rank if env else rank)
+    share_cpu_cores(device, cfg.num_workers, env.local_world if env else world)
+    seed_everything(cfg.seed + rank)
+    main = rank == 0
+
+    data_shape = cfg.data_shape or model_data_shape(cfg.model)
+    train_set, val_set, classes = build_datasets(cfg, data_shape)
+    net = build_model(cfg, classes).to(device)
+    cfg.data_shape = data_shape
+    cfg.classes = list(classes)
+    anchors = model_anchors(net, data_shape, device)
+    optimizer = build_optimizer(net, cfg)
+    loader_gen = torch.Generator()
+    train_loader = build_loader(train_set, cfg, train=True, anchors=anchors, generator=loader_gen,
+                                shard=(rank, world), anchor_grid=net.anchor_grid_for_input(data_shape))
+    val_loader = build_loader(val_set, cfg, train=False)
+    scheduler = build_scheduler(optimizer, cfg, len(train_loader))
+    amp_dtype = amp_dtype_for(device, cfg.amp)
+    if channels_last_for(device, amp_dtype):
+        net.to(memory_format=torch.channels_last)
+    train_net = net
+    if world > 1:  # the model of every rank starts from rank 0's weights (DDP broadcasts them)
+        train_net = torch.nn.parallel.DistributedDataParallel(
+            net, device_ids=[device] if device.type == "cuda" else None)
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    guard = NonFiniteGuard(optimizer, device, cfg.max_bad_steps, scaler)
+    meta = {"config": cfg.to_dict(), "classes": list(classes), "model_name": cfg.model, "data_shape": data_shape}
+    checkpointer = Checkpointer(cfg.output, net, optimizer, scheduler, scaler, guard, meta, enabled=main)
+
+    notes = _split_notes(cfg, train_set, val_set)
+    if main:
+        os.makedirs(cfg.output, exist_ok=True)
+        with open(os.path.join(cfg.output, "config.json"), "w") as f:
+            json.dump(cfg.to_dict(), f, indent=2)
+        with open(os.path.join(cfg.output, "splits.json"), "w") as f:
+            json.dump({"train": split_ids(train_set, "train"), "val": split_ids(val_set, "val")}, f)
+    if cfg.dataset == "synthetic" and cfg.synthetic_dense_epochs > 0:
+        dense = min(cfg.synthetic_dense_epochs, cfg.epochs)
+        (low, high), (low_after, high_after) = synthetic_object_range(cfg, 0), synthetic_object_range(cfg, dense)
+        later = f", then {low_after}-{high_after}" if dense < cfg.epochs else ""
+        notes.append(f"  training images hold {low}-{high} objects in epochs 1-{dense}{later} "
+                     f"(--synthetic-train-objects, --synthetic-dense-epochs)")
+    plan = LoopPlan(epochs=cfg.epochs, seed=cfg.seed, val_interval=cfg.val_interval, save_interval=cfg.save_interval,
+                    log_interval=cfg.log_interval, checkpoint_steps=cfg.checkpoint_steps,
+                    progress=cfg.progress and main, output=cfg.output, dataset=cfg.dataset)
+    return RunParts(
+        rank=rank, world=world, device=device, net=net, train_net=train_net,
+        loss_fn=SSDMultiBoxLoss(normalization=cfg.loss_norm), optimizer=optimizer, scheduler=scheduler,
+        scaler=scaler, amp_dtype=amp_dtype, guard=guard, train_set=train_set, val_set=val_set, classes=classes,
+        train_loader=train_loader, val_loader=val_loader, loader_gen=loader_gen,
+        prepare_epoch=lambda epoch: prepare_train_epoch(train_set, cfg, epoch),
+        metric=build_metric(cfg, classes, val_set, data_shape), metric_key=metric_key(cfg.dataset),
+        checkpointer=checkpointer, logger=RunLogger(cfg.output) if main else None, plan=plan,
+        resume=load_checkpoint(cfg.resume) if cfg.resume else None, resume_path=cfg.resume, notes=notes)
+
+
+def _split_notes(cfg: TrainConfig, train_set, val_set) -> list[str]:
+    """What the log says about the splits: a held-out validation split, and images shared by both splits."""
+    notes = []
+    holdout = getattr(val_set, "holdout", None)
+    if holdout:
+        notes.append(f"  {holdout}")
+    shared = split_overlap(train_set, val_set)
+    if shared:
+        notes.append(f"warning: {shared} of the {len(val_set)} validation images are also in the training split "
+                     f"(--train-splits {cfg.train_splits}, --val-splits {cfg.val_splits}); the validation metric "
+                     f"is optimistic")
+    return notes

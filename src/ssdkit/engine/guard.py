@@ -1,0 +1,85 @@
+"""The non-finite guard: a step whose loss or gradients are not finite changes nothing, and is counted.
+
+Everything is decided on the device, so a guarded step adds no host synchronisation:
+
+* a non-finite loss turns every gradient to NaN (the backward pass runs on ``loss * factor``, with ``factor``
+  1 or NaN), so under ``DistributedDataParallel`` the gradient all-reduce carries one rank's bad loss to all
+  ranks, and all of them skip the same step;
+* one fused kernel (``torch._amp_foreach_non_finite_check_and_unscale_``) sets a ``found_inf`` flag when any
+  gradient is not finite; the fused SGD / AdamW step reads that flag on the device and leaves parameters,
+  momentum and Adam's moments and step count unchanged;
+* the counters (skipped steps, the current streak of bad steps, the step where the streak reached ``patience``)
+  are device tensors, read by the trainer only at its log intervals.
+
+With float16 loss scaling (``GradScaler``) the scaler already skips steps with non-finite gradients; the guard
+then counts the steps whose loss itself was not finite (an overflow of the scaled gradients is routine and is
+not counted). The scaler lowers its scale on such a step too: it cannot tell the two apart.
+An optimizer without a fused kernel falls back to reading the flag on the host (one synchronisation a step).
+"""
+from __future__ import annotations
+
+import torch
+
+__all__ = ["NonFiniteGuard"]
+
+
+class NonFiniteGuard:
+    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device, patience: int = 10,
+                 scaler: torch.amp.GradScaler | None = None):
+        self.optimizer = optimizer
+        self.patience = int(patience)
+        self.scaler = scaler
+        self.fused = bool(optimizer.defaults.get("fused"))
+        self.found_inf = torch.zeros((), device=device)     # this step: 1.0 when skipped
+        self.bad_loss = torch.zeros((), device=device)      # this step: 1.0 when the loss was not finite
+        self._one = torch.ones((), device=device)
+        # skipped steps, current streak, step count, step where the streak reached patience (-1: never)
+        self.counters = torch.tensor([0.0, 0.0, 0.0, -1.0], device=device, dtype=torch.float64)
+
+    def guard_loss(self, backprop: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
+        """``backprop`` unchanged when ``loss`` is finite, else NaN (so every gradient becomes NaN)."""
+        finite = torch.isfinite(loss.detach())
+        self.bad_loss = (~finite).to(self.found_inf.dtype)
+        return backprop * torch.where(finite, 1.0, float("nan")).to(backprop.dtype)
+
+    def _grads(self) -> list[torch.Tensor]:
+        return [p.grad for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
+
+    def step(self) -> None:
+        """Run ``optimizer.step()`` unless a gradient is not finite (after backward, without a scaler)."""
+        self.found_inf.zero_()
+        grads = self._grads()
+        if grads:
+            torch._amp_foreach_non_finite_check_and_unscale_(grads, self.found_inf, self._one)
+        if self.fused:
+            self.optimizer.found_inf = self.found_inf
+            self.optimizer.step()
+        elif not bool(self.found_inf):  # no fused kernel: the flag has to be read here
+            self.optimizer.step()
+        self._count(self.found_inf)
+
+    def scaled_step(self) -> None:
+        """``scaler.step`` + ``scaler.update`` (float16 loss scaling): count the steps whose loss was not finite."""
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self._count(self.bad_loss)
+
+    def _count(self, bad: torch.Tensor) -> None:
+        c = self.counters
+        bad = bad.to(c.dtype)
+        c[0] += bad
+        c[1] = (c[1] + 1) * bad
+        c[2] += 1
+        c[3] = torch.where((c[1] >= self.patience) & (c[3] < 0), c[2], c[3])
+
+    def read(self) -> dict[str, int]:
+        """The counters on the host (a synchronisation: call at log intervals). ``stop_step`` is the 1-based
+        step count at which ``patience`` bad steps in a row were reached, or -1."""
+        skipped, streak, steps, stop_step = (int(v) for v in self.counters.tolist())
+        return {"skipped": skipped, "streak": streak, "steps": steps, "stop_step": stop_step}
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"counters": self.counters.detach().cpu()}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.counters.copy_(state["counters"])

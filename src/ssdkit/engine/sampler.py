@@ -1,0 +1,33 @@
+"""The training sampler: ``DistributedSampler``'s shuffle and sharding, able to start an epoch part-way.
+
+Every process of a run (one or many) draws its share of the epoch's permutation, which depends only on
+``(seed, epoch)``. ``set_start(n)`` skips this process's first ``n`` samples of the epoch without loading them, so
+a run resumed from a checkpoint taken after ``k`` steps replays exactly the batches that were left.
+"""
+from __future__ import annotations
+
+import itertools
+
+from torch.utils.data.distributed import DistributedSampler
+
+__all__ = ["ResumableSampler"]
+
+
+class ResumableSampler(DistributedSampler):
+    def __init__(self, dataset, num_replicas: int = 1, rank: int = 0, seed: int = 0):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed, drop_last=False)
+        self.start = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        super().set_epoch(epoch)
+        self.start = 0
+
+    def set_start(self, samples_done: int) -> None:
+        """Begin the current epoch after this process's first ``samples_done`` samples."""
+        self.start = max(0, min(int(samples_done), self.num_samples))
+
+    def __iter__(self):
+        return itertools.islice(super().__iter__(), self.start, None)
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start

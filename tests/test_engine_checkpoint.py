@@ -1,0 +1,68 @@
+"""Checkpoints (engine/checkpoint.py): atomic writes, the Checkpointer's round trip, ``--resume auto``."""
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from ssdkit.engine.checkpoint import Checkpointer, load_checkpoint, rng_state, save_checkpoint
+from ssdkit.engine.config import ConfigError, TrainConfig
+from ssdkit.engine.guard import NonFiniteGuard
+from ssdkit.engine.trainer import prepare_config
+
+
+def test_a_failed_write_leaves_the_previous_checkpoint_and_no_temporary_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    save_checkpoint(str(path), {"model": {"w": torch.ones(2)}, "config": {}})
+
+    def broken_save(obj, f):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_checkpoint(str(path), {"model": {"w": torch.zeros(2)}, "config": {}})
+    monkeypatch.undo()
+    assert torch.equal(load_checkpoint(str(path))["model"]["w"], torch.ones(2))
+    assert os.listdir(tmp_path) == ["last.pt"]
+
+
+def _parts():
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 0.5 ** it)
+    return net, opt, sched, NonFiniteGuard(opt, torch.device("cpu"))
+
+
+def test_the_checkpointer_restores_what_it_saved(tmp_path):
+    net, opt, sched, guard = _parts()
+    net(torch.randn(4, 3)).sum().backward()
+    opt.step()
+    sched.step()
+    guard.counters[0] = 3
+    ckpt = Checkpointer(str(tmp_path), net, opt, sched, None, guard, {"config": {"seed": 1}, "classes": ["a"]})
+    ranks = [{"rng": rng_state(), "window": torch.tensor([1.0, 2, 3, 4, 0]), "guard": guard.state_dict()}]
+    expected = torch.rand(3)  # the draw after the saved RNG state
+    path = ckpt.save("last.pt", 4, 0.5, progress={"epoch": 5, "steps": 7, "images": 56, "seconds": 1.0,
+                                                   "sums": [1.0] * 5}, ranks=ranks, bad_samples=[("x.jpg", "bad")])
+    assert Checkpointer(str(tmp_path), *_parts()[:3], enabled=False).save("last.pt", 0, 0.0) is None
+    net2, opt2, sched2, guard2 = _parts()
+    restored = Checkpointer(str(tmp_path), net2, opt2, sched2, None, guard2).restore(load_checkpoint(path))
+    assert restored["start_epoch"] == 5 and restored["progress"]["steps"] == 7 and restored["best"] == 0.5
+    assert restored["bad_samples"] == [("x.jpg", "bad")] and torch.equal(restored["rank_state"]["window"],
+                                                                          ranks[0]["window"])
+    assert torch.equal(torch.rand(3), expected)
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), net2.state_dict().values()))
+    assert sched2.last_epoch == 1 and guard2.read()["skipped"] == 3
+    assert torch.equal(opt2.state_dict()["state"][0]["momentum_buffer"], opt.state_dict()["state"][0]["momentum_buffer"])
+
+
+def test_resume_auto_continues_the_output_folder_when_it_has_a_last_checkpoint(tmp_path):
+    with pytest.raises(ConfigError, match="--resume auto needs --output"):
+        prepare_config(TrainConfig(resume="auto"))
+    fresh = TrainConfig(resume="auto", output=str(tmp_path))
+    assert prepare_config(fresh).resume is None and fresh.resume == "auto"  # the caller's config is not changed
+    save_checkpoint(str(tmp_path / "last.pt"), {"model": {}, "config": TrainConfig(seed=7, epochs=3).to_dict()})
+    resumed = prepare_config(TrainConfig(resume="auto", output=str(tmp_path)))
+    assert resumed.resume == str(tmp_path / "last.pt") and resumed.seed == 7 and resumed.epochs == 3

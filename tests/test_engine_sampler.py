@@ -1,0 +1,20 @@
+"""The training sampler (engine/sampler.py): DistributedSampler's order, able to start an epoch part-way."""
+import pytest
+from torch.utils.data.distributed import DistributedSampler
+
+from ssdkit.engine.sampler import ResumableSampler
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_the_order_is_distributed_samplers_and_a_late_start_takes_its_tail(world):
+    data = list(range(23))
+    for rank in range(world):
+        ours, theirs = ResumableSampler(data, world, rank, seed=4), DistributedSampler(data, world, rank, seed=4)
+        ours.set_epoch(3)
+        theirs.set_epoch(3)
+        full = list(ours)
+        assert full == list(theirs) and len(ours) == len(full)
+        ours.set_start(5)
+        assert list(ours) == full[5:] and len(ours) == len(full) - 5
+        ours.set_epoch(4)  # a new epoch starts from its beginning
+        assert len(list(ours)) == len(full)
