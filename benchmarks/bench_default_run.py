@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 KERNEL_CHECK = """
 import os, torch, ssdkit
-from ssdkit.engine.trainer import amp_dtype_for
+from ssdkit.engine.builders import amp_dtype_for
 amp = amp_dtype_for(torch.device("cpu"), None if os.environ.get("ONEDNN_MAX_CPU_ISA") is None else False)
 net = ssdkit.get_model("ssd_tiny_synthetic").to(memory_format=torch.channels_last)
 x = torch.rand(2, 3, 128, 128).contiguous(memory_format=torch.channels_last)
