@@ -127,7 +127,6 @@ def test_synthetic_fresh_flag_and_help_shows_the_presets(capsys):
         parser.parse_args(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     syn = preset("synthetic")
-    for flag, key in (("--epochs", "epochs"), ("--batch-size", "batch_size"), ("--lr", "lr"),
-                      ("--match-iou", "match_iou")):
+    for flag, key in (("--epochs", "epochs"), ("--batch-size", "batch_size"), ("--lr", "lr")):
         assert f"synthetic: {syn[key]:g}" in text, flag  # help texts follow the presets, never stale numbers
     assert f"synthetic: {','.join(map(str, syn['lr_decay_epochs']))}" in text

@@ -177,6 +177,12 @@ def test_match_iou_presets_and_the_training_loader_uses_it():
     assert resolve_config(TrainConfig(dataset="coco", data_root="/d")).match_iou == 0.5
     assert resolve_config(TrainConfig()).match_iou == 0.4
     assert resolve_config(TrainConfig(match_iou=0.6)).match_iou == 0.6
+    # the value comes with the model, whatever the data set: the tiny model on a VOC-format folder matches at 0.4
+    from ssdkit.models.presets import PRESETS
+
+    assert PRESETS["ssd_tiny_custom"].match_iou == 0.4 and PRESETS["ssd_300_vgg16_atrous_custom"].match_iou == 0.5
+    assert resolve_config(TrainConfig(dataset="voc-folder", data_root="/d", model="ssd_tiny_custom")).match_iou == 0.4
+    assert resolve_config(TrainConfig(model="ssd_300_vgg16_atrous_custom")).match_iou == 0.5
     data = SyntheticShapes(8, seed=5, transform=SSDValTransform(128))
     anchors = model_anchors(get_model("ssd_tiny_synthetic"), 128, torch.device("cpu"))
     positives = []

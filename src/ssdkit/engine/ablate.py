@@ -44,8 +44,9 @@ TIPS: dict[str, Tip] = {
 }
 
 # the budget of an ablation on the built-in data set, applied where the user set nothing: the default recipe
-# (4000 new images an epoch, 500 validation images) for 8 of its 16 epochs, decays scaled to epochs 6 and 7
-ABLATE_SYNTHETIC_DEFAULTS = dict(epochs=8)
+# (4000 new images an epoch, 500 validation images) for 8 of its 16 epochs, decays scaled to epochs 6 and 7; no time
+# budget: the paired arms must train the same images
+ABLATE_SYNTHETIC_DEFAULTS = dict(epochs=8, time_budget=0)
 
 
 def arm_configs(base: TrainConfig, tip: Tip, seed_index: int, lr: float | None = None,

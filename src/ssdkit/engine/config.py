@@ -1,8 +1,9 @@
 """Training configuration: one dataclass whose defaults are GluonCV's ``train_ssd.py``, plus per-data-set presets.
 
-Fields left ``None`` are filled by :func:`resolve_config` from the preset of the data set (the built-in synthetic
-set has a CPU recipe; ``voc``/``coco``/``voc-folder`` use GluonCV's recipe). The resolved config is what runs and
-what every checkpoint stores.
+Fields left ``None`` are filled by :func:`resolve_config`: the recipe from the preset of the data set (the built-in
+synthetic set has a CPU recipe, ``voc``/``coco``/``voc-folder`` GluonCV's), values that belong to a model (its input
+size, its matching IoU) from the model's preset in :mod:`ssdkit.models.presets`. The resolved config is what runs and
+what every checkpoint stores. Why the synthetic recipe is what it is: ``docs/synthetic-recipe.md``.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["TrainConfig", "resolve_config", "ConfigError", "DATASETS", "LOSS_NORMS", "INITS", "DECODERS", "preset",
-           "scaled_decay_epochs", "SYNTHETIC_TRAIN_OBJECTS"]
+           "scaled_decay_epochs", "scale_epochs", "SYNTHETIC_TRAIN_OBJECTS"]
 
 DATASETS = ("synthetic", "voc", "coco", "voc-folder")
 LOSS_NORMS = ("batch", "sample")
@@ -19,9 +20,8 @@ INITS = ("xavier", "xavier_gaussian_out", "uniform", "kaiming_fan_out")
 DECODERS = ("per_class", "argmax")
 GLUONCV_EPOCHS = 240
 GLUONCV_DECAY_EPOCHS = (160, 200)
-# Objects per synthetic training image until the first LR decay (then 1-10, as the val split where mAP is measured).
-# Denser images give more positives for the same pixels: after 9 epochs 1-10 gave 0.866, 6-10 0.875, 3-14 0.882,
-# 5-20 0.8875 (rendering 5-20 objects costs about 1.5 ms more per image).
+# Objects per synthetic training image until the first LR decay (then 1-10, as the val split where mAP is measured):
+# denser images hold more positives for the same pixels.
 SYNTHETIC_TRAIN_OBJECTS = (5, 20)
 
 
@@ -59,7 +59,7 @@ class TrainConfig:
     lr_decay_epochs: list[int] | None = None
     warmup_epochs: float | None = None
     augment: str | None = None
-    match_iou: float | None = None  # an anchor with IoU >= this to a ground truth is a positive (GluonCV: 0.5)
+    match_iou: float | None = None  # an anchor with IoU >= this to a ground truth is a positive (None: the model's)
     # the seed's three tips
     loss_norm: str = "batch"
     init: str | None = None
@@ -71,6 +71,9 @@ class TrainConfig:
     num_workers: int | None = None
     procs: int | None = None       # training processes (data parallel); batch_size is split among them
     seed: int = 233
+    # minutes from fit() to the final table (synthetic data only; None: the preset's, 0: train the whole recipe);
+    # the run measures its speed first and shrinks the recipe to fit (see engine/budget.py)
+    time_budget: float | None = None
     output: str | None = None
     resume: str | None = None      # a checkpoint, or "auto": the output folder's last.pt when there is one
     checkpoint_steps: int = 0      # also save last.pt every N steps inside an epoch (0: at epoch ends only)
@@ -96,30 +99,23 @@ class TrainConfig:
 
 # per data set: values for the fields left None
 _PRESETS: dict[str, dict[str, Any]] = {
-    # A CPU recipe for the built-in data set: a small model trained from scratch needs a larger lr, a short warmup,
-    # many small steps and a schedule counted in minutes, not GluonCV's 240 epochs. Every epoch brings new images
-    # (synthetic_fresh), so no augmentation is needed: without it mAP after 6 epochs was 0.795 vs 0.775 with "light".
-    # Matching at IoU 0.4 (GluonCV: 0.5) gives the smallest objects more positive anchors: 6 epochs 0.809 -> 0.824.
-    # Two processes of 8 images each (data made in each process, no workers) use both cores of a 2-core CPU:
-    # 1.14-1.22x the images/s of one process with a worker. Batch 16 at lr 0.08 learned at least as much per image
-    # as batch 8 at lr 0.04 (16 epochs: 0.892 in one process, 0.886 in two; 12 epochs of batch 8: 0.875-0.884),
-    # and the time saved bought epochs: 18 in two processes gave 0.893. Denser training images (5-20 objects until
-    # the first LR decay, SYNTHETIC_TRAIN_OBJECTS) learn faster (9 epochs: 0.866 -> 0.8875); with them a sixth conv
-    # at stride 4 (ssd_tiny_synthetic) gave 0.908 and 0.8985 after 14 epochs (two initialisations; five convs: 0.896),
-    # and 16 epochs fit in the time.
+    # A CPU recipe for the built-in data set, sized for a 2-core CPU: a small model trained from scratch on new
+    # images every epoch (synthetic_fresh, so no augmentation), a larger lr after one warmup epoch, batch 16 split
+    # over two processes (one per core, each making its own data), step decay, and a 10-minute time budget that
+    # shrinks the recipe on a slower machine.
     "synthetic": dict(model="ssd_tiny_synthetic", optimizer="sgd", batch_size=16, epochs=16, lr=0.08,
                       lr_decay_epochs=[12, 14], warmup_epochs=1.0, num_workers=0, val_interval=8, augment="none",
-                      match_iou=0.4, procs=2),
+                      procs=2, time_budget=10.0),
     # GluonCV's train_ssd.py
     "voc": dict(optimizer="sgd", batch_size=32, amp=False, model="ssd_300_vgg16_atrous_voc", epochs=GLUONCV_EPOCHS,
                 lr=1e-3, warmup_epochs=0.0, num_workers=4, val_interval=1, train_splits="2007_trainval,2012_trainval",
-                val_splits="2007_test", augment="gluoncv", match_iou=0.5, procs=1),
+                val_splits="2007_test", augment="gluoncv", procs=1),
     "voc-folder": dict(optimizer="sgd", batch_size=32, amp=False, model="ssd_300_vgg16_atrous_custom",
                        epochs=GLUONCV_EPOCHS, lr=1e-3, warmup_epochs=0.0, num_workers=4, val_interval=1,
-                       train_splits="train", val_splits="val", augment="gluoncv", match_iou=0.5, procs=1),
+                       train_splits="train", val_splits="val", augment="gluoncv", procs=1),
     "coco": dict(optimizer="sgd", batch_size=32, amp=False, model="ssd_300_vgg16_atrous_coco", epochs=GLUONCV_EPOCHS,
                  lr=1e-3, warmup_epochs=0.0, num_workers=4, val_interval=10, train_splits="instances_train2017",
-                 val_splits="instances_val2017", augment="gluoncv", match_iou=0.5, procs=1),
+                 val_splits="instances_val2017", augment="gluoncv", procs=1),
 }
 
 
@@ -128,7 +124,7 @@ def preset(dataset: str) -> dict[str, Any]:
     return dict(_PRESETS[dataset])
 
 
-def _scale_epochs(points, base: int, epochs: int) -> list[int]:
+def scale_epochs(points, base: int, epochs: int) -> list[int]:
     """Decay epochs ``points`` (of a ``base``-epoch schedule) for ``epochs``: rounded, at least epoch 1 and at most
     the last epoch (a decay at ``epochs`` itself would never apply)."""
     last = max(1, epochs - 1)
@@ -137,7 +133,14 @@ def _scale_epochs(points, base: int, epochs: int) -> list[int]:
 
 def scaled_decay_epochs(epochs: int) -> list[int]:
     """GluonCV's decay points (160, 200 of 240 epochs) scaled to ``epochs``."""
-    return _scale_epochs(GLUONCV_DECAY_EPOCHS, GLUONCV_EPOCHS, epochs)
+    return scale_epochs(GLUONCV_DECAY_EPOCHS, GLUONCV_EPOCHS, epochs)
+
+
+def _model_match_iou(model: str) -> float:
+    """The matching IoU of zoo model ``model``'s preset; GluonCV's 0.5 for models outside the zoo table."""
+    from ..models.presets import PRESETS
+
+    return PRESETS[model].match_iou if model in PRESETS else 0.5
 
 
 def default_val_interval(epochs: int, preset_interval: int) -> int:
@@ -159,6 +162,8 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     for key, value in preset.items():
         if getattr(out, key) is None:
             setattr(out, key, value)
+    if out.match_iou is None:
+        out.match_iou = _model_match_iou(out.model)
     if cfg.val_interval is None and isinstance(out.epochs, int) and out.epochs > 0:
         out.val_interval = default_val_interval(out.epochs, preset["val_interval"])
     if out.lr_decay_epochs is None:
@@ -166,7 +171,7 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     elif user_set_epochs and cfg.lr_decay_epochs is None and preset.get("lr_decay_epochs"):
         # the preset's decay points belong to its own epoch count: scale them with --epochs
         base = preset["epochs"]
-        out.lr_decay_epochs = _scale_epochs(preset["lr_decay_epochs"], base, out.epochs)
+        out.lr_decay_epochs = scale_epochs(preset["lr_decay_epochs"], base, out.epochs)
     if out.loss_norm not in LOSS_NORMS:
         raise ConfigError(f"--loss-norm must be one of {', '.join(LOSS_NORMS)}, got {out.loss_norm!r}")
     if out.init is not None and out.init not in INITS:
@@ -210,6 +215,10 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         out.synthetic_dense_epochs = min(out.lr_decay_epochs) if out.lr_decay_epochs else out.epochs
     if out.synthetic_dense_epochs < 0:
         raise ConfigError(f"--synthetic-dense-epochs must be >= 0, got {out.synthetic_dense_epochs}")
+    if out.time_budget is not None and out.time_budget < 0:
+        raise ConfigError(f"--time-budget must be >= 0 minutes (0: no budget), got {out.time_budget}")
+    if out.time_budget and out.dataset != "synthetic":
+        raise ConfigError(f"--time-budget works with --dataset synthetic only, not {out.dataset}")
     if out.dataset != "synthetic" and not out.data_root:
         raise ConfigError(f"--dataset {out.dataset} needs --data-root (the folder that holds the data set)")
     return out

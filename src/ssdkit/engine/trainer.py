@@ -19,6 +19,7 @@ import torch
 
 from ..boxes import clip_boxes_xyxy
 from ..loss import SSDMultiBoxLoss
+from .budget import START_KEY, apply_time_budget
 from .builders import RunParts, build_run, metric_key, prepare_config, select_device
 from .checkpoint import rng_state, set_rng_state
 from .config import TrainConfig
@@ -254,6 +255,7 @@ def fit(cfg: TrainConfig, say: Callable[[str], None] = print) -> FitResult:
 def _worker(cfg: TrainConfig, say: Callable[[str], None], rank: int, world: int) -> FitResult:
     """One process of the run: every rank runs rank 0's configuration (its run folder, its resume decision)."""
     cfg = TrainConfig.from_dict(broadcast_object(cfg.to_dict()))
+    cfg = apply_time_budget(cfg, say, rank, world)  # --time-budget: measure this machine, then fit the recipe
     return train(build_run(cfg, rank, world), say)
 
 

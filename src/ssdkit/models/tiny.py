@@ -1,10 +1,9 @@
-"""A small CPU-friendly SSD for the built-in synthetic shapes data set.
+"""A small CPU-friendly SSD for the built-in synthetic shapes data set (``ssd_tiny_synthetic``, ``ssd_tiny_custom``).
 
 Shape legend: B batch; sizes for the default 128 x 128 input.
 
-Backbone: plain 3x3 conv + BN + ReLU layers (on a CPU a dense 3x3 conv does more per second than a depthwise
-one, and these nets are trained from scratch, where the wider layers learn faster per step), no pretrained
-weights:
+Backbone: plain 3x3 conv + BN + ReLU layers, trained from scratch (no pretrained weights). On a CPU a dense 3x3 conv
+does more work per second than a depthwise one, and oneDNN runs these shapes near the core's peak:
 
 | stage  | layers                                    | output                     | feature |
 | ------ | ----------------------------------------- | -------------------------- | ------- |
@@ -12,27 +11,20 @@ weights:
 | stage3 | conv 3x3/2, conv 3x3                      | ``Tensor[B, 128, 16, 16]`` | 1       |
 | stage4 | conv 3x3/2, conv 3x3                      | ``Tensor[B, 192, 8, 8]``   | 2       |
 
-The stride-4 map feeds the smallest anchors (10-14 px), so it gets depth: six convs in the stem instead of three.
-VOC07 mAP after 6 epochs (new images each epoch, "light" augmentation, one run each): 0.73 with three, 0.76 with
-four, 0.79 with five; 0.79 also with six, or with five plus one more at stride 8; 0.74 with four at 96 channels (and
-slower). Six became worth it once the training images were denser (5-20 objects, ``synthetic_train_objects``):
-14-epoch runs reached 0.908 and 0.8985 with six (two initialisations) against 0.896 with five, for a step about 5 %
-slower; seven gave 0.901. A top-down FPN-style path into the stride-4 map did worse (0.67 vs 0.70, on the fixed
-4000-image set).
-The first two convs have 32 and 64 channels (they had 16 and 32): 6-epoch mAP 0.795 -> 0.809 (no augmentation), for a
-step about 8 % slower: the objects under 12 px are 2-3 pixels wide on the stride-4 map, and their shape has to pass
-through these two layers.
+The stride-4 map feeds the smallest anchors, so the stem is deep there: its objects under 12 px are 2-3 cells
+wide, and their shape has to be told apart within these layers. The stem's four 64-channel convs at 32 x 32 are
+about half of the model's multiply-adds.
 
 Extras (the added layers, GluonCV style: 1x1 conv + BN + ReLU, 3x3/2 conv + BN + ReLU): 4x4, 2x2, 1x1 with
 128 channels each. Heads are 3x3 convs as in the big models.
 
 Anchors (``TINY_ANCHORS``): six layers with steps 4..128 and sizes 10, 20, 36, 60, 92, 120 (second squares 14.1,
 26.8, 46.5, 74.3, 105.1, 123.9), two squares per position and no elongated ones (the shapes' boxes are nearly
-square): 2730 anchors at 128 x 128. Every anchor is about 2-2.5 steps wide, so almost every object of 8 to 100
-pixels overlaps some anchor with IoU >= 0.5 (98-100 % per size band of simulated boxes, 2-4 such anchors each);
-GluonCV's SSD300 spaces its anchors alike (30 px at step 8, 60 at 16, ...). The earlier preset, with one-step-wide
-anchors, left 16-61 % of those boxes (by size band) without any anchor at IoU 0.5; after 600 training steps it
-reached VOC07 mAP 0.08 where these anchors on the same (then depthwise-separable) network reached 0.23.
+square): 2730 anchors at 128 x 128. Every anchor is about 2-2.5 steps wide, as in GluonCV's SSD300 (30 px at
+step 8, 60 at 16, ...), so almost every object of 8 to 100 pixels overlaps some anchor with IoU >= 0.5.
+``TINY_MATCH_IOU`` (0.4, the presets' ``match_iou``) gives the smallest boxes about three positive anchors.
+
+Why each of these choices, with the runs that measured it: ``docs/synthetic-recipe.md``.
 """
 from __future__ import annotations
 
@@ -41,12 +33,13 @@ from torch import Tensor, nn
 from ..anchors import AnchorSpec
 from ..init import init_weights
 
-__all__ = ["DEFAULT_SYNTHETIC_CLASSES", "TINY_ANCHORS", "TINY_DATA_SHAPE", "TinyExtractor"]
+__all__ = ["DEFAULT_SYNTHETIC_CLASSES", "TINY_ANCHORS", "TINY_DATA_SHAPE", "TINY_MATCH_IOU", "TinyExtractor"]
 
 DEFAULT_SYNTHETIC_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring")
 TINY_DATA_SHAPE = 128
 TINY_ANCHORS = AnchorSpec(sizes=(10, 20, 36, 60, 92, 120, 128), ratios=((1,),) * 6,
                           steps=(4, 8, 16, 32, 64, 128))
+TINY_MATCH_IOU = 0.4
 
 
 def _cbr(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> list[nn.Module]:

@@ -19,6 +19,7 @@ from ..logger import RunLogger
 from .data import (build_datasets, build_loader, prepare_train_epoch, split_ids, split_overlap,
                    synthetic_object_range)
 from .metric import build_metric, metric_key
+from ..budget import START_KEY
 from ..step import step_memory_format
 from .model import build_model, model_anchors, model_data_shape
 from .optim import build_optimizer, build_scheduler
@@ -102,6 +103,7 @@ def prepare_config(cfg: TrainConfig) -> TrainConfig:
     if env is not None:  # torchrun decides the processes; --batch-size stays the global batch
         cfg.procs = env.world
     cfg = resolve_config(cfg)
+    cfg.extra = {START_KEY: time.time(), **cfg.extra}  # the time budget's clock (the CLI starts it earlier)
     if not cfg.output:
         cfg.output = os.path.join("runs", f"{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     return cfg

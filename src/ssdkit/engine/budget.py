@@ -1,0 +1,175 @@
+"""A wall-clock budget for synthetic runs (``--time-budget MINUTES``): measure this machine, then fit the recipe.
+
+The run first times a few training steps of a throwaway copy of itself (same model, data, processes, precision)
+and the evaluation of a few validation images. :func:`fit_to_budget` then keeps the recipe's shape (epochs, LR
+decay points, dense epochs, evaluations) and gives it as many images per epoch as the time left allows, at most the
+recipe's own; when fewer than ``MIN_STEPS_PER_EPOCH`` steps per epoch would be left it takes fewer epochs instead,
+with the decay points scaled. A fast machine trains the whole recipe and ends early; a slow one trains less and
+still ends on time. The run's clock starts when :func:`~ssdkit.engine.trainer.fit` is called.
+
+The functions here are pure except :func:`measure_speed` and :func:`apply_time_budget`, the trainer's hook.
+"""
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .config import ConfigError, TrainConfig, scale_epochs
+
+__all__ = ["RunShape", "BudgetPlan", "count_evals", "predicted_seconds", "fit_to_budget", "measure_speed",
+           "apply_time_budget", "START_KEY", "MIN_STEPS_PER_EPOCH", "SMALL_RECIPE_IMAGES"]
+
+START_KEY = "budget_started_at"   # TrainConfig.extra: time.time() when fit() was called
+MIN_STEPS_PER_EPOCH = 20          # fewer steps than this per epoch: take fewer epochs instead
+FINISH_SECONDS = 6.0              # after the last evaluation: plots, the final table, the processes' exit
+EPOCH_SECONDS = 0.5               # per epoch besides its steps: loader start, last.pt
+SAFETY = 0.06                     # the share of the time left that is kept free for a machine that slows down
+PROBE_WARMUP_STEPS = 1            # steps not timed (oneDNN builds its kernels in the first ones)
+PROBE_STEPS = 6                   # steps timed
+PROBE_EVAL_BATCHES = 2            # validation batches timed
+SMALL_RECIPE_IMAGES = 2000        # recipes of at most this many training images run as they are (not measured)
+
+
+@dataclass(frozen=True)
+class RunShape:
+    """The part of a synthetic run that the budget fits: sizes in images, epochs 1-based as in the config."""
+
+    epochs: int
+    images_per_epoch: int
+    lr_decay_epochs: tuple[int, ...]
+    dense_epochs: int
+    val_interval: int
+    batch_size: int
+
+    @property
+    def images(self) -> int:
+        return self.epochs * self.images_per_epoch
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """What :func:`fit_to_budget` chose: the fitted ``shape`` and the time it expects it to take."""
+
+    shape: RunShape
+    whole_recipe: bool        # the recipe fits as it is
+    seconds_left: float       # budget minus the time already spent when the plan was made
+    predicted_s: float        # training + evaluations + finish, as measured on this machine
+
+    def describe(self, recipe: RunShape, budget_s: float, images_per_s: float, eval_s: float) -> str:
+        s = self.shape
+        decay = ", ".join(map(str, s.lr_decay_epochs)) or "none"
+        what = ("the whole recipe fits" if self.whole_recipe else
+                f"fits {s.images:,} of the recipe's {recipe.images:,} training images")
+        return (f"time budget {budget_s / 60:g} min: measured {images_per_s:.1f} training images/s and "
+                f"{eval_s:.1f} s per evaluation here; {what}: {s.epochs} epochs of {s.images_per_epoch:,} images, "
+                f"LR decay at epoch {decay}, evaluation every {s.val_interval} epochs; expected to end "
+                f"{self.predicted_s:.0f} s from now ({self.seconds_left:.0f} s left)")
+
+
+def count_evals(epochs: int, val_interval: int) -> int:
+    """Evaluations of a run: after every ``val_interval``-th epoch and after the last one."""
+    return epochs // val_interval + (epochs % val_interval != 0)
+
+
+def predicted_seconds(shape: RunShape, images_per_s: float, eval_s: float) -> float:
+    """Seconds that ``shape`` takes at ``images_per_s`` training images per second and ``eval_s`` per evaluation."""
+    return (shape.images / images_per_s + shape.epochs * EPOCH_SECONDS
+            + count_evals(shape.epochs, shape.val_interval) * eval_s + FINISH_SECONDS)
+
+
+def _with_epochs(recipe: RunShape, epochs: int, images_per_epoch: int) -> RunShape:
+    """``recipe`` squeezed to ``epochs``: decay points, dense epochs and the evaluation interval scaled alike."""
+    if epochs == recipe.epochs:
+        return dataclasses.replace(recipe, images_per_epoch=images_per_epoch)
+    decay = tuple(scale_epochs(recipe.lr_decay_epochs, recipe.epochs, epochs)) if recipe.lr_decay_epochs else ()
+    dense = min(epochs, round(recipe.dense_epochs * epochs / recipe.epochs))
+    interval = max(1, round(recipe.val_interval * epochs / recipe.epochs))
+    return RunShape(epochs, images_per_epoch, decay, dense, interval, recipe.batch_size)
+
+
+def fit_to_budget(recipe: RunShape, seconds_left: float, images_per_s: float, eval_s: float) -> BudgetPlan:
+    """The largest run of ``recipe``'s shape that ends within ``seconds_left`` (after a ``SAFETY`` share is kept
+    free). Images per epoch are whole batches. Raises :class:`ConfigError` when not even one epoch of
+    ``MIN_STEPS_PER_EPOCH`` steps fits."""
+    if images_per_s <= 0 or eval_s < 0:
+        raise ValueError(f"need a positive speed and a non-negative evaluation time, got {images_per_s}, {eval_s}")
+    usable = seconds_left * (1.0 - SAFETY)
+    if predicted_seconds(recipe, images_per_s, eval_s) <= usable:
+        return BudgetPlan(recipe, True, seconds_left, predicted_seconds(recipe, images_per_s, eval_s))
+    batch = recipe.batch_size
+    min_images = MIN_STEPS_PER_EPOCH * batch
+    for epochs in range(recipe.epochs, 0, -1):
+        shape = _with_epochs(recipe, epochs, min_images)
+        fixed = predicted_seconds(shape, images_per_s, eval_s) - shape.images / images_per_s
+        per_epoch = int((usable - fixed) * images_per_s / epochs) // batch * batch
+        if per_epoch >= min_images or (epochs == 1 and per_epoch >= batch):
+            shape = _with_epochs(recipe, epochs, min(per_epoch, recipe.images_per_epoch))
+            return BudgetPlan(shape, False, seconds_left, predicted_seconds(shape, images_per_s, eval_s))
+    raise ConfigError(f"--time-budget: {seconds_left:.0f} s are left, too little to train one batch and evaluate "
+                      f"on this machine ({images_per_s:.1f} images/s, {eval_s:.1f} s per evaluation)")
+
+
+def measure_speed(cfg: TrainConfig, rank: int, world: int) -> tuple[float, float]:
+    """``(training images/s of all processes together, seconds of one evaluation of the val split)`` of a
+    throwaway copy of the run (built by :func:`~ssdkit.engine.builders.build_run` into a temporary folder):
+    ``PROBE_STEPS`` timed steps on dense images (the slowest epochs) after ``PROBE_WARMUP_STEPS``, and rank 0
+    timing ``PROBE_EVAL_BATCHES`` validation batches. Every process gets the same numbers (the slowest process's
+    steps count)."""
+    from .builders import build_run
+    from .distributed import all_reduce_sum
+    from .trainer import evaluate, train_one_epoch
+
+    steps = PROBE_WARMUP_STEPS + PROBE_STEPS
+    with tempfile.TemporaryDirectory(prefix="ssdkit-budget-") as folder:
+        probe = dataclasses.replace(cfg, synthetic_train_size=steps * cfg.batch_size, epochs=1, lr_decay_epochs=[],
+                                    warmup_epochs=0.0, synthetic_val_size=PROBE_EVAL_BATCHES * cfg.batch_size,
+                                    lr=cfg.lr * 1e-3, output=folder, resume=None, time_budget=0, progress=False)
+        parts = build_run(probe, rank, world)
+        parts.prepare_epoch(0)
+        parts.train_loader.sampler.set_epoch(0)
+        marks: list[float] = []
+        train_one_epoch(parts.train_net, parts.train_loader, parts.loss_fn, parts.optimizer, parts.scheduler,
+                        parts.device, 0, parts.scaler, parts.amp_dtype, log_interval=10 ** 9, progress=False,
+                        on_step=lambda state: marks.append(time.perf_counter()) if len(marks) < PROBE_WARMUP_STEPS
+                        else None)
+        train_s = torch.tensor([time.perf_counter() - marks[-1]], dtype=torch.float64)
+        eval_s = 0.0
+        if rank == 0:
+            start = time.perf_counter()
+            evaluate(parts.net, parts.val_loader, parts.metric, parts.device)
+            eval_s = (time.perf_counter() - start) * cfg.synthetic_val_size / len(parts.val_set)
+        if parts.logger is not None:
+            parts.logger.close()
+    # the slowest process's steps and rank 0's evaluation, the same numbers on every process
+    if world > 1:
+        torch.distributed.all_reduce(train_s, op=torch.distributed.ReduceOp.MAX)
+    eval_s = float(all_reduce_sum(torch.tensor([eval_s], dtype=torch.float64)).item())
+    return PROBE_STEPS * cfg.batch_size / float(train_s.item()), eval_s
+
+
+def apply_time_budget(cfg: TrainConfig, say: Callable[[str], None], rank: int, world: int) -> TrainConfig:
+    """The trainer's hook: ``cfg`` fitted to ``cfg.time_budget`` minutes (counted from ``cfg.extra[START_KEY]``),
+    or ``cfg`` itself without a budget, when resuming, or for a recipe of at most ``SMALL_RECIPE_IMAGES`` training
+    images (measuring would cost a good share of its time). Rank 0 announces the choice. The run's own
+    :func:`~ssdkit.engine.builders.build_run` seeds everything again, so the fitted run is the same as one given the
+    fitted recipe directly."""
+    if not cfg.time_budget or cfg.resume or cfg.epochs * cfg.synthetic_train_size <= SMALL_RECIPE_IMAGES:
+        return cfg
+    started = float(cfg.extra.get(START_KEY, time.time()))
+    images_per_s, eval_s = measure_speed(cfg, rank, world)
+    recipe = RunShape(cfg.epochs, cfg.synthetic_train_size, tuple(cfg.lr_decay_epochs), cfg.synthetic_dense_epochs,
+                      cfg.val_interval, cfg.batch_size)
+    budget_s = cfg.time_budget * 60.0
+    plan = fit_to_budget(recipe, budget_s - (time.time() - started), images_per_s, eval_s)
+    if rank == 0:
+        say(plan.describe(recipe, budget_s, images_per_s, eval_s))
+    shape = plan.shape
+    return dataclasses.replace(cfg, epochs=shape.epochs, synthetic_train_size=shape.images_per_epoch,
+                               lr_decay_epochs=list(shape.lr_decay_epochs), synthetic_dense_epochs=shape.dense_epochs,
+                               val_interval=shape.val_interval)
+

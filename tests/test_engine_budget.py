@@ -1,0 +1,98 @@
+import time
+
+import pytest
+
+from ssdkit.engine import budget
+from ssdkit.engine.budget import RunShape, count_evals, fit_to_budget, predicted_seconds
+from ssdkit.engine.config import ConfigError, TrainConfig, resolve_config
+
+RECIPE = RunShape(epochs=16, images_per_epoch=4000, lr_decay_epochs=(12, 14), dense_epochs=12, val_interval=8,
+                  batch_size=16)
+
+
+def test_count_evals():
+    assert count_evals(16, 8) == 2
+    assert count_evals(17, 8) == 3  # the last epoch is always evaluated
+    assert count_evals(3, 1) == 3
+    assert count_evals(4, 8) == 1
+
+
+def test_the_whole_recipe_when_it_fits():
+    plan = fit_to_budget(RECIPE, 600.0, images_per_s=200.0, eval_s=5.0)
+    assert plan.whole_recipe and plan.shape == RECIPE
+    assert plan.predicted_s == pytest.approx(predicted_seconds(RECIPE, 200.0, 5.0))
+    assert plan.predicted_s <= 600.0
+
+
+@pytest.mark.parametrize("rate", [40.0, 100.0, 118.0])
+def test_a_slower_machine_gets_fewer_images_per_epoch_and_the_same_schedule(rate):
+    plan = fit_to_budget(RECIPE, 580.0, images_per_s=rate, eval_s=8.0)
+    shape = plan.shape
+    assert not plan.whole_recipe
+    assert (shape.epochs, shape.lr_decay_epochs, shape.dense_epochs, shape.val_interval) == (16, (12, 14), 12, 8)
+    assert shape.images_per_epoch % RECIPE.batch_size == 0 and shape.images_per_epoch < RECIPE.images_per_epoch
+    # it fills the usable time: one more batch per epoch would not fit
+    usable = 580.0 * (1 - budget.SAFETY)
+    assert predicted_seconds(shape, rate, 8.0) <= usable
+    bigger = RunShape(16, shape.images_per_epoch + RECIPE.batch_size, (12, 14), 12, 8, 16)
+    assert predicted_seconds(bigger, rate, 8.0) > usable
+    assert plan.predicted_s == pytest.approx(predicted_seconds(shape, rate, 8.0))
+
+
+def test_a_very_slow_machine_gets_fewer_epochs_with_scaled_decay_points():
+    plan = fit_to_budget(RECIPE, 60.0, images_per_s=30.0, eval_s=3.0)
+    shape = plan.shape
+    assert shape.epochs < RECIPE.epochs
+    assert shape.images_per_epoch >= budget.MIN_STEPS_PER_EPOCH * RECIPE.batch_size
+    assert all(1 <= e < shape.epochs for e in shape.lr_decay_epochs) or shape.epochs == 1
+    assert shape.dense_epochs <= shape.epochs and shape.val_interval >= 1
+    assert predicted_seconds(shape, 30.0, 3.0) <= 60.0 * (1 - budget.SAFETY)
+    # one epoch more (of the fewest images allowed) would overrun
+    more = budget._with_epochs(RECIPE, shape.epochs + 1, budget.MIN_STEPS_PER_EPOCH * RECIPE.batch_size)
+    assert predicted_seconds(more, 30.0, 3.0) > 60.0 * (1 - budget.SAFETY)
+
+
+def test_no_time_left_is_a_clear_error():
+    with pytest.raises(ConfigError, match="--time-budget"):
+        fit_to_budget(RECIPE, 5.0, images_per_s=30.0, eval_s=3.0)
+    with pytest.raises(ValueError):
+        fit_to_budget(RECIPE, 100.0, images_per_s=0.0, eval_s=3.0)
+
+
+def test_budget_config():
+    assert resolve_config(TrainConfig()).time_budget == 10.0  # the synthetic preset's
+    assert resolve_config(TrainConfig(dataset="voc", data_root="/d")).time_budget is None  # real data: unchanged
+    with pytest.raises(ConfigError, match="--time-budget"):
+        resolve_config(TrainConfig(dataset="voc", data_root="/d", time_budget=5))
+    with pytest.raises(ConfigError, match="--time-budget"):
+        resolve_config(TrainConfig(time_budget=-1))
+    cfg = resolve_config(TrainConfig(time_budget=0))
+    assert budget.apply_time_budget(cfg, print, 0, 1) is cfg  # 0: no budget, nothing measured
+    half = budget.SMALL_RECIPE_IMAGES // 4
+    small = resolve_config(TrainConfig(time_budget=0.01, epochs=2, synthetic_train_size=half))
+    assert budget.apply_time_budget(small, print, 0, 1) is small  # a small recipe runs as it is
+
+
+def test_the_cli_option():
+    from ssdkit.cli import build_parser, config_from_args
+
+    parser = build_parser()
+    assert config_from_args(parser.parse_args(["train", "--time-budget", "2.5"])).time_budget == 2.5
+    assert config_from_args(parser.parse_args(["train"])).time_budget is None  # resolved to the preset's
+
+
+def test_a_run_ends_within_a_small_budget(tmp_path):
+    """30 s for a recipe of 16 epochs of 100 000 images in the default two processes: the run measures itself and
+    trains what fits."""
+    from ssdkit.engine.trainer import fit
+
+    said = []
+    cfg = TrainConfig(time_budget=0.5, synthetic_train_size=100_000, synthetic_val_size=32, progress=False,
+                      output=str(tmp_path / "run"))
+    start = time.time()
+    result = fit(cfg, say=said.append)
+    elapsed = time.time() - start
+    plan = next(s for s in said if s.startswith("time budget 0.5 min"))
+    assert "fits" in plan and "of the recipe's 1,600,000 training images" in plan
+    assert result.epochs_run >= 1 and result.last_map == result.last_map  # it trained and evaluated
+    assert elapsed <= 30.0 + 10.0, (elapsed, said)
