@@ -10,6 +10,7 @@ per stdin line; each answer is one JSON line with the seconds that job took, mea
 interleaves these requests with its own timings, so a busy machine slows every column alike. GluonCV's threads
 are limited to 2 (``OMP_NUM_THREADS``/``MXNET_*`` are set by the caller).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -21,8 +22,9 @@ import time
 import numpy as np
 
 ENV_VAR = "SSDKIT_GLUONCV_PYTHON"
-REPO_VENV_PYTHON = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".venv-gluoncv", "bin",
-                                "python")
+REPO_VENV_PYTHON = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".venv-gluoncv", "bin", "python"
+)
 
 
 def default_gluoncv_python() -> str:
@@ -35,6 +37,7 @@ DEFAULT_PYTHON = default_gluoncv_python()
 
 # ------------------------------------------------------------------ client side (the benchmark's python)
 
+
 class GluonCVServer:
     """Start this file under the GluonCV venv on an inputs ``.npz``; ``job(name)()`` times one call there."""
 
@@ -43,10 +46,22 @@ class GluonCVServer:
         import subprocess
 
         # passive OpenMP waiting: an idle subprocess must not spin on the cores the benchmark is timing
-        env = dict(os.environ, OMP_NUM_THREADS="2", MXNET_CPU_WORKER_NTHREADS="2", MKL_NUM_THREADS="2",
-                   OMP_WAIT_POLICY="PASSIVE", KMP_BLOCKTIME="0")
-        self.proc = subprocess.Popen([python, os.path.abspath(__file__), what, inputs_path], stdin=subprocess.PIPE,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        env = dict(
+            os.environ,
+            OMP_NUM_THREADS="2",
+            MXNET_CPU_WORKER_NTHREADS="2",
+            MKL_NUM_THREADS="2",
+            OMP_WAIT_POLICY="PASSIVE",
+            KMP_BLOCKTIME="0",
+        )
+        self.proc = subprocess.Popen(
+            [python, os.path.abspath(__file__), what, inputs_path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         ready = self._read()
         self.names = ready["ready"]
         self.info = ready.get("info", {})
@@ -59,6 +74,7 @@ class GluonCVServer:
 
     def job(self, name):
         """A callable that runs job ``name`` in the subprocess and returns the seconds measured there."""
+
         def call():
             self.proc.stdin.write(name + "\n")
             self.proc.stdin.flush()
@@ -66,6 +82,7 @@ class GluonCVServer:
             if "error" in answer:
                 raise RuntimeError(answer["error"])
             return answer["sec"]
+
         return call
 
     def close(self):
@@ -102,6 +119,7 @@ def interleaved_medians(jobs, repeats, warmup=1, pause=0.2):
 
 # ------------------------------------------------------------------ server side (the GluonCV venv)
 
+
 def timed(fn):
     t0 = time.perf_counter()
     fn()
@@ -122,10 +140,13 @@ def target_jobs(z):
         def call():
             for o in gen(anchors, preds, gt_boxes, gt_ids):
                 o.wait_to_read()
+
         return call
 
-    return {"naive": job(SSDTargetGenerator(negative_mining_ratio=-1), None),
-            "ohem": job(SSDTargetGenerator(negative_mining_ratio=3), cls_preds)}
+    return {
+        "naive": job(SSDTargetGenerator(negative_mining_ratio=-1), None),
+        "ohem": job(SSDTargetGenerator(negative_mining_ratio=3), cls_preds),
+    }
 
 
 def _post_block(num_fg, decoder, stds=(0.1, 0.1, 0.2, 0.2), nms_thresh=0.45, nms_topk=400, post_nms=100):
@@ -138,23 +159,46 @@ def _post_block(num_fg, decoder, stds=(0.1, 0.1, 0.2, 0.2), nms_thresh=0.45, nms
             super().__init__()
             with self.name_scope():
                 self.bbox_decoder = NormalizedBoxCenterDecoder(stds)
-                self.cls_decoder = (MultiPerClassDecoder(num_fg + 1, thresh=0.01) if decoder == "per_class"
-                                    else MultiClassDecoder(thresh=0.01))
+                self.cls_decoder = (
+                    MultiPerClassDecoder(num_fg + 1, thresh=0.01)
+                    if decoder == "per_class"
+                    else MultiClassDecoder(thresh=0.01)
+                )
 
         def hybrid_forward(self, F, cls_preds, box_preds, anchors):
             bboxes = self.bbox_decoder(box_preds, anchors)
             cls_ids, scores = self.cls_decoder(F.softmax(cls_preds, axis=-1))
             if decoder == "per_class":
-                result = F.concat(*[F.concat(cls_ids.slice_axis(axis=-1, begin=i, end=i + 1),
-                                             scores.slice_axis(axis=-1, begin=i, end=i + 1), bboxes, dim=-1)
-                                    for i in range(num_fg)], dim=1)
+                result = F.concat(
+                    *[
+                        F.concat(
+                            cls_ids.slice_axis(axis=-1, begin=i, end=i + 1),
+                            scores.slice_axis(axis=-1, begin=i, end=i + 1),
+                            bboxes,
+                            dim=-1,
+                        )
+                        for i in range(num_fg)
+                    ],
+                    dim=1,
+                )
             else:
                 result = F.concat(cls_ids.expand_dims(-1), scores.expand_dims(-1), bboxes, dim=-1)
-            result = F.contrib.box_nms(result, overlap_thresh=nms_thresh, topk=nms_topk, valid_thresh=0.01,
-                                       id_index=0, score_index=1, coord_start=2, force_suppress=False)
+            result = F.contrib.box_nms(
+                result,
+                overlap_thresh=nms_thresh,
+                topk=nms_topk,
+                valid_thresh=0.01,
+                id_index=0,
+                score_index=1,
+                coord_start=2,
+                force_suppress=False,
+            )
             result = result.slice_axis(axis=1, begin=0, end=post_nms)
-            return (F.slice_axis(result, axis=2, begin=0, end=1), F.slice_axis(result, axis=2, begin=1, end=2),
-                    F.slice_axis(result, axis=2, begin=2, end=6))
+            return (
+                F.slice_axis(result, axis=2, begin=0, end=1),
+                F.slice_axis(result, axis=2, begin=1, end=2),
+                F.slice_axis(result, axis=2, begin=2, end=6),
+            )
 
     return Post()
 
@@ -215,8 +259,13 @@ def inference_jobs(z):
         x = mx.nd.random.uniform(shape=(2, 3, size, size))
         feats = net.features(x)
         num_c1 = net.num_classes + 1
-        logits = np.concatenate([cp(f).transpose((0, 2, 3, 1)).reshape((2, -1, num_c1)).asnumpy()
-                                 for f, cp in zip(feats, net.class_predictors)], axis=1)
+        logits = np.concatenate(
+            [
+                cp(f).transpose((0, 2, 3, 1)).reshape((2, -1, num_c1)).asnumpy()
+                for f, cp in zip(feats, net.class_predictors)
+            ],
+            axis=1,
+        )
         offset = background_offset(logits, float(z["candidates"]))
         for cp in net.class_predictors:
             bias = cp.predictor.bias

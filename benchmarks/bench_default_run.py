@@ -10,6 +10,7 @@ machine's load (``uptime``) before each run, the CPU and the summary (median and
 by default ``benchmarks/results/default_run-<date>.txt``. The default run has a 10-minute time budget, so a slow or
 busy machine trains fewer images: each run's line says how many it trained.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,8 +74,13 @@ def load() -> str:
 
 def kernel_check(env: dict[str, str]) -> str:
     """The convolution implementations oneDNN runs for one forward + backward of the default model."""
-    out = subprocess.run([sys.executable, "-c", KERNEL_CHECK], env={**env, "ONEDNN_VERBOSE": "1"},
-                         capture_output=True, text=True, cwd=ROOT)
+    out = subprocess.run(
+        [sys.executable, "-c", KERNEL_CHECK],
+        env={**env, "ONEDNN_VERBOSE": "1"},
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+    )
     counts: dict[str, int] = {}
     for line in out.stdout.splitlines():
         parts = line.split(",")
@@ -86,13 +92,30 @@ def kernel_check(env: dict[str, str]) -> str:
 
 def one_run(label: str, index: int, seed: int, avx2: bool, extra: list[str], out_root: str, log: Log) -> dict:
     output = os.path.join(out_root, f"{label}-seed{seed}-{index}")
-    cmd = [sys.executable, "-m", "ssdkit", "train", "--no-progress", "--output", output, "--seed", str(seed),
-           *(["--no-amp"] if avx2 else []), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "ssdkit",
+        "train",
+        "--no-progress",
+        "--output",
+        output,
+        "--seed",
+        str(seed),
+        *(["--no-amp"] if avx2 else []),
+        *extra,
+    ]
     log(f"--- {label} run {index} (seed {seed}), {load()}, {time.strftime('%H:%M:%S')}")
     log("$ " + "".join(f"{k}={v} " for k, v in AVX2_ENV.items() if avx2) + "python " + " ".join(cmd[1:]))
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env={**os.environ, **(AVX2_ENV if avx2 else {})}, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        cmd,
+        env={**os.environ, **(AVX2_ENV if avx2 else {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
     lines = []
     for line in proc.stdout:
         line = line.rstrip("\n")
@@ -109,10 +132,18 @@ def one_run(label: str, index: int, seed: int, avx2: bool, extra: list[str], out
     fitted = re.search(r"fits ([\d,]+) of the recipe's ([\d,]+)", text)
     images = fitted.group(1) if fitted else ("all" if "the whole recipe fits" in text else "recipe")
     rates = re.findall(r"([\d.]+) img/s", text)
-    result = {"label": label, "seed": seed, "minutes": minutes, "map": float(rows[-1]["voc07_map"]),
-              "images": images, "img_s": rates[-1] if rates else "?"}
-    log(f"  => {minutes:.2f} min, final VOC07 mAP {result['map']:.4f}, training images {images}, "
-        f"last epoch {result['img_s']} img/s, {load()}")
+    result = {
+        "label": label,
+        "seed": seed,
+        "minutes": minutes,
+        "map": float(rows[-1]["voc07_map"]),
+        "images": images,
+        "img_s": rates[-1] if rates else "?",
+    }
+    log(
+        f"  => {minutes:.2f} min, final VOC07 mAP {result['map']:.4f}, training images {images}, "
+        f"last epoch {result['img_s']} img/s, {load()}"
+    )
     return result
 
 
@@ -124,9 +155,11 @@ def summary(results: list[dict], log: Log) -> None:
     for (label, seed), rs in groups.items():
         minutes = [r["minutes"] for r in rs]
         maps = [r["map"] for r in rs]
-        log(f"  {label:6s} seed {seed:<5d} {len(rs)} run(s): {statistics.median(minutes):.2f} min "
+        log(
+            f"  {label:6s} seed {seed:<5d} {len(rs)} run(s): {statistics.median(minutes):.2f} min "
             f"[{min(minutes):.2f}, {max(minutes):.2f}], final VOC07 mAP {statistics.median(maps):.4f} "
-            f"[{min(maps):.4f}, {max(maps):.4f}], training images {', '.join(str(r['images']) for r in rs)}")
+            f"[{min(maps):.4f}, {max(maps):.4f}], training images {', '.join(str(r['images']) for r in rs)}"
+        )
 
 
 def main() -> int:
@@ -136,8 +169,9 @@ def main() -> int:
     parser.add_argument("--seed", type=int, default=233)
     parser.add_argument("--other-seed", type=int, help="one more run at this seed (held to AVX2 unless --isa native)")
     parser.add_argument("--output-root", default=os.path.join("runs", "bench-default"))
-    parser.add_argument("--log", default=os.path.join(ROOT, "benchmarks", "results",
-                                                      f"default_run-{time.strftime('%Y%m%d')}.txt"))
+    parser.add_argument(
+        "--log", default=os.path.join(ROOT, "benchmarks", "results", f"default_run-{time.strftime('%Y%m%d')}.txt")
+    )
     args, extra = parser.parse_known_args()
     extra = [a for a in extra if a != "--"]
     log = Log(args.log)

@@ -14,6 +14,7 @@ rounds. The cost of ``--checkpoint-steps N`` per step is (checkpoint time) / N, 
 
     python benchmarks/bench_faults.py [--rounds 15] [--steps 10]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -97,7 +98,7 @@ def main() -> None:
     # the guard's own work, without the model around it: the optimizer step alone vs the guarded optimizer step
     opt_only, guard_only = [], []
     for r in range(args.rounds):
-        for g in ((False, True) if r % 2 == 0 else (True, False)):
+        for g in (False, True) if r % 2 == 0 else (True, False):
             start = time.perf_counter()
             for _ in range(50):
                 if g:
@@ -110,14 +111,18 @@ def main() -> None:
     def show(xs):
         return f"median {statistics.median(xs):.2f} (range {min(xs):.2f}-{max(xs):.2f})"
 
-    print(f"torch {torch.__version__}, {os.cpu_count()} cores, 1 thread, autocast {amp}, batch 8, {args.rounds} rounds "
-          f"of {args.steps} steps")
+    print(
+        f"torch {torch.__version__}, {os.cpu_count()} cores, 1 thread, autocast {amp}, batch 8, {args.rounds} rounds "
+        f"of {args.steps} steps"
+    )
     print(f"step, plain:    {show(plain)} ms")
     print(f"step, guarded:  {show(guarded)} ms")
     print(f"guarded / plain per round: {show(ratio)}")
-    print(f"optimizer step alone: {show(opt_only)} ms; guarded optimizer step (loss check, gradient check, "
-          f"counters): {show(guard_only)} ms; difference of medians "
-          f"{statistics.median(guard_only) - statistics.median(opt_only):+.2f} ms")
+    print(
+        f"optimizer step alone: {show(opt_only)} ms; guarded optimizer step (loss check, gradient check, "
+        f"counters): {show(guard_only)} ms; difference of medians "
+        f"{statistics.median(guard_only) - statistics.median(opt_only):+.2f} ms"
+    )
     size = os.path.getsize(os.path.join(folder, "last.pt")) / 2**20
     print(f"checkpoint save ({size:.1f} MiB): {show(saves)} ms")
     step_ms, save_ms = statistics.median(plain), statistics.median(saves)

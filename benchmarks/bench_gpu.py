@@ -15,6 +15,7 @@ multi-GPU run takes (gradient all-reduce hooks, the loss's all-reduced positive 
 steps, then ``--steps`` steps between two device synchronizations. Exits with code 2 and a message when the device
 is not there.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,7 +71,8 @@ def run_config(args, device: torch.device, batch: int, amp: str, ddp: bool) -> d
     train_net = net
     if ddp:
         train_net = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device] if device.type == "cuda" else None)
+            net, device_ids=[device] if device.type == "cuda" else None
+        )
     if args.compile:
         train_net = torch.compile(train_net)
     if device.type == "cuda":
@@ -96,11 +98,19 @@ def run_config(args, device: torch.device, batch: int, amp: str, ddp: bool) -> d
     _sync(device)
     sec = time.perf_counter() - t0
     last = pending.tolist() if not logged else logged[-1]
-    row = {"batch": batch, "amp": amp, "ddp": ddp, "compile": args.compile, "steps": args.steps,
-           "images_per_s": batch * args.steps / sec, "ms_per_step": sec / args.steps * 1e3, "warmup_s": warm_s,
-           "last_loss": last[0]}
+    row = {
+        "batch": batch,
+        "amp": amp,
+        "ddp": ddp,
+        "compile": args.compile,
+        "steps": args.steps,
+        "images_per_s": batch * args.steps / sec,
+        "ms_per_step": sec / args.steps * 1e3,
+        "warmup_s": warm_s,
+        "last_loss": last[0],
+    }
     if device.type == "cuda":
-        row["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+        row["peak_mem_gib"] = torch.cuda.max_memory_allocated(device) / 2**30
     if scaler is not None:
         row["grad_scale"] = scaler.get_scale()
     return row
@@ -111,8 +121,12 @@ def _init_single_process_group(device: torch.device) -> None:
 
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ.setdefault("MASTER_PORT", str(29500 + os.getpid() % 1000))
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo", rank=0, world_size=1,
-                            device_id=device if device.type == "cuda" else None)
+    dist.init_process_group(
+        "nccl" if device.type == "cuda" else "gloo",
+        rank=0,
+        world_size=1,
+        device_id=device if device.type == "cuda" else None,
+    )
 
 
 def main(argv=None) -> list[dict]:
@@ -134,8 +148,11 @@ def main(argv=None) -> list[dict]:
     except RuntimeError as err:
         raise SystemExit(f"bench_gpu.py: --device {args.device!r} is not a device ({err})") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        print("bench_gpu.py: CUDA is not available on this machine (no GPU or no CUDA driver); "
-              "`--device cpu --steps 1` runs a smoke test of the code paths", file=sys.stderr)
+        print(
+            "bench_gpu.py: CUDA is not available on this machine (no GPU or no CUDA driver); "
+            "`--device cpu --steps 1` runs a smoke test of the code paths",
+            file=sys.stderr,
+        )
         sys.exit(2)
     if args.steps < 1 or args.log_interval < 1 or args.warmup < 0:
         raise SystemExit("bench_gpu.py: --steps and --log-interval must be >= 1, --warmup >= 0")
@@ -149,8 +166,11 @@ def main(argv=None) -> list[dict]:
     if bad:
         raise SystemExit(f"bench_gpu.py: --amp {','.join(bad)}: choose from {', '.join(AMP)}")
     batches = [int(b) for b in args.batches.split(",")]
-    print(f"{args.model} at {args.size}x{args.size} on {name}, torch {torch.__version__}, {args.warmup} warm-up + "
-          f"{args.steps} timed steps{', compiled' if args.compile else ''}", flush=True)
+    print(
+        f"{args.model} at {args.size}x{args.size} on {name}, torch {torch.__version__}, {args.warmup} warm-up + "
+        f"{args.steps} timed steps{', compiled' if args.compile else ''}",
+        flush=True,
+    )
     rows = []
     configs = [(b, a, False) for b in batches for a in amps]
     if args.ddp:
@@ -161,9 +181,12 @@ def main(argv=None) -> list[dict]:
             row = run_config(args, device, batch, amp, ddp)
             rows.append(row)
             mem = f"  peak {row['peak_mem_gib']:.1f} GiB" if "peak_mem_gib" in row else ""
-            print(f"  batch {batch:3d} {amp}{' DDP(world 1)' if ddp else '':13s} {row['images_per_s']:8.1f} img/s "
-                  f"({row['ms_per_step']:.1f} ms/step, warm-up {row['warmup_s']:.1f} s, loss {row['last_loss']:.3f})"
-                  f"{mem}", flush=True)
+            print(
+                f"  batch {batch:3d} {amp}{' DDP(world 1)' if ddp else '':13s} {row['images_per_s']:8.1f} img/s "
+                f"({row['ms_per_step']:.1f} ms/step, warm-up {row['warmup_s']:.1f} s, loss {row['last_loss']:.3f})"
+                f"{mem}",
+                flush=True,
+            )
     finally:
         if args.ddp:
             import torch.distributed as dist
@@ -173,8 +196,10 @@ def main(argv=None) -> list[dict]:
     plain = {(r["batch"], r["amp"]): r for r in rows if not r["ddp"]}
     for r in rows:
         if r["ddp"] and (r["batch"], r["amp"]) in plain:
-            print(f"  DDP (world 1) / plain at batch {r['batch']} {r['amp']}: "
-                  f"{r['images_per_s'] / plain[(r['batch'], r['amp'])]['images_per_s']:.2f}x")
+            print(
+                f"  DDP (world 1) / plain at batch {r['batch']} {r['amp']}: "
+                f"{r['images_per_s'] / plain[(r['batch'], r['amp'])]['images_per_s']:.2f}x"
+            )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"device": name, "torch": torch.__version__, "model": args.model, "rows": rows}, f, indent=2)

@@ -16,6 +16,7 @@ Every round times each path once (interleaved), so a busy machine slows every co
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/bench_inference.py --no-bf16 \\
         --out benchmarks/results/inference-avx2.txt      # as on a CPU without AVX-512
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,7 +64,7 @@ def calibrated_net(name: str, candidates: float):
         logits = net(x)[0].numpy()
         offset = background_offset(logits, candidates)
         for head in net.class_predictors:
-            head.predictor.bias[0::net.num_classes + 1] += offset
+            head.predictor.bias[0 :: net.num_classes + 1] += offset
     return net, offset
 
 
@@ -89,6 +90,7 @@ def ssdkit_paths(net, batch: int, onnx_path: str | None, threads: int, bf16: boo
 
     jobs["ssdkit eager fp32 folded channels-last"] = eager_fused
     if bf16:
+
         def eager_bf16():
             with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
                 net_cl.detect(x_cl)
@@ -123,8 +125,12 @@ def main(argv=None):
     parser.add_argument("--batches", default="1,8")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--candidates", type=float, default=1000.0,
-                        help="(anchor, class) pairs per image above 0.01 (sets the background logit offset)")
+    parser.add_argument(
+        "--candidates",
+        type=float,
+        default=1000.0,
+        help="(anchor, class) pairs per image above 0.01 (sets the background logit offset)",
+    )
     parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 path")
     parser.add_argument("--no-onnx", action="store_true")
     parser.add_argument("--gluoncv-python", default=DEFAULT_GLUONCV_PYTHON)
@@ -135,11 +141,13 @@ def main(argv=None):
     batches = [int(b) for b in args.batches.split(",")]
     bf16 = bf16_native() and not args.no_bf16
 
-    lines = [f"# python benchmarks/bench_inference.py {' '.join(argv if argv is not None else sys.argv[1:])}",
-             f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-             f"{args.threads} threads, ATen CPU capability {torch.backends.cpu.get_cpu_capability()}, "
-             f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '-')}, bf16 native: {bf16}, "
-             f"medians of {args.repeats} interleaved rounds, {time.strftime('%Y-%m-%d %H:%M')}"]
+    lines = [
+        f"# python benchmarks/bench_inference.py {' '.join(argv if argv is not None else sys.argv[1:])}",
+        f"# {platform.processor() or platform.machine()}, torch {torch.__version__}, "
+        f"{args.threads} threads, ATen CPU capability {torch.backends.cpu.get_cpu_capability()}, "
+        f"ONEDNN_MAX_CPU_ISA={os.environ.get('ONEDNN_MAX_CPU_ISA', '-')}, bf16 native: {bf16}, "
+        f"medians of {args.repeats} interleaved rounds, {time.strftime('%Y-%m-%d %H:%M')}",
+    ]
 
     def say(text=""):
         print(text, flush=True)
@@ -152,8 +160,13 @@ def main(argv=None):
     if os.path.exists(args.gluoncv_python):
         sizes = [int(m.split("_")[1]) for m in models]
         inputs = os.path.join(tmp, "inputs.npz")
-        np.savez(inputs, models=np.array(models), sizes=np.array(sizes), batches=np.array(batches),
-                 candidates=np.array(args.candidates))
+        np.savez(
+            inputs,
+            models=np.array(models),
+            sizes=np.array(sizes),
+            batches=np.array(batches),
+            candidates=np.array(args.candidates),
+        )
         server = GluonCVServer(args.gluoncv_python, "inference", inputs)
         say(f"# GluonCV background offsets: {server.info}")
     try:

@@ -17,6 +17,7 @@ and the medians with min-max ranges are printed. Both sides use 2 threads.
 
     python benchmarks/bench_load_params.py [--repeats 5]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,8 +78,9 @@ print(json.dumps({"read_s": r[0], "read_mb": r[1], "model_s": m[0], "model_mb": 
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("_model_fixture_generators",
-                                                  os.path.join(ROOT, "tools", "make_model_fixtures.py"))
+    spec = importlib.util.spec_from_file_location(
+        "_model_fixture_generators", os.path.join(ROOT, "tools", "make_model_fixtures.py")
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -94,8 +96,9 @@ def rebuild_file(folder: str) -> str:
         listing = json.load(f)["names"][MODEL]
     with np.load(os.path.join(data, "model_outputs.npz")) as out:
         factors, digest = json.loads(str(out[f"{MODEL}/factors"])), str(out[f"{MODEL}/sha256"])
-    arrays = gen.random_gluon_params(listing, gen.FIXTURE_MODELS[MODEL][0],
-                                     gen.gluon_constants(listing, PRESETS[MODEL].anchor_spec), factors)
+    arrays = gen.random_gluon_params(
+        listing, gen.FIXTURE_MODELS[MODEL][0], gen.gluon_constants(listing, PRESETS[MODEL].anchor_spec), factors
+    )
     path = os.path.join(folder, f"{MODEL}.params")
     gen.write_params(path, arrays)
     if gen.sha256_of(path) != digest:
@@ -104,10 +107,17 @@ def rebuild_file(folder: str) -> str:
 
 
 def run_child(python: str, side: str, path: str) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="2", MXNET_CPU_WORKER_NTHREADS="2", MKL_NUM_THREADS="2",
-               OMP_WAIT_POLICY="PASSIVE", PYTHONPATH=os.path.join(ROOT, "src"))
-    proc = subprocess.run([python, "-c", CHILD, side, path, MODEL], capture_output=True, text=True, env=env,
-                          timeout=600)
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS="2",
+        MXNET_CPU_WORKER_NTHREADS="2",
+        MKL_NUM_THREADS="2",
+        OMP_WAIT_POLICY="PASSIVE",
+        PYTHONPATH=os.path.join(ROOT, "src"),
+    )
+    proc = subprocess.run(
+        [python, "-c", CHILD, side, path, MODEL], capture_output=True, text=True, env=env, timeout=600
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"{side} child failed:\n{proc.stderr[-3000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -121,8 +131,11 @@ def main(argv=None) -> int:
     results: dict[str, list[dict]] = {"gluoncv": [], "ssdkit": []}
     with tempfile.TemporaryDirectory() as tmp:
         path = rebuild_file(tmp)
-        print(f"file: {MODEL}.params, {os.path.getsize(path) / 2 ** 20:.1f} MiB; repeats {args.repeats}, "
-              f"sides alternating, a fresh process per measurement", flush=True)
+        print(
+            f"file: {MODEL}.params, {os.path.getsize(path) / 2**20:.1f} MiB; repeats {args.repeats}, "
+            f"sides alternating, a fresh process per measurement",
+            flush=True,
+        )
         for i in range(args.repeats):
             order = ("gluoncv", "ssdkit") if i % 2 == 0 else ("ssdkit", "gluoncv")
             for side in order:
@@ -130,9 +143,12 @@ def main(argv=None) -> int:
                 results[side].append(run_child(python, side, path))
                 print(f"  repeat {i + 1} {side}: {json.dumps(results[side][-1])}", flush=True)
     print(f"{'':34s} {'GluonCV (mxnet 1.9.1)':>26s} {'ssdkit':>26s}")
-    for key, label, unit in (("read_s", "read the file: time", "s"), ("read_mb", "read the file: peak RSS", "MiB"),
-                             ("model_s", "build + load model: time", "s"),
-                             ("model_mb", "build + load model: peak RSS", "MiB")):
+    for key, label, unit in (
+        ("read_s", "read the file: time", "s"),
+        ("read_mb", "read the file: peak RSS", "MiB"),
+        ("model_s", "build + load model: time", "s"),
+        ("model_mb", "build + load model: peak RSS", "MiB"),
+    ):
         cells = []
         for side in ("gluoncv", "ssdkit"):
             v = np.array([r[key] for r in results[side]])

@@ -9,6 +9,7 @@ repository's ``.venv-gluoncv`` or ``--gluoncv-python``). Each repeat
 times ``reset`` + all ``update`` calls + ``get``. Prints the median times, their ratio and whether the
 two metrics report the same values. Without the GluonCV environment only ssdkit's time is printed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,9 @@ def make_inputs(seed: int, num_images: int, dets: int, batch_size: int, size: in
         labels = rs.randint(0, NUM_CLASSES, size=(b, dets))
         labels = np.where(near & (rs.rand(b, dets) < 0.9), gt_lab[np.arange(b)[:, None], src], labels)
         scores = rs.rand(b, dets).astype(np.float32)
-        batches.append((boxes, labels.astype(np.float32)[..., None], scores[..., None], gt,
-                        gt_lab[..., None], gt_diff[..., None]))
+        batches.append(
+            (boxes, labels.astype(np.float32)[..., None], scores[..., None], gt, gt_lab[..., None], gt_diff[..., None])
+        )
     return batches
 
 
@@ -78,12 +80,15 @@ def time_metric(metric, batches, repeats: int):
 
 
 def report(name: str, wall: list[float], cpu: list[float]) -> None:
-    print(f"{name} median wall {statistics.median(wall):.3f} s, cpu {statistics.median(cpu):.3f} s  "
-          f"(wall runs: {', '.join(f'{t:.3f}' for t in wall)})")
+    print(
+        f"{name} median wall {statistics.median(wall):.3f} s, cpu {statistics.median(cpu):.3f} s  "
+        f"(wall runs: {', '.join(f'{t:.3f}' for t in wall)})"
+    )
 
 
 def gluoncv_worker(args) -> None:
     from gluoncv.utils.metrics.voc_detection import VOC07MApMetric
+
     batches = make_inputs(args.seed, args.images, args.dets, args.batch_size)
     metric = VOC07MApMetric(iou_thresh=0.5, class_names=[str(c) for c in range(NUM_CLASSES)])
     wall, cpu, values = time_metric(metric, batches, args.repeats)
@@ -106,8 +111,10 @@ def main() -> None:
 
     from ssdkit.metrics import VOC07MApMetric
 
-    print(f"VOC07MApMetric: {args.images} images x {args.dets} detections, {NUM_CLASSES} classes, "
-          f"batch {args.batch_size}, {args.repeats} repeats (update + get)")
+    print(
+        f"VOC07MApMetric: {args.images} images x {args.dets} detections, {NUM_CLASSES} classes, "
+        f"batch {args.batch_size}, {args.repeats} repeats (update + get)"
+    )
     batches = make_inputs(args.seed, args.images, args.dets, args.batch_size)
     metric = VOC07MApMetric(iou_thresh=0.5, class_names=[str(c) for c in range(NUM_CLASSES)])
     our_wall, our_cpu, our_values = time_metric(metric, batches, args.repeats)
@@ -116,22 +123,39 @@ def main() -> None:
     if not os.path.exists(args.gluoncv_python):
         print(f"GluonCV environment not found at {args.gluoncv_python}: no comparison")
         return
-    cmd = [args.gluoncv_python, os.path.abspath(__file__), "--worker", "gluoncv", "--images", str(args.images),
-           "--dets", str(args.dets), "--batch-size", str(args.batch_size), "--repeats", str(args.repeats),
-           "--seed", str(args.seed)]
+    cmd = [
+        args.gluoncv_python,
+        os.path.abspath(__file__),
+        "--worker",
+        "gluoncv",
+        "--images",
+        str(args.images),
+        "--dets",
+        str(args.dets),
+        "--batch-size",
+        str(args.batch_size),
+        "--repeats",
+        str(args.repeats),
+        "--seed",
+        str(args.seed),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         print("GluonCV worker failed:\n" + proc.stderr[-2000:])
         sys.exit(1)
     ref = json.loads(proc.stdout.strip().splitlines()[-1])
     report("GluonCV", ref["wall"], ref["cpu"])
-    print(f"speed-up (GluonCV / ssdkit): wall {statistics.median(ref['wall']) / statistics.median(our_wall):.1f}x, "
-          f"cpu {statistics.median(ref['cpu']) / statistics.median(our_cpu):.1f}x")
+    print(
+        f"speed-up (GluonCV / ssdkit): wall {statistics.median(ref['wall']) / statistics.median(our_wall):.1f}x, "
+        f"cpu {statistics.median(ref['cpu']) / statistics.median(our_cpu):.1f}x"
+    )
     a = np.array(our_values)
     b = np.array(ref["values"])
     same = a.shape == b.shape and bool(np.allclose(a, b, rtol=0, atol=1e-12, equal_nan=True))
-    print(f"mAP ssdkit {a[-1]:.10f}  GluonCV {b[-1]:.10f}  all per-class values equal: {same} "
-          f"(max abs diff {np.nanmax(np.abs(a - b)) if a.shape == b.shape else float('nan'):.2e})")
+    print(
+        f"mAP ssdkit {a[-1]:.10f}  GluonCV {b[-1]:.10f}  all per-class values equal: {same} "
+        f"(max abs diff {np.nanmax(np.abs(a - b)) if a.shape == b.shape else float('nan'):.2e})"
+    )
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ labels, ``SSDDefaultTrainTransform(300, 300, anchors)`` with the anchors of its 
 passes for the two libraries alternately (``--repeats`` rounds after a warm-up pass), one intra-op thread per
 process on both sides; medians of images/s with the range are printed, with the ratio.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,8 +31,28 @@ import numpy as np
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 DEFAULT_GLUONCV_PYTHON = "/work/.venv-gluoncv/bin/python"
-VOC_NAMES = ("aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable",
-             "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor")
+VOC_NAMES = (
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+)
 
 
 def write_voc_folder(root: str, n: int, seed: int) -> list[list[list[float]]]:
@@ -48,16 +69,21 @@ def write_voc_folder(root: str, n: int, seed: int) -> list[list[list[float]]]:
         objs = "".join(
             f"<object><name>{VOC_NAMES[int(c)]}</name><difficult>{int(d)}</difficult><bndbox>"
             f"<xmin>{x1:.0f}</xmin><ymin>{y1:.0f}</ymin><xmax>{x2:.0f}</xmax><ymax>{y2:.0f}</ymax></bndbox></object>"
-            for x1, y1, x2, y2, c, d in lab)
+            for x1, y1, x2, y2, c, d in lab
+        )
         with open(os.path.join(root, "Annotations", stem + ".xml"), "w") as f:
-            f.write(f"<annotation><filename>{stem}.jpg</filename><size><width>{WIDTH}</width>"
-                    f"<height>{HEIGHT}</height><depth>3</depth></size>{objs}</annotation>")
+            f.write(
+                f"<annotation><filename>{stem}.jpg</filename><size><width>{WIDTH}</width>"
+                f"<height>{HEIGHT}</height><depth>3</depth></size>{objs}</annotation>"
+            )
     # the labels as the XML holds them (whole pixels), for the GluonCV side
-    return [[[round(x1), round(y1), round(x2), round(y2), c, d] for x1, y1, x2, y2, c, d in lab.tolist()]
-            for lab in labels]
+    return [
+        [[round(x1), round(y1), round(x2), round(y2), c, d] for x1, y1, x2, y2, c, d in lab.tolist()] for lab in labels
+    ]
 
 
 # ------------------------------------------------------------------ GluonCV side (runs in its venv)
+
 
 def gluoncv_server(args) -> None:
     """Answer ``workers N`` lines on stdin with ``{"sec": ...}``: one timed pass of GluonCV's pipeline."""
@@ -84,8 +110,12 @@ def gluoncv_server(args) -> None:
         _, _, anchors = net(mx.nd.zeros((1, 3, 300, 300)))
     dataset = Files().transform(SSDDefaultTrainTransform(300, 300, anchors))
     batchify = Tuple(Stack(), Stack(), Stack())
-    loaders = {w: gluon.data.DataLoader(dataset, args.batch, shuffle=True, batchify_fn=batchify,
-                                        last_batch="rollover", num_workers=w) for w in args.worker_counts}
+    loaders = {
+        w: gluon.data.DataLoader(
+            dataset, args.batch, shuffle=True, batchify_fn=batchify, last_batch="rollover", num_workers=w
+        )
+        for w in args.worker_counts
+    }
     ctx = mx.cpu()
 
     def one_pass(w):
@@ -107,6 +137,7 @@ def gluoncv_server(args) -> None:
 
 # ------------------------------------------------------------------ ssdkit side
 
+
 def ssdkit_loaders(root: str, batch: int, worker_counts, device):
     import torch
     from torch.utils.data import DataLoader
@@ -121,8 +152,19 @@ def ssdkit_loaders(root: str, batch: int, worker_counts, device):
     dataset = VOCFolder(root, classes=VOC_NAMES, transform=SSDTrainTransform(300))
     collate = TargetCollate(anchors, ssdkit.SSDTargetGenerator(iou_thresh=0.5, negative_mining_ratio=-1))
     pin = device.type == "cuda"
-    loaders = {w: DataLoader(dataset, batch, shuffle=True, num_workers=w, collate_fn=collate, pin_memory=pin,
-                             persistent_workers=w > 0, prefetch_factor=4 if w else None) for w in worker_counts}
+    loaders = {
+        w: DataLoader(
+            dataset,
+            batch,
+            shuffle=True,
+            num_workers=w,
+            collate_fn=collate,
+            pin_memory=pin,
+            persistent_workers=w > 0,
+            prefetch_factor=4 if w else None,
+        )
+        for w in worker_counts
+    }
 
     def one_pass(w):
         t0 = time.perf_counter()
@@ -132,6 +174,7 @@ def ssdkit_loaders(root: str, batch: int, worker_counts, device):
             torch.cuda.synchronize()
         del out
         return time.perf_counter() - t0
+
     return one_pass
 
 
@@ -169,13 +212,32 @@ def main(argv=None) -> dict:
         ours = ssdkit_loaders(root, args.batch, args.worker_counts, device)
         server = None
         if use_gluoncv:
-            env = dict(os.environ, OMP_NUM_THREADS="1", MXNET_CPU_WORKER_NTHREADS="1", MKL_NUM_THREADS="1",
-                       OMP_WAIT_POLICY="PASSIVE")
+            env = dict(
+                os.environ,
+                OMP_NUM_THREADS="1",
+                MXNET_CPU_WORKER_NTHREADS="1",
+                MKL_NUM_THREADS="1",
+                OMP_WAIT_POLICY="PASSIVE",
+            )
             env.pop("PYTHONPATH", None)
             server = subprocess.Popen(
-                [args.gluoncv_python, os.path.abspath(__file__), "--serve-gluoncv", "--root", root, "--batch",
-                 str(args.batch), "--workers", args.workers], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, text=True, env=env)
+                [
+                    args.gluoncv_python,
+                    os.path.abspath(__file__),
+                    "--serve-gluoncv",
+                    "--root",
+                    root,
+                    "--batch",
+                    str(args.batch),
+                    "--workers",
+                    args.workers,
+                ],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+            )
             line = server.stdout.readline()
             if not line:
                 sys.exit("GluonCV side failed:\n" + server.stderr.read()[-3000:])
@@ -198,19 +260,25 @@ def main(argv=None) -> dict:
                 server.stdin.flush()
                 server.wait(timeout=60)
     n = args.images
-    print(f"input pipeline: {n} JPEGs 500x375 -> SSD300 train augmentation + targets (8732 anchors), batch "
-          f"{args.batch}, to {device}; one thread per process; {args.repeats} alternating passes per worker count")
+    print(
+        f"input pipeline: {n} JPEGs 500x375 -> SSD300 train augmentation + targets (8732 anchors), batch "
+        f"{args.batch}, to {device}; one thread per process; {args.repeats} alternating passes per worker count"
+    )
     result = {}
     for w in args.worker_counts:
         ours_t = times[("ssdkit", w)]
-        line = (f"  workers {w}: ssdkit {n / statistics.median(ours_t):6.1f} img/s "
-                f"({n / max(ours_t):.1f}-{n / min(ours_t):.1f})")
+        line = (
+            f"  workers {w}: ssdkit {n / statistics.median(ours_t):6.1f} img/s "
+            f"({n / max(ours_t):.1f}-{n / min(ours_t):.1f})"
+        )
         result[w] = {"ssdkit": n / statistics.median(ours_t)}
         if use_gluoncv:
             ref = times[("GluonCV", w)]
             ratio = statistics.median(ref) / statistics.median(ours_t)
-            line += (f"   GluonCV {n / statistics.median(ref):6.1f} img/s ({n / max(ref):.1f}-{n / min(ref):.1f})"
-                     f"   ssdkit / GluonCV {ratio:.2f}x")
+            line += (
+                f"   GluonCV {n / statistics.median(ref):6.1f} img/s ({n / max(ref):.1f}-{n / min(ref):.1f})"
+                f"   ssdkit / GluonCV {ratio:.2f}x"
+            )
             result[w].update(GluonCV=n / statistics.median(ref), ratio=ratio)
         print(line)
     return result

@@ -18,6 +18,7 @@ Prints medians and the ratios per_class / argmax (goal <= 1.5) and GluonCV / ssd
 
     python benchmarks/bench_postprocess.py [--repeats 15] [--batch 32]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,9 +65,11 @@ def main(argv=None):
     cls_preds, box_preds = torch.from_numpy(cls_np), torch.from_numpy(box_np)
     probs = torch.softmax(cls_preds, -1)[..., 1:]
     per_image = (probs > 0.01).sum(dim=(1, 2))
-    print(f"inputs: synthetic logits, batch {args.batch} x {anchors.shape[1]} anchors x 21 classes; candidates "
-          f"above 0.01 per image: min {int(per_image.min())}, median {int(per_image.median())}, "
-          f"max {int(per_image.max())}; torch threads {torch.get_num_threads()}")
+    print(
+        f"inputs: synthetic logits, batch {args.batch} x {anchors.shape[1]} anchors x 21 classes; candidates "
+        f"above 0.01 per image: min {int(per_image.min())}, median {int(per_image.median())}, "
+        f"max {int(per_image.max())}; torch threads {torch.get_num_threads()}"
+    )
 
     per_class = PostProcessor(20, decoder="per_class")
     argmax = PostProcessor(20, decoder="argmax")
@@ -99,8 +102,10 @@ def main(argv=None):
     if server is not None:
         for dec in ("per_class", "argmax"):
             best = min(results[f"GluonCV {dec}"], results[f"GluonCV {dec}_hybrid"])
-            print(f"  GluonCV / ssdkit ({dec + '):':<11} {best / results[f'ssdkit {dec}']:6.2f}x   goal > 1 "
-                  f"(GluonCV's faster of imperative / hybridized)")
+            print(
+                f"  GluonCV / ssdkit ({dec + '):':<11} {best / results[f'ssdkit {dec}']:6.2f}x   goal > 1 "
+                f"(GluonCV's faster of imperative / hybridized)"
+            )
     return 0
 
 

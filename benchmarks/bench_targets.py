@@ -18,6 +18,7 @@ torchvision / ssdkit. Two threads everywhere (torch.set_num_threads(2), OMP_NUM_
 
     python benchmarks/bench_targets.py [--repeats 9] [--seed 0]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -84,11 +85,13 @@ def main(argv=None):
     gt_boxes_np, gt_ids_np, cls_preds_np = make_inputs(args.seed, n_anchors=anchors.shape[1])
     gt_boxes, gt_ids, cls_preds = (torch.from_numpy(v) for v in (gt_boxes_np, gt_ids_np, cls_preds_np))
     b, g = gt_ids.shape
-    print(f"batch {b} images x {g} boxes, {anchors.shape[1]} anchors (ssd_300), torch threads "
-          f"{torch.get_num_threads()}")
+    print(
+        f"batch {b} images x {g} boxes, {anchors.shape[1]} anchors (ssd_300), torch threads {torch.get_num_threads()}"
+    )
 
-    grid = None if args.dense_iou else ssd_anchor_grid(PRESETS["ssd_300_vgg16_atrous_voc"].anchor_spec,
-                                                       FEATURE_SHAPES_300)
+    grid = (
+        None if args.dense_iou else ssd_anchor_grid(PRESETS["ssd_300_vgg16_atrous_voc"].anchor_spec, FEATURE_SHAPES_300)
+    )
     naive = SSDTargetGenerator(negative_mining_ratio=-1)
     ohem = SSDTargetGenerator(negative_mining_ratio=3)
     anchors_xyxy = cxcywh_to_xyxy(anchors[0])
@@ -108,8 +111,9 @@ def main(argv=None):
     with tempfile.TemporaryDirectory() as tmp:
         if os.path.exists(args.gluoncv_python):
             path = os.path.join(tmp, "targets_inputs.npz")
-            np.savez(path, anchors_cxcywh=anchors[0].numpy(), gt_boxes=gt_boxes_np, gt_ids=gt_ids_np,
-                     cls_preds=cls_preds_np)
+            np.savez(
+                path, anchors_cxcywh=anchors[0].numpy(), gt_boxes=gt_boxes_np, gt_ids=gt_ids_np, cls_preds=cls_preds_np
+            )
             server = GluonCVServer(args.gluoncv_python, "targets", path)
             jobs["GluonCV no sampling"] = server.job("naive")
             jobs["GluonCV OHEM 3:1"] = server.job("ohem")

@@ -6,6 +6,7 @@ float32), NCHW against channels-last, interleaved, medians; ``--profile`` adds t
 The environment variables hold oneDNN and ATen to AVX2 (the common CPU); add ``ONEDNN_VERBOSE=1`` to see which
 convolution kernels run.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,6 +41,7 @@ def make_step(channels_last: bool, batch: int):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+
     return step
 
 
@@ -62,8 +64,10 @@ def main() -> None:
     base = statistics.median(times["nchw"])
     for name, ts in times.items():
         m = statistics.median(ts)
-        print(f"{name:14s} step {m * 1000:7.1f} ms (median of {len(ts)}, min {min(ts) * 1000:.1f}), "
-              f"{args.batch / m:6.1f} images/s, NCHW / this = {base / m:.2f}")
+        print(
+            f"{name:14s} step {m * 1000:7.1f} ms (median of {len(ts)}, min {min(ts) * 1000:.1f}), "
+            f"{args.batch / m:6.1f} images/s, NCHW / this = {base / m:.2f}"
+        )
     if args.profile:
         from torch.profiler import ProfilerActivity, profile
 

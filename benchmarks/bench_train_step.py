@@ -15,6 +15,7 @@ and achieved FLOP/s are reported as a fraction of the matmul peak. ``bf16`` (aut
 where the CPU has native bfloat16 unless ``--force-bf16``. ``--profile`` writes ``torch.profiler`` tables (top
 operators by self CPU time) of one ssdkit and one torchvision step per dtype.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -28,8 +29,11 @@ import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-MODELS = {"ssd300": ("ssd_300_vgg16_atrous_voc", 300), "ssd512": ("ssd_512_resnet50_v1_voc", 512),
-          "tiny": ("ssd_tiny_synthetic", 128)}
+MODELS = {
+    "ssd300": ("ssd_300_vgg16_atrous_voc", 300),
+    "ssd512": ("ssd_512_resnet50_v1_voc", 512),
+    "tiny": ("ssd_tiny_synthetic", 128),
+}
 
 
 def make_batch(batch: int, size: int, num_classes: int = 20, seed: int = 0):
@@ -51,8 +55,8 @@ def _padded(boxes, labels):
     gt_boxes = torch.full((len(boxes), g, 4), -1.0)
     gt_ids = torch.full((len(boxes), g), -1.0)
     for k, (b, lab) in enumerate(zip(boxes, labels)):
-        gt_boxes[k, :len(b)] = b
-        gt_ids[k, :len(b)] = lab.float()
+        gt_boxes[k, : len(b)] = b
+        gt_ids[k, : len(b)] = lab.float()
     return gt_boxes, gt_ids
 
 
@@ -82,6 +86,7 @@ def ssdkit_step(model: str, size: int, batch: int, amp_dtype, memory_format=None
         with torch.no_grad():
             cls_t, box_t = target_gen(anchors, None, gt_boxes, gt_ids)[:2]
         return train_step(net, loss_fn, opt, images, cls_t, box_t, amp_dtype=amp_dtype, memory_format=memory_format)
+
     return step
 
 
@@ -105,6 +110,7 @@ def torchvision_step(batch: int, amp_dtype):
         loss.backward()
         opt.step()
         return loss.detach()
+
     return step
 
 
@@ -124,7 +130,8 @@ def matmul_job(n: int = 2048):
     def run():
         for _ in range(3):
             torch.mm(a, b, out=out)
-    return run, 3 * 2 * n ** 3
+
+    return run, 3 * 2 * n**3
 
 
 def profile_table(step, rows: int = 25) -> str:
@@ -166,8 +173,7 @@ def main(argv=None) -> dict:
         for dname, dt in dtypes:
             jobs[f"ssdkit {key} {dname}"] = ssdkit_step(model, size, args.batch, dt)
             if args.nchw_too:
-                jobs[f"ssdkit {key} {dname} nchw"] = ssdkit_step(model, size, args.batch, dt,
-                                                                 torch.contiguous_format)
+                jobs[f"ssdkit {key} {dname} nchw"] = ssdkit_step(model, size, args.batch, dt, torch.contiguous_format)
             if key == "ssd300" and not args.no_torchvision:
                 jobs[f"torchvision ssd300 {dname}"] = torchvision_step(args.batch, dt)
     counted = {}
@@ -192,27 +198,40 @@ def main(argv=None) -> dict:
             print(f"  {name}: {times[name][-1]:.3f} s", flush=True)
     peak = mm_flops / statistics.median(times["matmul fp32"])
     env = {k: os.environ[k] for k in ("ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY") if k in os.environ}
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.repeats} "
-          f"interleaved repeats{', ' + str(env) if env else ''}; fp32 matmul peak {peak / 1e9:.1f} GFLOP/s "
-          f"(2048^2, range {mm_flops / max(times['matmul fp32']) / 1e9:.1f}-"
-          f"{mm_flops / min(times['matmul fp32']) / 1e9:.1f})")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}, {args.repeats} "
+        f"interleaved repeats{', ' + str(env) if env else ''}; fp32 matmul peak {peak / 1e9:.1f} GFLOP/s "
+        f"(2048^2, range {mm_flops / max(times['matmul fp32']) / 1e9:.1f}-"
+        f"{mm_flops / min(times['matmul fp32']) / 1e9:.1f})"
+    )
     result = {"peak_gflops": peak / 1e9, "threads": torch.get_num_threads(), "env": env, "jobs": {}}
-    print(f"{'job':28s} {'s/step':>8s} {'range':>15s} {'img/s':>7s} {'GFLOP/step':>10s} {'GFLOP/s':>8s} "
-          f"{'of peak':>7s}")
+    print(
+        f"{'job':28s} {'s/step':>8s} {'range':>15s} {'img/s':>7s} {'GFLOP/step':>10s} {'GFLOP/s':>8s} {'of peak':>7s}"
+    )
     for name in jobs:
         med = statistics.median(times[name])
         rate = flops[name] / med
-        print(f"{name:28s} {med:8.3f} {min(times[name]):7.3f}-{max(times[name]):7.3f} {args.batch / med:7.2f} "
-              f"{flops[name] / 1e9:10.1f} {rate / 1e9:8.1f} {rate / peak:7.0%}")
-        result["jobs"][name] = {"median_s": med, "min_s": min(times[name]), "max_s": max(times[name]),
-                                "images_per_s": args.batch / med, "gflop": flops[name] / 1e9,
-                                "of_peak": rate / peak}
+        print(
+            f"{name:28s} {med:8.3f} {min(times[name]):7.3f}-{max(times[name]):7.3f} {args.batch / med:7.2f} "
+            f"{flops[name] / 1e9:10.1f} {rate / 1e9:8.1f} {rate / peak:7.0%}"
+        )
+        result["jobs"][name] = {
+            "median_s": med,
+            "min_s": min(times[name]),
+            "max_s": max(times[name]),
+            "images_per_s": args.batch / med,
+            "gflop": flops[name] / 1e9,
+            "of_peak": rate / peak,
+        }
     for dname, _ in dtypes:
         ours, theirs = f"ssdkit ssd300 {dname}", f"torchvision ssd300 {dname}"
         if ours in times and theirs in times:
             ratios = [b / a for a, b in zip(times[ours], times[theirs])]
-            print(f"ssd300 {dname}: torchvision's step / ssdkit's = {statistics.median(times[theirs]) / statistics.median(times[ours]):.2f}x "
-                  f"(per round {min(ratios):.2f}-{max(ratios):.2f})")
+            ratio = statistics.median(times[theirs]) / statistics.median(times[ours])
+            print(
+                f"ssd300 {dname}: torchvision's step / ssdkit's = {ratio:.2f}x "
+                f"(per round {min(ratios):.2f}-{max(ratios):.2f})"
+            )
             result[f"ratio_{dname}"] = statistics.median(times[theirs]) / statistics.median(times[ours])
     if args.profile:
         with open(args.profile, "w") as f:

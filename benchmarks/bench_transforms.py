@@ -12,6 +12,7 @@ pass over all images: ``train`` = ``SSDTrainTransform`` vs ``SSDDefaultTrainTran
 sides alternate ``--rounds`` times so a busy machine slows both alike; medians over all passes are printed
 with images/s and the ratio. Without the GluonCV environment only ssdkit's numbers are printed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,6 +61,7 @@ def median_ms(times: list[float], n: int) -> float:
 
 # ------------------------------------------------------------------ GluonCV side (runs in its venv)
 
+
 def gluoncv_worker(args) -> None:
     import mxnet as mx
     from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform, SSDDefaultValTransform
@@ -88,6 +90,7 @@ def gluoncv_worker(args) -> None:
 
 # ------------------------------------------------------------------ ssdkit side
 
+
 def ssdkit_runner(args, jpegs: list[bytes]):
     import torch
     from torchvision import tv_tensors
@@ -100,10 +103,13 @@ def ssdkit_runner(args, jpegs: list[bytes]):
     images, labels = make_images(args.seed, args.images)
     samples = []
     for im, lab in zip(images, labels):
-        target = {"boxes": tv_tensors.BoundingBoxes(torch.from_numpy(lab[:, :4].copy()), format="XYXY",
-                                                    canvas_size=(HEIGHT, WIDTH)),
-                  "labels": torch.from_numpy(lab[:, 4].astype(np.int64)),
-                  "difficult": torch.from_numpy(lab[:, 5].astype(np.uint8))}
+        target = {
+            "boxes": tv_tensors.BoundingBoxes(
+                torch.from_numpy(lab[:, :4].copy()), format="XYXY", canvas_size=(HEIGHT, WIDTH)
+            ),
+            "labels": torch.from_numpy(lab[:, 4].astype(np.int64)),
+            "difficult": torch.from_numpy(lab[:, 5].astype(np.uint8)),
+        }
         samples.append((tv_tensors.Image(torch.from_numpy(im).permute(2, 0, 1).contiguous()), target))
     encoded = [torch.frombuffer(bytearray(j), dtype=torch.uint8) for j in jpegs]
     train, val = SSDTrainTransform(args.size), SSDValTransform(args.size)
@@ -129,8 +135,10 @@ def encode_all(images: list[np.ndarray]) -> list[bytes]:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        return [encode_jpeg(torch.from_numpy(im).permute(2, 0, 1).contiguous(), quality=90).numpy().tobytes()
-                for im in images]
+        return [
+            encode_jpeg(torch.from_numpy(im).permute(2, 0, 1).contiguous(), quality=90).numpy().tobytes()
+            for im in images
+        ]
 
 
 def main() -> None:
@@ -149,26 +157,48 @@ def main() -> None:
         return
 
     import warnings
+
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     images, _ = make_images(args.seed, args.images)
     jpegs = encode_all(images)
     ours = ssdkit_runner(args, jpegs)
     have_gluoncv = os.path.exists(args.gluoncv_python)
-    results = {"ssdkit": {"train": [], "train+decode": [], "val": []},
-               "GluonCV": {"train": [], "train+decode": [], "val": []}}
+    results = {
+        "ssdkit": {"train": [], "train+decode": [], "val": []},
+        "GluonCV": {"train": [], "train+decode": [], "val": []},
+    }
     with tempfile.TemporaryDirectory() as tmp:
         inputs = os.path.join(tmp, "jpegs.npz")
         np.savez(inputs, **{f"jpeg{i}": np.frombuffer(j, np.uint8) for i, j in enumerate(jpegs)})
-        env = dict(os.environ, OMP_NUM_THREADS="1", MXNET_CPU_WORKER_NTHREADS="1", MKL_NUM_THREADS="1",
-                   OMP_WAIT_POLICY="PASSIVE", MXNET_ENGINE_TYPE="NaiveEngine")
+        env = dict(
+            os.environ,
+            OMP_NUM_THREADS="1",
+            MXNET_CPU_WORKER_NTHREADS="1",
+            MKL_NUM_THREADS="1",
+            OMP_WAIT_POLICY="PASSIVE",
+            MXNET_ENGINE_TYPE="NaiveEngine",
+        )
         for _ in range(args.rounds):
             for kind, times in ours().items():
                 results["ssdkit"][kind] += times
             if not have_gluoncv:
                 continue
-            cmd = [args.gluoncv_python, os.path.abspath(__file__), "--worker", "gluoncv", "--inputs", inputs,
-                   "--images", str(args.images), "--repeats", str(args.repeats), "--size", str(args.size),
-                   "--seed", str(args.seed)]
+            cmd = [
+                args.gluoncv_python,
+                os.path.abspath(__file__),
+                "--worker",
+                "gluoncv",
+                "--inputs",
+                inputs,
+                "--images",
+                str(args.images),
+                "--repeats",
+                str(args.repeats),
+                "--size",
+                str(args.size),
+                "--seed",
+                str(args.seed),
+            ]
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
             if proc.returncode != 0:
                 print("GluonCV worker failed:\n" + proc.stderr[-2000:])
@@ -176,15 +206,19 @@ def main() -> None:
             for kind, times in json.loads(proc.stdout.strip().splitlines()[-1]).items():
                 results["GluonCV"][kind] += times
 
-    print(f"SSD transforms: {args.images} images {WIDTH}x{HEIGHT} -> {args.size}x{args.size}, one process, "
-          f"one thread, {args.rounds} rounds x {args.repeats} passes (median per image)")
+    print(
+        f"SSD transforms: {args.images} images {WIDTH}x{HEIGHT} -> {args.size}x{args.size}, one process, "
+        f"one thread, {args.rounds} rounds x {args.repeats} passes (median per image)"
+    )
     for kind in ("train", "train+decode", "val"):
         ours_ms = median_ms(results["ssdkit"][kind], args.images)
         line = f"  {kind:<13} ssdkit {ours_ms:7.2f} ms/img ({1e3 / ours_ms:6.1f} img/s)"
         if have_gluoncv:
             ref_ms = median_ms(results["GluonCV"][kind], args.images)
-            line += (f"   GluonCV {ref_ms:7.2f} ms/img ({1e3 / ref_ms:6.1f} img/s)"
-                     f"   speed-up (GluonCV / ssdkit time) {ref_ms / ours_ms:4.2f}x")
+            line += (
+                f"   GluonCV {ref_ms:7.2f} ms/img ({1e3 / ref_ms:6.1f} img/s)"
+                f"   speed-up (GluonCV / ssdkit time) {ref_ms / ours_ms:4.2f}x"
+            )
         print(line)
     if not have_gluoncv:
         print(f"GluonCV environment not found at {args.gluoncv_python}: no comparison")

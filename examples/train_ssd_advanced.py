@@ -3,6 +3,7 @@
 Run: ``python examples/train_ssd_advanced.py``. Each block names the MXNet line it replaces. The losses and the
 initializer "peeks" are random (as in the original); the counts, shapes and softmax values are not.
 """
+
 import torch
 
 import ssdkit
@@ -35,6 +36,7 @@ print("bounding boxes:", gt_boxes)
 
 # net = model_zoo.get_model('ssd_300_vgg16_atrous_voc', pretrained_base=False, pretrained=False)
 net = ssdkit.get_model("ssd_300_vgg16_atrous_voc", pretrained_base=False, pretrained=False)
+
 
 # net.initialize() -- PyTorch modules are initialized when built
 # conf_loss = gluon.loss.SoftmaxCrossEntropyLoss(); loc_loss = gluon.loss.HuberLoss()

@@ -41,8 +41,9 @@ def ssd300_spec():
     from ssdkit.anchors import AnchorSpec
 
     r1, r2 = (1, 2, 0.5), (1, 2, 0.5, 3, 1 / 3)
-    return AnchorSpec(sizes=(30, 60, 111, 162, 213, 264, 315), ratios=(r1, r2, r2, r2, r1, r1),
-                      steps=(8, 16, 32, 64, 100, 300))
+    return AnchorSpec(
+        sizes=(30, 60, 111, 162, 213, 264, 315), ratios=(r1, r2, r2, r2, r1, r1), steps=(8, 16, 32, 64, 100, 300)
+    )
 
 
 def ssd300_anchors():
@@ -74,18 +75,20 @@ def seed_tutorial_gt():
     return gt_boxes, gt_ids
 
 
-def transform_sample(h=60, w=80, boxes=((5, 5, 30, 40), (40, 10, 78, 58), (10, 30, 20, 50)), dtype=torch.uint8,
-                     seed=0):
+def transform_sample(h=60, w=80, boxes=((5, 5, 30, 40), (40, 10, 78, 58), (10, 30, 20, 50)), dtype=torch.uint8, seed=0):
     """A ``(tv_tensors.Image [3, h, w], target)`` sample with three labelled boxes, for the transform tests."""
     g = torch.Generator().manual_seed(seed)
     image = torch.randint(0, 256, (3, h, w), generator=g).to(dtype)
     n = len(boxes)
     target = {
-        "boxes": tv_tensors.BoundingBoxes(torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4),
-                                          format="XYXY", canvas_size=(h, w)),
+        "boxes": tv_tensors.BoundingBoxes(
+            torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4), format="XYXY", canvas_size=(h, w)
+        ),
         "labels": torch.arange(n, dtype=torch.int64) + 10,
         "difficult": (torch.arange(n) % 2).to(torch.uint8),
-        "image_id": "img", "path": "img.jpg", "orig_size": (h, w),
+        "image_id": "img",
+        "path": "img.jpg",
+        "orig_size": (h, w),
     }
     return tv_tensors.Image(image), target
 
@@ -98,9 +101,27 @@ def plain(t):
 # A tiny ``ssdkit train`` run for the subprocess tests of the engine (torchrun, SIGKILL, SIGTERM): 16 synthetic
 # images of 64 px, batch 4, 2 epochs (8 steps), float32 (bfloat16 autocast at this size gave a NaN gradient in
 # about one run of three), one thread per process so that every launcher computes alike.
-TINY_TRAIN = ["train", "--data-shape", "64", "--synthetic-train-size", "16", "--synthetic-val-size", "4",
-              "--batch-size", "4", "--epochs", "2", "--num-workers", "0", "--no-progress", "--log-interval", "1",
-              "--val-interval", "1", "--no-amp"]
+TINY_TRAIN = [
+    "train",
+    "--data-shape",
+    "64",
+    "--synthetic-train-size",
+    "16",
+    "--synthetic-val-size",
+    "4",
+    "--batch-size",
+    "4",
+    "--epochs",
+    "2",
+    "--num-workers",
+    "0",
+    "--no-progress",
+    "--log-interval",
+    "1",
+    "--val-interval",
+    "1",
+    "--no-amp",
+]
 COMPARED = ("epoch", "train_loss", "train_cls_loss", "train_box_loss", "skipped_steps", "voc07_map")
 
 

@@ -1,4 +1,5 @@
 """Anchor generation: the per-layer grid layout produced with the anchors describes them exactly."""
+
 import pytest
 import torch
 
@@ -25,7 +26,7 @@ def test_grid_describes_the_generated_anchors(name):
     assert grid.num_anchors == anchors_xyxy.shape[0]
     start = 0
     for h, w, k in grid.layers:  # x1, x2 constant down every column, y1, y2 along every row
-        x1, y1, x2, y2 = anchors_xyxy[start:start + h * w * k].reshape(h, w, k, 4).unbind(-1)
+        x1, y1, x2, y2 = anchors_xyxy[start : start + h * w * k].reshape(h, w, k, 4).unbind(-1)
         assert torch.equal(x1, x1[:1].expand_as(x1)) and torch.equal(x2, x2[:1].expand_as(x2))
         assert torch.equal(y1, y1[:, :1].expand_as(y1)) and torch.equal(y2, y2[:, :1].expand_as(y2))
         start += h * w * k

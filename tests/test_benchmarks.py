@@ -1,4 +1,5 @@
 """Smoke runs of the speed benchmarks (train step, input pipeline, GPU) at tiny sizes on CPU."""
+
 import importlib
 import os
 import sys
@@ -29,9 +30,29 @@ def test_bench_gpu_fails_cleanly_without_cuda(bench, capsys):
 
 def test_bench_gpu_cpu_smoke_runs_amp_and_ddp_paths(bench, tmp_path):
     out = tmp_path / "gpu.json"
-    rows = bench("bench_gpu").main(["--device", "cpu", "--steps", "1", "--warmup", "0", "--log-interval", "1",
-                                    "--model", "ssd_tiny_synthetic", "--size", "64", "--batches", "2",
-                                    "--amp", "fp16", "--ddp", "--json", str(out)])
+    rows = bench("bench_gpu").main(
+        [
+            "--device",
+            "cpu",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--log-interval",
+            "1",
+            "--model",
+            "ssd_tiny_synthetic",
+            "--size",
+            "64",
+            "--batches",
+            "2",
+            "--amp",
+            "fp16",
+            "--ddp",
+            "--json",
+            str(out),
+        ]
+    )
     assert [(r["amp"], r["ddp"]) for r in rows] == [("fp16", False), ("fp16", True)]
     assert all(r["images_per_s"] > 0 and torch.isfinite(torch.tensor(r["last_loss"])) for r in rows)
     assert all(r["grad_scale"] > 0 for r in rows)
@@ -39,14 +60,16 @@ def test_bench_gpu_cpu_smoke_runs_amp_and_ddp_paths(bench, tmp_path):
 
 
 def test_bench_train_step_tiny(bench, capsys):
-    result = bench("bench_train_step").main(["--models", "tiny", "--dtypes", "fp32", "--batch", "2",
-                                             "--repeats", "1", "--no-torchvision"])
+    result = bench("bench_train_step").main(
+        ["--models", "tiny", "--dtypes", "fp32", "--batch", "2", "--repeats", "1", "--no-torchvision"]
+    )
     job = result["jobs"]["ssdkit tiny fp32"]
     assert job["gflop"] > 0 and job["images_per_s"] > 0 and result["peak_gflops"] > 0
     assert "of peak" in capsys.readouterr().out
 
 
 def test_bench_pipeline_ssdkit_side(bench):
-    result = bench("bench_pipeline").main(["--images", "4", "--batch", "2", "--workers", "0", "--repeats", "1",
-                                           "--no-gluoncv", "--device", "cpu"])
+    result = bench("bench_pipeline").main(
+        ["--images", "4", "--batch", "2", "--workers", "0", "--repeats", "1", "--no-gluoncv", "--device", "cpu"]
+    )
     assert result[0]["ssdkit"] > 0 and "GluonCV" not in result[0]

@@ -24,8 +24,7 @@ size = st.floats(min_value=0, max_value=300, allow_nan=False, width=32)
 @st.composite
 def boxes_xyxy(draw, n_min=1, n_max=12):
     n = draw(st.integers(n_min, n_max))
-    rows = [(x, y, x + w, y + h) for x, y, w, h in
-            (draw(st.tuples(coord, coord, size, size)) for _ in range(n))]
+    rows = [(x, y, x + w, y + h) for x, y, w, h in (draw(st.tuples(coord, coord, size, size)) for _ in range(n))]
     return torch.tensor(rows, dtype=torch.float32)
 
 
@@ -93,8 +92,9 @@ def _grid_anchors(h, w, k, step, rng):
     """A one-layer grid of ``h x w`` positions with ``k`` random shapes, plus a second 1x1x1 layer off the grid."""
     cy, cx = torch.meshgrid((torch.arange(h) + 0.5) * step, (torch.arange(w) + 0.5) * step, indexing="ij")
     sizes = torch.rand(k, 2, generator=rng) * step * 3 + 0.5
-    layer = torch.cat([torch.stack([cx, cy], -1)[:, :, None].expand(h, w, k, 2),
-                       sizes.expand(h, w, k, 2)], -1).reshape(-1, 4)
+    layer = torch.cat([torch.stack([cx, cy], -1)[:, :, None].expand(h, w, k, 2), sizes.expand(h, w, k, 2)], -1).reshape(
+        -1, 4
+    )
     anchors = torch.cat([layer, torch.tensor([[-7.5, -3.25, 3.0, 4.0]])])
     return cxcywh_to_xyxy(anchors), AnchorGrid(((h, w, k), (1, 1, 1)))
 
@@ -109,7 +109,7 @@ def _random_gt(rng, batch, g, size):
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(1, 6), st.integers(1, 6), st.integers(1, 5), st.floats(2, 40), st.integers(0, 2 ** 31 - 1))
+@given(st.integers(1, 6), st.integers(1, 6), st.integers(1, 5), st.floats(2, 40), st.integers(0, 2**31 - 1))
 def test_grid_iou_is_bit_equal_to_dense(h, w, k, step, seed):
     rng = torch.Generator().manual_seed(seed)
     anchors_xyxy, grid = _grid_anchors(h, w, k, step, rng)

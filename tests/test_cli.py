@@ -1,4 +1,5 @@
 """The command line, end to end: a one-epoch run on a tiny synthetic set, eval, predict, and clear errors."""
+
 import csv
 import json
 import os
@@ -23,9 +24,27 @@ def test_console_script_installed():
 
 def test_help_reads_well():
     out = run("train", "--help").stdout
-    for flag in ("--model", "--dataset", "--data-root", "--train-splits", "--val-splits", "--classes", "--epochs",
-                 "--batch-size", "--lr", "--device", "--output", "--seed", "--resume", "--num-workers",
-                 "--loss-norm", "--init", "--decoder", "--on-bad-sample", "--procs"):
+    for flag in (
+        "--model",
+        "--dataset",
+        "--data-root",
+        "--train-splits",
+        "--val-splits",
+        "--classes",
+        "--epochs",
+        "--batch-size",
+        "--lr",
+        "--device",
+        "--output",
+        "--seed",
+        "--resume",
+        "--num-workers",
+        "--loss-norm",
+        "--init",
+        "--decoder",
+        "--on-bad-sample",
+        "--procs",
+    ):
         assert flag in out
     assert "synthetic" in run("--help").stdout
 
@@ -33,8 +52,22 @@ def test_help_reads_well():
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("cli") / "run"
-    proc = run("train", "--epochs", "1", "--synthetic-train-size", "32", "--synthetic-val-size", "8",
-               "--batch-size", "16", "--num-workers", "0", "--no-progress", "--output", str(out))
+    proc = run(
+        "train",
+        "--epochs",
+        "1",
+        "--synthetic-train-size",
+        "32",
+        "--synthetic-val-size",
+        "8",
+        "--batch-size",
+        "16",
+        "--num-workers",
+        "0",
+        "--no-progress",
+        "--output",
+        str(out),
+    )
     assert proc.returncode == 0, proc.stderr
     return out, proc
 
@@ -63,8 +96,16 @@ def test_predict(trained_run, tmp_path):
     out, _ = trained_run
     img = tmp_path / "photo.png"
     write_png(torch.randint(0, 255, (3, 90, 160), dtype=torch.uint8), str(img))
-    proc = run("predict", "--checkpoint", str(out / "best.pt"), str(img), "--score-thresh", "0.0",
-               "--output", str(tmp_path / "pred"))
+    proc = run(
+        "predict",
+        "--checkpoint",
+        str(out / "best.pt"),
+        str(img),
+        "--score-thresh",
+        "0.0",
+        "--output",
+        str(tmp_path / "pred"),
+    )
     assert proc.returncode == 0, proc.stderr
     res = json.loads(proc.stdout)
     assert res[0]["image"] == str(img) and os.path.exists(res[0]["picture"])
@@ -73,15 +114,18 @@ def test_predict(trained_run, tmp_path):
         assert 0 <= x1 <= x2 <= 160 and 0 <= y1 <= y2 <= 90
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["train", "--model", "ssd_999_nonsense"], "unknown model"),
-    (["train", "--dataset", "voc", "--data-root", "/nonexistent/VOCdevkit"], "/nonexistent/VOCdevkit"),
-    (["train", "--dataset", "voc"], "--data-root"),
-    (["train", "--classes", "circle,hexagon", "--epochs", "1"], "hexagon"),
-    (["train", "--procs", "3", "--batch-size", "16"], "--procs 3"),
-    (["eval", "--checkpoint", "/nonexistent/best.pt"], "/nonexistent/best.pt"),
-    (["predict", "--checkpoint", "/nonexistent/best.pt", "x.jpg"], "/nonexistent/best.pt"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["train", "--model", "ssd_999_nonsense"], "unknown model"),
+        (["train", "--dataset", "voc", "--data-root", "/nonexistent/VOCdevkit"], "/nonexistent/VOCdevkit"),
+        (["train", "--dataset", "voc"], "--data-root"),
+        (["train", "--classes", "circle,hexagon", "--epochs", "1"], "hexagon"),
+        (["train", "--procs", "3", "--batch-size", "16"], "--procs 3"),
+        (["eval", "--checkpoint", "/nonexistent/best.pt"], "/nonexistent/best.pt"),
+        (["predict", "--checkpoint", "/nonexistent/best.pt", "x.jpg"], "/nonexistent/best.pt"),
+    ],
+)
 def test_user_errors_are_one_line_exit_2(args, needle):
     proc = run(*args, timeout=120)
     assert proc.returncode == 2, (proc.stdout, proc.stderr)
@@ -95,8 +139,16 @@ def test_bad_split_is_one_line(tmp_path):
     (root / "ImageSets" / "Main").mkdir(parents=True)
     (root / "Annotations").mkdir()
     (root / "JPEGImages").mkdir()
-    proc = run("train", "--dataset", "voc", "--data-root", str(tmp_path / "VOCdevkit"), "--train-splits",
-               "2007_trainvall", timeout=120)
+    proc = run(
+        "train",
+        "--dataset",
+        "voc",
+        "--data-root",
+        str(tmp_path / "VOCdevkit"),
+        "--train-splits",
+        "2007_trainvall",
+        timeout=120,
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "trainvall" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
 
@@ -119,8 +171,9 @@ def test_synthetic_fresh_flag_and_help_shows_the_presets(capsys):
     assert config_from_args(parser.parse_args(["train"])).synthetic_fresh is True
     assert config_from_args(parser.parse_args(["train", "--no-synthetic-fresh"])).synthetic_fresh is False
     assert config_from_args(parser.parse_args(["train", "--match-iou", "0.5"])).match_iou == 0.5
-    assert config_from_args(parser.parse_args(["train", "--synthetic-train-objects", "2,5"])).synthetic_train_objects \
-        == [2, 5]
+    assert config_from_args(
+        parser.parse_args(["train", "--synthetic-train-objects", "2,5"])
+    ).synthetic_train_objects == [2, 5]
     assert config_from_args(parser.parse_args(["train"])).synthetic_train_objects is None  # resolved to the default
     assert config_from_args(parser.parse_args(["train", "--synthetic-dense-epochs", "3"])).synthetic_dense_epochs == 3
     with pytest.raises(SystemExit):

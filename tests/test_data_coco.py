@@ -1,4 +1,5 @@
 """COCODetection: JSON parsing, GluonCV's box conversion, crowd / empty handling, bad samples."""
+
 from __future__ import annotations
 
 import json
@@ -18,23 +19,35 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 CATEGORIES = [{"id": 7, "name": "kite"}, {"id": 1, "name": "person"}, {"id": 3, "name": "car"}]
 
 
-
-
 def ann(ann_id, image_id, bbox, cat, iscrowd=0, area=None):
     if area is None:
         area = float(bbox[2] * bbox[3]) if all(np.isfinite(bbox)) else 0.0
-    return {"id": ann_id, "image_id": image_id, "bbox": bbox, "category_id": cat, "iscrowd": iscrowd,
-            "area": area}
+    return {"id": ann_id, "image_id": image_id, "bbox": bbox, "category_id": cat, "iscrowd": iscrowd, "area": area}
 
 
 def make_coco(root, with_missing=False, extra_anns=()):
     images = [
-        {"id": 10, "file_name": "a.jpg", "width": 64, "height": 48,
-         "coco_url": "http://images.cocodataset.org/val2017/a.jpg"},
-        {"id": 11, "file_name": "b.jpg", "width": 32, "height": 32,
-         "coco_url": "http://images.cocodataset.org/val2017/b.jpg"},   # no annotations
-        {"id": 12, "file_name": "c.jpg", "width": 40, "height": 40,
-         "coco_url": "http://images.cocodataset.org/val2017/c.jpg"},   # only a too-thin box
+        {
+            "id": 10,
+            "file_name": "a.jpg",
+            "width": 64,
+            "height": 48,
+            "coco_url": "http://images.cocodataset.org/val2017/a.jpg",
+        },
+        {
+            "id": 11,
+            "file_name": "b.jpg",
+            "width": 32,
+            "height": 32,
+            "coco_url": "http://images.cocodataset.org/val2017/b.jpg",
+        },  # no annotations
+        {
+            "id": 12,
+            "file_name": "c.jpg",
+            "width": 40,
+            "height": 40,
+            "coco_url": "http://images.cocodataset.org/val2017/c.jpg",
+        },  # only a too-thin box
     ]
     for entry in images:
         g = torch.Generator().manual_seed(entry["id"])
@@ -42,14 +55,21 @@ def make_coco(root, with_missing=False, extra_anns=()):
         os.makedirs(root / "val2017", exist_ok=True)
         write_jpeg(img, str(root / "val2017" / entry["file_name"]))
     if with_missing:
-        images.append({"id": 13, "file_name": "gone.jpg", "width": 8, "height": 8,
-                       "coco_url": "http://images.cocodataset.org/val2017/gone.jpg"})
+        images.append(
+            {
+                "id": 13,
+                "file_name": "gone.jpg",
+                "width": 8,
+                "height": 8,
+                "coco_url": "http://images.cocodataset.org/val2017/gone.jpg",
+            }
+        )
     anns = [
-        ann(1, 10, [10, 20, 30, 10], 3),                 # -> [10, 20, 39, 29]
-        ann(2, 10, [50, 5, 30, 60], 1),                  # runs off the image -> clipped to [50, 5, 63, 47]
-        ann(3, 10, [0, 0, 20, 20], 7, iscrowd=1),        # crowd
-        ann(4, 10, [5, 5, 2, 2], 1, area=4.0),           # small: [5, 5, 6, 6]
-        ann(5, 12, [3, 3, 0.5, 10], 1),                  # w - 1 < 0 -> x2 == x1 -> dropped (GluonCV)
+        ann(1, 10, [10, 20, 30, 10], 3),  # -> [10, 20, 39, 29]
+        ann(2, 10, [50, 5, 30, 60], 1),  # runs off the image -> clipped to [50, 5, 63, 47]
+        ann(3, 10, [0, 0, 20, 20], 7, iscrowd=1),  # crowd
+        ann(4, 10, [5, 5, 2, 2], 1, area=4.0),  # small: [5, 5, 6, 6]
+        ann(5, 12, [3, 3, 0.5, 10], 1),  # w - 1 < 0 -> x2 == x1 -> dropped (GluonCV)
         *extra_anns,
     ]
     os.makedirs(root / "annotations", exist_ok=True)
@@ -63,8 +83,9 @@ def boxes_of(ds, k):
 
 
 def test_xywh_conversion_follows_gluoncv():
-    xyxy, valid = coco_xywh_to_xyxy(np.array([[10, 20, 30, 10], [50, 5, 30, 60], [3, 3, 0.5, 10], [-5, 2, 8, 4]]),
-                                    width=64, height=48)
+    xyxy, valid = coco_xywh_to_xyxy(
+        np.array([[10, 20, 30, 10], [50, 5, 30, 60], [3, 3, 0.5, 10], [-5, 2, 8, 4]]), width=64, height=48
+    )
     np.testing.assert_allclose(xyxy, [[10, 20, 39, 29], [50, 5, 63, 47], [3, 3, 3, 12], [0, 2, 2, 5]])
     assert valid.tolist() == [True, True, False, True]
 
@@ -81,8 +102,9 @@ def test_boxes_labels_and_crowd(tmp_path):
     assert ds.image_ids == [10]  # skip_empty drops 11 (no boxes) and 12 (only a degenerate box)
     image, target = ds[0]
     assert tuple(image.shape) == (3, 48, 64) and image.dtype == torch.uint8
-    torch.testing.assert_close(boxes_of(ds, 0), torch.tensor(
-        [[10.0, 20, 39, 29], [50, 5, 63, 47], [0, 0, 19, 19], [5, 5, 6, 6]]))
+    torch.testing.assert_close(
+        boxes_of(ds, 0), torch.tensor([[10.0, 20, 39, 29], [50, 5, 63, 47], [0, 0, 19, 19], [5, 5, 6, 6]])
+    )
     assert target["labels"].tolist() == [1, 0, 2, 0]
     assert target["difficult"].tolist() == [0, 0, 0, 0]
     assert target["image_id"] == 10 and target["orig_size"] == (48, 64)
@@ -112,24 +134,40 @@ def test_coco_attribute_is_pycocotools(tmp_path):
 
 
 def test_missing_image_and_bad_boxes_are_reported(tmp_path):
-    extra = [ann(6, 10, [1, 1, float("nan"), 4], 1), ann(7, 10, [1, 1, -3, 4], 1, area=12.0),
-             ann(8, 10, [100, 1, 5, 5], 1), ann(9, 10, [1, 1, 5, 5], 99)]
+    extra = [
+        ann(6, 10, [1, 1, float("nan"), 4], 1),
+        ann(7, 10, [1, 1, -3, 4], 1, area=12.0),
+        ann(8, 10, [100, 1, 5, 5], 1),
+        ann(9, 10, [1, 1, 5, 5], 99),
+    ]
     make_coco(tmp_path, with_missing=True, extra_anns=extra)
     ds = COCODetection(str(tmp_path))
     assert ds.image_ids == [10]
-    assert len(ds[0][1]["labels"]) == 4           # the four bad extra boxes are dropped
+    assert len(ds[0][1]["labels"]) == 4  # the four bad extra boxes are dropped
     summary = ds.bad_sample_log.summary()
     assert "gone.jpg" in summary and "not found" in summary
-    for needle in ("annotation 6", "NaN", "annotation 7", "negative", "annotation 8", "outside",
-                   "annotation 9", "unknown category id 99"):
+    for needle in (
+        "annotation 6",
+        "NaN",
+        "annotation 7",
+        "negative",
+        "annotation 8",
+        "outside",
+        "annotation 9",
+        "unknown category id 99",
+    ):
         assert needle in summary
     assert "a.jpg" in summary
     with pytest.raises(BadSampleError, match="a.jpg: annotation 6.*NaN"):
         COCODetection(str(tmp_path), on_bad_sample="error")
     make_coco(tmp_path / "m", with_missing=True)
     with pytest.raises(BadSampleError, match="gone.jpg: image file not found"):
-        COCODetection(str(tmp_path / "m"), on_bad_sample="error",
-                      ann_file=str(tmp_path / "m" / "annotations" / "instances_val2017.json"), image_dir="val2017")
+        COCODetection(
+            str(tmp_path / "m"),
+            on_bad_sample="error",
+            ann_file=str(tmp_path / "m" / "annotations" / "instances_val2017.json"),
+            image_dir="val2017",
+        )
 
 
 def test_corrupt_image_is_skipped_at_load(tmp_path):

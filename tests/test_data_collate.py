@@ -1,4 +1,5 @@
 """detection_collate padding and TargetCollate."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,7 +16,9 @@ def item(n_boxes, size=8, label_base=0, bad=()):
         "boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(size, size)),
         "labels": torch.arange(n_boxes, dtype=torch.int64) + label_base,
         "difficult": (torch.arange(n_boxes) % 2).to(torch.uint8),
-        "image_id": f"id{n_boxes}", "path": f"p{n_boxes}.jpg", "orig_size": (size * 2, size * 3),
+        "image_id": f"id{n_boxes}",
+        "path": f"p{n_boxes}.jpg",
+        "orig_size": (size * 2, size * 3),
         "bad_samples": list(bad),
     }
     return tv_tensors.Image(torch.full((3, size, size), float(n_boxes))), target
@@ -41,8 +44,13 @@ def test_all_empty_images_still_give_one_padding_row():
 
 
 def test_bad_sample_reports_are_gathered():
-    batch = detection_collate([item(1, bad=[("x.jpg", "cannot decode")]), item(1),
-                               item(2, bad=[("y.xml", "degenerate"), ("x.jpg", "cannot decode")])])
+    batch = detection_collate(
+        [
+            item(1, bad=[("x.jpg", "cannot decode")]),
+            item(1),
+            item(2, bad=[("y.xml", "degenerate"), ("x.jpg", "cannot decode")]),
+        ]
+    )
     assert batch["bad_samples"] == [("x.jpg", "cannot decode"), ("y.xml", "degenerate"), ("x.jpg", "cannot decode")]
     log = BadSampleLog()
     assert log.record_batch(batch) == 2 and log.paths == ["x.jpg", "y.xml"]
@@ -75,7 +83,7 @@ def test_target_collate_runs_the_generator_on_the_padded_batch():
     gen = RecordingGenerator()
     collate = TargetCollate(anchors, target_generator=gen)
     batch = collate([item(2, label_base=3), item(0)])
-    (a, preds, gt_boxes, gt_ids), = gen.calls
+    ((a, preds, gt_boxes, gt_ids),) = gen.calls
     assert a.shape == (1, 5, 4) and preds is None
     assert gt_boxes.shape == (2, 2, 4) and gt_ids.dtype == torch.float32
     assert gt_ids.tolist() == [[3.0, 4.0], [-1.0, -1.0]]
@@ -106,8 +114,11 @@ def test_target_collate_with_the_real_generator():
     from ssdkit.targets import SSDTargetGenerator
 
     anchors = torch.tensor([[[2.0, 2.0, 4.0, 4.0], [6.0, 6.0, 4.0, 4.0], [4.0, 4.0, 8.0, 8.0]]])
-    cls_t, box_t = compute_ssd_targets(SSDTargetGenerator(negative_mining_ratio=-1), anchors,
-                                       torch.tensor([[[0.0, 0.0, 4.0, 4.0], [-1, -1, -1, -1]]]),
-                                       torch.tensor([[2, -1]]))
+    cls_t, box_t = compute_ssd_targets(
+        SSDTargetGenerator(negative_mining_ratio=-1),
+        anchors,
+        torch.tensor([[[0.0, 0.0, 4.0, 4.0], [-1, -1, -1, -1]]]),
+        torch.tensor([[2, -1]]),
+    )
     assert cls_t.shape == (1, 3) and box_t.shape == (1, 3, 4)
     assert int(cls_t[0, 0]) == 3  # class 2 -> target 3 (0 is background)

@@ -1,4 +1,5 @@
 """ssdkit.data.errors: the bad-sample policy, its log, and the wrapper for any data set."""
+
 from __future__ import annotations
 
 import pickle
@@ -11,9 +12,10 @@ from ssdkit.data.errors import BadSampleError, BadSampleLog, SkipBadSamples, che
 
 
 def item(label):
-    target = {"boxes": tv_tensors.BoundingBoxes(torch.tensor([[0.0, 0.0, 2.0, 2.0]]), format="XYXY",
-                                                canvas_size=(4, 4)),
-              "labels": torch.tensor([label])}
+    target = {
+        "boxes": tv_tensors.BoundingBoxes(torch.tensor([[0.0, 0.0, 2.0, 2.0]]), format="XYXY", canvas_size=(4, 4)),
+        "labels": torch.tensor([label]),
+    }
     return tv_tensors.Image(torch.zeros(3, 4, 4, dtype=torch.uint8)), target
 
 
@@ -33,10 +35,10 @@ class FlakyDataset(torch.utils.data.Dataset):
 def test_skip_wrapper_replaces_bad_items_and_reports_them():
     ds = SkipBadSamples(FlakyDataset(bad={1, 2}))
     image, target = ds[1]
-    assert target["labels"].tolist() == [3]       # next valid index
+    assert target["labels"].tolist() == [3]  # next valid index
     assert target["bad_samples"] == [("img1.jpg", "cannot decode image"), ("img2.jpg", "cannot decode image")]
     assert ds[4][1]["bad_samples"] == []
-    assert ds[1][1]["labels"].tolist() == [3]     # known-bad indices are skipped without retrying
+    assert ds[1][1]["labels"].tolist() == [3]  # known-bad indices are skipped without retrying
     assert "img1.jpg: cannot decode image" in ds.bad_sample_log.summary()
     with pytest.raises(BadSampleError, match="img2.jpg"):
         SkipBadSamples(FlakyDataset(bad={2}), on_bad_sample="error")[2]

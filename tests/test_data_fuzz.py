@@ -1,5 +1,6 @@
 """Bad data, fuzzed: corrupt small generated data sets, train one short epoch. Every corrupted sample is skipped
 and reported (the reported files equal the corrupted files), every clean image is trained on, nothing dies."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,15 @@ from ssdkit.engine.trainer import fit
 N_TRAIN, W, H = 6, 40, 32
 IMAGE_FAULTS = ("truncated_jpeg", "garbage_jpeg", "empty_file")
 VOC_FAULTS = IMAGE_FAULTS + ("malformed_xml", "nan_box", "inverted_box", "outside_box", "unknown_class")
-COCO_FAULTS = IMAGE_FAULTS + ("nan_box", "negative_size_box", "outside_box", "unknown_category", "short_bbox",
-                              "no_image_size", "missing_image")
+COCO_FAULTS = IMAGE_FAULTS + (
+    "nan_box",
+    "negative_size_box",
+    "outside_box",
+    "unknown_category",
+    "short_bbox",
+    "no_image_size",
+    "missing_image",
+)
 
 
 def _jpeg(path: str, seed: int) -> None:
@@ -33,14 +41,17 @@ def _jpeg(path: str, seed: int) -> None:
 def _corrupt_image(path: str, fault: str) -> None:
     data = open(path, "rb").read()
     with open(path, "wb") as f:
-        f.write({"truncated_jpeg": data[: len(data) // 2], "garbage_jpeg": os.urandom(len(data)),
-                 "empty_file": b""}[fault])
+        f.write(
+            {"truncated_jpeg": data[: len(data) // 2], "garbage_jpeg": os.urandom(len(data)), "empty_file": b""}[fault]
+        )
 
 
 def _voc_object(name: str, box) -> str:
     x1, y1, x2, y2 = box
-    return (f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
-            f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>")
+    return (
+        f"<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{x1}</xmin><ymin>{y1}</ymin>"
+        f"<xmax>{x2}</xmax><ymax>{y2}</ymax></bndbox></object>"
+    )
 
 
 def make_voc(root: str, faults: dict[int, str]) -> tuple[set[str], set[str], set[str]]:
@@ -63,8 +74,10 @@ def make_voc(root: str, faults: dict[int, str]) -> tuple[set[str], set[str], set
             second = ("b", (60, 50, 80, 70))
         elif fault == "unknown_class":
             second = ("zebra", (20, 16, 36, 30))
-        text = (f"<annotation><filename>{stem}.jpg</filename><size><width>{W}</width><height>{H}</height>"
-                f"<depth>3</depth></size>{_voc_object('a', (2, 2, 18, 14))}{_voc_object(*second)}</annotation>")
+        text = (
+            f"<annotation><filename>{stem}.jpg</filename><size><width>{W}</width><height>{H}</height>"
+            f"<depth>3</depth></size>{_voc_object('a', (2, 2, 18, 14))}{_voc_object(*second)}</annotation>"
+        )
         if fault == "malformed_xml":
             text = text[: len(text) // 2]
         with open(xml, "w") as f:
@@ -136,8 +149,9 @@ def fault_plans(draw):
     return kind, {k: draw(st.sampled_from(faults)) for k in images}
 
 
-@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                                                 HealthCheck.too_slow])
+@settings(
+    max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
 @given(plan=fault_plans())
 def test_corrupted_samples_are_skipped_and_reported_and_clean_ones_trained_on(plan, monkeypatch):
     kind, faults = plan
@@ -152,14 +166,27 @@ def test_corrupted_samples_are_skipped_and_reported_and_clean_ones_trained_on(pl
     monkeypatch.setattr(TargetCollate, "__call__", spy)
     root = tempfile.mkdtemp(prefix="ssdkit-fuzz-")
     try:
-        corrupted, usable, broken = (make_voc if kind == "voc-folder" else make_coco)(os.path.join(root, "data"),
-                                                                                      faults)
-        cfg = TrainConfig(dataset=kind, data_root=os.path.join(root, "data"), model="ssd_tiny_custom", data_shape=64,
-                          batch_size=2, epochs=1, procs=1, num_workers=0, augment="none", amp=False, progress=False,
-                          output=os.path.join(root, "run"), lr=0.01,
-                          classes=["a", "b"] if kind == "voc-folder" else None,
-                          train_splits="train" if kind == "voc-folder" else "instances_train",
-                          val_splits="val" if kind == "voc-folder" else "instances_val")
+        corrupted, usable, broken = (make_voc if kind == "voc-folder" else make_coco)(
+            os.path.join(root, "data"), faults
+        )
+        cfg = TrainConfig(
+            dataset=kind,
+            data_root=os.path.join(root, "data"),
+            model="ssd_tiny_custom",
+            data_shape=64,
+            batch_size=2,
+            epochs=1,
+            procs=1,
+            num_workers=0,
+            augment="none",
+            amp=False,
+            progress=False,
+            output=os.path.join(root, "run"),
+            lr=0.01,
+            classes=["a", "b"] if kind == "voc-folder" else None,
+            train_splits="train" if kind == "voc-folder" else "instances_train",
+            val_splits="val" if kind == "voc-folder" else "instances_val",
+        )
         result = fit(cfg, say=lambda m: None)
         reported = torch.load(os.path.join(root, "run", "last.pt"), weights_only=True)["bad_samples"]
         assert {path for path, _ in reported} == corrupted, (faults, reported)

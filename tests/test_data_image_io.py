@@ -1,4 +1,5 @@
 """ssdkit.data.image_io.read_image: RGB uint8 images, and bad files named in the error."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """The data-set registry (data/registry.py): built-in kinds, your own kind, clear errors."""
+
 import pytest
 
 from ssdkit.data.registry import DatasetRequest, get_dataset_kind, list_datasets, register_dataset
@@ -23,8 +24,10 @@ def test_a_registered_kind_is_built_like_the_builtin_ones(monkeypatch):
 
     def tiny(req: DatasetRequest):
         seen.append(req)
-        return (SyntheticShapes(6, seed=req.seed, transform=req.train_transform, image_size=req.image_size),
-                SyntheticShapes(3, seed=req.seed + 1, transform=req.val_transform, image_size=req.image_size))
+        return (
+            SyntheticShapes(6, seed=req.seed, transform=req.train_transform, image_size=req.image_size),
+            SyntheticShapes(3, seed=req.seed + 1, transform=req.val_transform, image_size=req.image_size),
+        )
 
     monkeypatch.setitem(registry._REGISTRY, "tiny", registry.DatasetKind("tiny", tiny, needs_root=False))
     cfg = resolve_config(TrainConfig(seed=9, synthetic_train_size=6))

@@ -1,17 +1,15 @@
 """SyntheticShapes: determinism, object counts, box tightness, occlusion rule, splits."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
 
-from ssdkit.data import (SHAPE_CLASSES, VAL_SEED_OFFSET, SSDTrainTransform, SyntheticShapes,
-                         detection_collate)
+from ssdkit.data import SHAPE_CLASSES, VAL_SEED_OFFSET, SSDTrainTransform, SyntheticShapes, detection_collate
 from ssdkit.data.synthetic import _UNIT_AREA, _unit_mask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +42,7 @@ def test_format_and_object_counts(sample_stats):
         assert target["difficult"].sum() == 0
         counts.append(len(target["labels"]))
     assert 1 <= min(counts) and max(counts) <= 10
-    assert min(counts) <= 2 and max(counts) >= 8       # the whole range is used
+    assert min(counts) <= 2 and max(counts) >= 8  # the whole range is used
     labels = torch.cat([t["labels"] for _, t in items])
     assert set(labels.tolist()) == set(range(len(SHAPE_CLASSES)))
 
@@ -67,7 +65,7 @@ def test_boxes_are_tight_and_occlusion_is_limited():
         for k in range(len(boxes)):
             ys, xs = np.nonzero(masks[k])
             assert tuple(boxes[k]) == (xs.min(), ys.min(), xs.max(), ys.max())
-            visible = masks[k] & ~masks[k + 1:].any(axis=0)
+            visible = masks[k] & ~masks[k + 1 :].any(axis=0)
             assert visible.sum() >= (1 - ds.max_occlusion) * masks[k].sum()
 
 
@@ -139,14 +137,39 @@ def test_the_images_of_a_seed_do_not_change():
     ds = SyntheticShapes(100, seed=7, min_objects=3, max_objects=14, fresh_per_epoch=True)
     ds.set_epoch(2)
     expected = {
-        0: ([1, 2, 2, 3, 2, 1, 2, 5], [[0, 17, 49, 87], [3, 20, 44, 58], [32, 18, 64, 52], [0, 69, 27, 99],
-                                       [49, 20, 63, 33], [113, 0, 127, 15], [65, 20, 75, 31], [107, 0, 116, 9]],
-            [26.18, 79.53, 220.34]),
-        5: ([2, 1, 5, 3, 2, 2, 0, 1, 2, 1, 1, 1, 2],
-            [[88, 29, 127, 102], [73, 0, 127, 60], [78, 30, 126, 80], [78, 55, 112, 92], [69, 111, 100, 127],
-             [94, 94, 115, 121], [3, 62, 29, 85], [50, 29, 75, 56], [71, 41, 86, 57], [7, 0, 27, 12],
-             [46, 51, 58, 64], [18, 99, 28, 109], [4, 56, 10, 62]],
-            [154.67, 144.06, 122.18]),
+        0: (
+            [1, 2, 2, 3, 2, 1, 2, 5],
+            [
+                [0, 17, 49, 87],
+                [3, 20, 44, 58],
+                [32, 18, 64, 52],
+                [0, 69, 27, 99],
+                [49, 20, 63, 33],
+                [113, 0, 127, 15],
+                [65, 20, 75, 31],
+                [107, 0, 116, 9],
+            ],
+            [26.18, 79.53, 220.34],
+        ),
+        5: (
+            [2, 1, 5, 3, 2, 2, 0, 1, 2, 1, 1, 1, 2],
+            [
+                [88, 29, 127, 102],
+                [73, 0, 127, 60],
+                [78, 30, 126, 80],
+                [78, 55, 112, 92],
+                [69, 111, 100, 127],
+                [94, 94, 115, 121],
+                [3, 62, 29, 85],
+                [50, 29, 75, 56],
+                [71, 41, 86, 57],
+                [7, 0, 27, 12],
+                [46, 51, 58, 64],
+                [18, 99, 28, 109],
+                [4, 56, 10, 62],
+            ],
+            [154.67, 144.06, 122.18],
+        ),
     }
     for index, (labels, boxes, channel_means) in expected.items():
         image, got_boxes, got_labels = ds.render(index)

@@ -1,4 +1,5 @@
 """ssdkit.data.transforms.color: GluonCV's colour distortion composed into one affine map."""
+
 from __future__ import annotations
 
 import math
@@ -46,10 +47,16 @@ def gluoncv_colour_reference(img_hwc, brightness, contrast, saturation, hue, con
     return src
 
 
-@pytest.mark.parametrize("params", [
-    (12.5, 1.3, 0.7, 2.0, True), (-30.0, 0.6, 1.4, -40.0, False), (None, None, 1.2, None, True),
-    (None, 1.5, None, 0.3, False), (None, None, None, None, True),
-])
+@pytest.mark.parametrize(
+    "params",
+    [
+        (12.5, 1.3, 0.7, 2.0, True),
+        (-30.0, 0.6, 1.4, -40.0, False),
+        (None, None, 1.2, None, True),
+        (None, 1.5, None, 0.3, False),
+        (None, None, None, None, True),
+    ],
+)
 def test_colour_affine_matches_gluoncv_steps(params):
     image, _ = sample()
     ref = gluoncv_colour_reference(plain(image).permute(1, 2, 0).numpy(), *params)
@@ -77,5 +84,5 @@ def test_hue_angle_is_pi_times_uniform_18():
     t = RandomColorDistort(p=1.0)
     torch.manual_seed(0)
     hues = [t.make_params([])["hue"] for _ in range(300)]
-    assert max(abs(h) for h in hues) > math.pi          # GluonCV quirk: the angle spans many turns
+    assert max(abs(h) for h in hues) > math.pi  # GluonCV quirk: the angle spans many turns
     assert max(abs(h) for h in hues) <= 18 * math.pi

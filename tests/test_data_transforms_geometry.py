@@ -1,4 +1,5 @@
 """ssdkit.data.transforms.geometry: GluonCV's expand, constrained crop and resize transforms on samples."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,7 +47,7 @@ def test_random_expand_shifts_boxes_by_the_offset():
         ox, oy = int(shift[0, 0]), int(shift[0, 1])
         assert torch.equal(shift, torch.tensor([[ox, oy, ox, oy]] * 3, dtype=torch.float32))
         assert 0 <= ox <= ow - w and 0 <= oy <= oh - h
-        assert torch.equal(plain(out)[:, oy:oy + h, ox:ox + w], plain(image))
+        assert torch.equal(plain(out)[:, oy : oy + h, ox : ox + w], plain(image))
         # one ratio for both axes: some r in [1, 4] gives (int(h r), int(w r)) == (oh, ow)
         lo, hi = max(oh / h, ow / w), min((oh + 1) / h, (ow + 1) / w)
         assert lo < hi and lo <= 4 and hi >= 1
@@ -58,6 +59,7 @@ def test_random_expand_shifts_boxes_by_the_offset():
 
 
 # --- crop ------------------------------------------------------------------------------------------
+
 
 def reference_crop(boxes, crop):
     """GluonCV bbox.crop(allow_outside_center=False), written out per box."""
@@ -83,8 +85,7 @@ def iou_np(boxes, box):
 
 
 def test_crop_boxes_center_rule_clip_and_translate():
-    boxes = torch.tensor([[0.0, 0, 10, 10], [50, 50, 70, 70], [95, 95, 120, 120], [30, 40, 50, 60],
-                          [90, 40, 110, 60]])
+    boxes = torch.tensor([[0.0, 0, 10, 10], [50, 50, 70, 70], [95, 95, 120, 120], [30, 40, 50, 60], [90, 40, 110, 60]])
     # centres: (5, 5) out; (60, 60) in; (107.5, 107.5) out; (40, 50) on the left edge: in;
     # (100, 50) on the right edge: out
     out, keep = crop_boxes_xyxy(boxes, (40, 40, 60, 60))
@@ -112,7 +113,7 @@ def test_constrained_crop_meets_every_gt_min_iou():
             assert lo is None or iou.min() >= lo - 1e-9
             assert hi is None or iou.max() <= hi + 1e-9
             # the crop obeys the scale and aspect limits
-            assert cw * ch >= 0.3 ** 2 * w * h * 0.95
+            assert cw * ch >= 0.3**2 * w * h * 0.95
         ref_boxes, ref_keep = reference_crop(boxes, res.crop_xywh)
         if ref_keep.any():
             assert res.keep.tolist() == ref_keep.tolist()
@@ -134,8 +135,9 @@ def test_crop_without_boxes_returns_first_random_crop():
 
 
 def test_random_iou_crop_transform_keeps_labels_with_boxes():
-    image, target = sample(h=120, w=160, boxes=[(5, 5, 30, 40), (40, 10, 150, 110), (100, 60, 120, 118),
-                                                 (60, 60, 70, 70)])
+    image, target = sample(
+        h=120, w=160, boxes=[(5, 5, 30, 40), (40, 10, 150, 110), (100, 60, 120, 118), (60, 60, 70, 70)]
+    )
     for seed in range(30):
         torch.manual_seed(seed)
         out, tgt = RandomIoUCrop()(image, target)

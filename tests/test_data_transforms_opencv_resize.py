@@ -1,4 +1,5 @@
 """ssdkit.data.transforms.opencv_resize: OpenCV's resize kernels and MXNet's automatic choice."""
+
 from __future__ import annotations
 
 import math

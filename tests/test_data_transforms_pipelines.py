@@ -1,4 +1,5 @@
 """ssdkit.data.transforms.pipelines: the SSD train/val pipelines and torchvision's flip in them."""
+
 from __future__ import annotations
 
 import pytest
@@ -64,9 +65,15 @@ def test_val_preset_normalises_and_keeps_difficult():
 
 def test_transforms_compose_with_torchvision():
     image, target = sample()
-    pipeline = v2.Compose([RandomColorDistort(p=1.0), v2.RandomHorizontalFlip(p=1.0), RandomExpand(p=1.0),
-                           v2.ClampBoundingBoxes(),
-                           v2.SanitizeBoundingBoxes(labels_getter=lambda s: (s[1]["labels"], s[1]["difficult"]))])
+    pipeline = v2.Compose(
+        [
+            RandomColorDistort(p=1.0),
+            v2.RandomHorizontalFlip(p=1.0),
+            RandomExpand(p=1.0),
+            v2.ClampBoundingBoxes(),
+            v2.SanitizeBoundingBoxes(labels_getter=lambda s: (s[1]["labels"], s[1]["difficult"])),
+        ]
+    )
     torch.manual_seed(0)
     out, tgt = pipeline(image, target)
     assert out.dtype == torch.float32 and len(tgt["boxes"]) == len(tgt["labels"]) == 3

@@ -1,4 +1,5 @@
 """GluonCV's transform names (ssdkit.data.transforms.presets.ssd) against GluonCV 0.10.5 (tests/data/presets_ssd*)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -47,8 +48,9 @@ def test_train_transform_targets_are_gluoncv(anchors300, grid300):
     augmented = REF["train_label"]
     for grid in (None, grid300):
         transform = SSDDefaultTrainTransform(300, 300, anchors300, anchor_grid=grid)
-        boxes = tv_tensors.BoundingBoxes(torch.from_numpy(augmented[:, :4]).double(), format="XYXY",
-                                         canvas_size=(300, 300))
+        boxes = tv_tensors.BoundingBoxes(
+            torch.from_numpy(augmented[:, :4]).double(), format="XYXY", canvas_size=(300, 300)
+        )
         drawn = {"boxes": boxes, "labels": torch.from_numpy(augmented[:, 4:]).double()}  # what GluonCV drew
         transform._pipeline = lambda img, target, drawn=drawn: (img, drawn)
         x, cls_targets, box_targets = transform(image, fixtures.make_val_case(fixtures.TRAIN_SEED, 240, 320)[1])

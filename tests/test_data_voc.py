@@ -1,4 +1,5 @@
 """VOC XML parsing, the VOCdevkit and VOC-folder data sets, and their bad-sample handling."""
+
 from __future__ import annotations
 
 import os
@@ -9,15 +10,12 @@ import pytest
 import torch
 from torchvision.io import write_jpeg
 
-from ssdkit.data import (BadSampleError, BadSampleLog, VOC_CLASSES, VOCDetection, VOCFolder,
-                         detection_collate)
+from ssdkit.data import VOC_CLASSES, BadSampleError, BadSampleLog, VOCDetection, VOCFolder, detection_collate
 from ssdkit.data.voc import holdout_split, parse_voc_xml
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 VOC_MAP = {c: i for i, c in enumerate(VOC_CLASSES)}
-
-
 
 
 def obj_xml(name="dog", box=("48", "240", "195", "371"), difficult="0", truncated="0", extra=""):
@@ -52,11 +50,17 @@ def write_image(path, height, width, seed=0):
 
 # --- parse_voc_xml ---------------------------------------------------------------------------------
 
+
 def test_parse_converts_one_based_to_zero_based_and_keeps_difficult(tmp_path):
-    path = write(tmp_path / "a.xml", ann_xml([
-        obj_xml("dog", ("48", "240", "195", "371"), difficult="0", truncated="1"),
-        obj_xml(" Person ", ("8.5", "12", "498", "375"), difficult="1"),
-    ]))
+    path = write(
+        tmp_path / "a.xml",
+        ann_xml(
+            [
+                obj_xml("dog", ("48", "240", "195", "371"), difficult="0", truncated="1"),
+                obj_xml(" Person ", ("8.5", "12", "498", "375"), difficult="1"),
+            ]
+        ),
+    )
     ann, problems = parse_voc_xml(path, VOC_MAP)
     assert problems == []
     assert (ann.width, ann.height) == (500, 375)
@@ -73,12 +77,18 @@ def test_parse_drop_difficult_when_asked(tmp_path):
 
 
 def test_parse_missing_fields(tmp_path):
-    path = write(tmp_path / "a.xml", ann_xml([
-        obj_xml(name=None),                                   # no <name>
-        obj_xml("cat", box=None),                             # no <bndbox>
-        obj_xml("cow", box=("1", "2", None, "9")),            # no <xmax>
-        obj_xml("bus", difficult=None),                       # no <difficult> -> 0
-    ], width=None))                                           # no <size>
+    path = write(
+        tmp_path / "a.xml",
+        ann_xml(
+            [
+                obj_xml(name=None),  # no <name>
+                obj_xml("cat", box=None),  # no <bndbox>
+                obj_xml("cow", box=("1", "2", None, "9")),  # no <xmax>
+                obj_xml("bus", difficult=None),  # no <difficult> -> 0
+            ],
+            width=None,
+        ),
+    )  # no <size>
     ann, problems = parse_voc_xml(path, VOC_MAP)
     assert ann.width is None and ann.height is None
     assert ann.labels.tolist() == [VOC_MAP["bus"]] and ann.difficult.tolist() == [0]
@@ -89,13 +99,18 @@ def test_parse_missing_fields(tmp_path):
 
 
 def test_parse_bad_boxes_are_reported(tmp_path):
-    path = write(tmp_path / "a.xml", ann_xml([
-        obj_xml("dog", ("nan", "1", "10", "10")),             # NaN
-        obj_xml("dog", ("20", "20", "20", "40")),             # degenerate (xmax == xmin)
-        obj_xml("dog", ("600", "10", "700", "50")),           # entirely outside a 500-wide image
-        obj_xml("dog", ("-9", "0", "30", "400")),             # partly outside -> clipped, kept
-        obj_xml("dog", ("2", "3", "4", "5")),                 # fine
-    ]))
+    path = write(
+        tmp_path / "a.xml",
+        ann_xml(
+            [
+                obj_xml("dog", ("nan", "1", "10", "10")),  # NaN
+                obj_xml("dog", ("20", "20", "20", "40")),  # degenerate (xmax == xmin)
+                obj_xml("dog", ("600", "10", "700", "50")),  # entirely outside a 500-wide image
+                obj_xml("dog", ("-9", "0", "30", "400")),  # partly outside -> clipped, kept
+                obj_xml("dog", ("2", "3", "4", "5")),  # fine
+            ]
+        ),
+    )
     ann, problems = parse_voc_xml(path, VOC_MAP)
     assert len(problems) == 4
     assert "NaN" in problems[0]
@@ -120,6 +135,7 @@ def test_parse_malformed_xml_raises_with_file_name(tmp_path):
 
 # --- VOCDetection on a tiny VOCdevkit ---------------------------------------------------------------
 
+
 def make_devkit(root, with_missing=True, with_corrupt=True):
     base = root / "VOC2007"
     ids = []
@@ -127,8 +143,12 @@ def make_devkit(root, with_missing=True, with_corrupt=True):
     write(base / "Annotations" / "000001.xml", ann_xml([obj_xml("dog", ("5", "6", "40", "50"))], 80, 60))
     ids.append("000001")
     write_image(base / "JPEGImages" / "000002.jpg", 40, 50, seed=2)
-    write(base / "Annotations" / "000002.xml", ann_xml([
-        obj_xml("person", ("1", "1", "50", "40"), difficult="1"), obj_xml("cat", ("10", "10", "20", "30"))], 50, 40))
+    write(
+        base / "Annotations" / "000002.xml",
+        ann_xml(
+            [obj_xml("person", ("1", "1", "50", "40"), difficult="1"), obj_xml("cat", ("10", "10", "20", "30"))], 50, 40
+        ),
+    )
     ids.append("000002")
     if with_corrupt:
         os.makedirs(base / "JPEGImages", exist_ok=True)
@@ -153,20 +173,25 @@ def test_voc_detection_loads_real_jpegs(tmp_path):
     image, target = ds[1]
     assert image.dtype == torch.uint8 and tuple(image.shape) == (3, 40, 50)
     assert target["boxes"].canvas_size == (40, 50)
-    torch.testing.assert_close(target["boxes"].as_subclass(torch.Tensor),
-                               torch.tensor([[0.0, 0, 49, 39], [9, 9, 19, 29]]))
+    torch.testing.assert_close(
+        target["boxes"].as_subclass(torch.Tensor), torch.tensor([[0.0, 0, 49, 39], [9, 9, 19, 29]])
+    )
     assert target["labels"].tolist() == [VOC_MAP["person"], VOC_MAP["cat"]]
     assert target["difficult"].tolist() == [1, 0]
     assert target["image_id"] == "VOC2007/000002" and target["path"].endswith("000002.jpg")
     assert ds.bad_sample_log.summary() == "no bad samples"
 
 
-@pytest.mark.parametrize("splits", [(2007, "trainval"), ("2007", "trainval"), ["2007_trainval"],
-                                    (("VOC2007", "trainval"),)])
+@pytest.mark.parametrize(
+    "splits", [(2007, "trainval"), ("2007", "trainval"), ["2007_trainval"], (("VOC2007", "trainval"),)]
+)
 def test_voc_split_forms_are_equivalent(tmp_path, splits):
     make_devkit(tmp_path, with_missing=False, with_corrupt=False)
-    assert VOCDetection(str(tmp_path), splits=splits).image_ids == ["VOC2007/000001", "VOC2007/000002",
-                                                                     "VOC2007/000004"]
+    assert VOCDetection(str(tmp_path), splits=splits).image_ids == [
+        "VOC2007/000001",
+        "VOC2007/000002",
+        "VOC2007/000004",
+    ]
 
 
 def test_voc_missing_split_file_is_named(tmp_path):
@@ -203,8 +228,10 @@ def test_voc_error_policy_raises_with_file_name(tmp_path):
 
 def test_voc_bad_annotation_under_both_policies(tmp_path):
     base = make_devkit(tmp_path, with_missing=False, with_corrupt=False)
-    write(base / "Annotations" / "000001.xml",
-          ann_xml([obj_xml("dog", ("5", "6", "40", "50")), obj_xml("dog", ("9", "9", "9", "30"))], 80, 60))
+    write(
+        base / "Annotations" / "000001.xml",
+        ann_xml([obj_xml("dog", ("5", "6", "40", "50")), obj_xml("dog", ("9", "9", "9", "30"))], 80, 60),
+    )
     write(base / "Annotations" / "000004.xml", "<annotation>")  # malformed
     ds = VOCDetection(str(tmp_path), splits="2007_trainval")
     assert ds.image_ids == ["VOC2007/000001", "VOC2007/000002"]
@@ -227,8 +254,9 @@ def test_voc_bad_samples_reach_the_main_process_through_workers(tmp_path):
     make_devkit(tmp_path)
     ds = VOCDetection(str(tmp_path), splits="2007_trainval")
     main_log = BadSampleLog()
-    loader = torch.utils.data.DataLoader(ds, batch_size=1, num_workers=2, collate_fn=detection_collate,
-                                         multiprocessing_context="fork")
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=1, num_workers=2, collate_fn=detection_collate, multiprocessing_context="fork"
+    )
     for batch in loader:
         main_log.record_batch(batch)
     assert [p for p, _ in main_log.entries] == [os.path.join(str(tmp_path), "VOC2007", "JPEGImages", "000003.jpg")]
@@ -248,12 +276,15 @@ def test_bad_sample_log_pickles_and_dedups():
 
 # --- VOCFolder -------------------------------------------------------------------------------------
 
+
 def make_folder(root, with_sets=True):
     for k, (names, size) in enumerate([(["Zebra", "apple"], (40, 30)), (["apple"], (20, 20)), (["kiwi"], (30, 30))]):
         stem = f"img{k}"
         write_image(root / "JPEGImages" / f"{stem}.jpg", size[1], size[0], seed=k)
-        write(root / "Annotations" / f"{stem}.xml",
-              ann_xml([obj_xml(n, ("2", "2", "10", "10")) for n in names], size[0], size[1], f"{stem}.jpg"))
+        write(
+            root / "Annotations" / f"{stem}.xml",
+            ann_xml([obj_xml(n, ("2", "2", "10", "10")) for n in names], size[0], size[1], f"{stem}.jpg"),
+        )
     if with_sets:
         write(root / "ImageSets" / "Main" / "train.txt", "img0\nimg1\n")
         write(root / "ImageSets" / "Main" / "val.txt", "img2\n")

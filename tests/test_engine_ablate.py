@@ -25,6 +25,7 @@ def test_arms_differ_only_in_their_switch(tip):
 
 def _fake_study(monkeypatch, tmp_path, selection, report):
     """run_ablation with training and evaluation replaced: ``selection``/``report`` map (arm, lr) -> mAP."""
+
     def train(cfg, run, say):
         os.makedirs(run, exist_ok=True)
         with open(os.path.join(run, "arm.json"), "w") as f:
@@ -39,16 +40,29 @@ def _fake_study(monkeypatch, tmp_path, selection, report):
     monkeypatch.setattr(ablate, "_train_or_reuse", train)
     monkeypatch.setattr(ablate, "_split_map", split_map)
     monkeypatch.setattr(ablate, "_plot", lambda rows, path: None)
-    return run_ablation(TrainConfig(output=str(tmp_path)), tip="loss-norm", seeds=3, lr_sweep=[0.16, 0.04, 0.08],
-                        say=lambda m: None)
+    return run_ablation(
+        TrainConfig(output=str(tmp_path)), tip="loss-norm", seeds=3, lr_sweep=[0.16, 0.04, 0.08], say=lambda m: None
+    )
 
 
 def test_each_arm_is_chosen_on_the_selection_split_and_judged_on_the_report_split(monkeypatch, tmp_path):
     # the report split would favour other rates: the choice must not follow it
-    selection = {("batch", 0.04): 0.5, ("batch", 0.08): 0.8, ("batch", 0.16): 0.6,
-                 ("sample", 0.04): 0.7, ("sample", 0.08): 0.4, ("sample", 0.16): 0.3}
-    report = {("batch", 0.04): 0.9, ("batch", 0.08): 0.2, ("batch", 0.16): 0.9,
-              ("sample", 0.04): 0.1, ("sample", 0.08): 0.9, ("sample", 0.16): 0.9}
+    selection = {
+        ("batch", 0.04): 0.5,
+        ("batch", 0.08): 0.8,
+        ("batch", 0.16): 0.6,
+        ("sample", 0.04): 0.7,
+        ("sample", 0.08): 0.4,
+        ("sample", 0.16): 0.3,
+    }
+    report = {
+        ("batch", 0.04): 0.9,
+        ("batch", 0.08): 0.2,
+        ("batch", 0.16): 0.9,
+        ("sample", 0.04): 0.1,
+        ("sample", 0.08): 0.9,
+        ("sample", 0.16): 0.9,
+    }
     [row] = _fake_study(monkeypatch, tmp_path, selection, report)
     assert row["better_lr"] == 0.08 and row["worse_lr"] == 0.04
     assert row["better_maps"] == pytest.approx([0.2, 0.201, 0.202])
@@ -79,9 +93,29 @@ def test_lr_sweep_command_tiny_budget(tmp_path):
     from ssdkit.cli import main
 
     out = tmp_path / "abl"
-    argv = ["ablate", "--tip", "loss-norm", "--seeds", "1", "--epochs", "1", "--lr-sweep", "0.01,0.02",
-            "--synthetic-train-size", "4", "--synthetic-val-size", "2", "--batch-size", "4", "--procs", "1",
-            "--no-progress", "--no-amp", "--output", str(out)]
+    argv = [
+        "ablate",
+        "--tip",
+        "loss-norm",
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--lr-sweep",
+        "0.01,0.02",
+        "--synthetic-train-size",
+        "4",
+        "--synthetic-val-size",
+        "2",
+        "--batch-size",
+        "4",
+        "--procs",
+        "1",
+        "--no-progress",
+        "--no-amp",
+        "--output",
+        str(out),
+    ]
     assert main(argv) == 0
     for name in ("ablation.md", "ablation.csv", "ablation.json", "ablation.png", "ablation_grid.csv"):
         assert (out / name).exists(), name
@@ -108,9 +142,24 @@ def test_diverged_arm_counts_as_zero_and_is_reported(tmp_path):
     run.mkdir()
     (run / "finished.json").write_text(json.dumps({"diverged": "the loss became nan"}))
     assert ablate._split_map(str(run), "report", "per_class") == 0.0
-    arm = {"arm": "sample", "lrs": [0.1], "selection_by_lr": [0.0], "best_lr": 0.1, "report": {
-        "mean": 0.0, "ci_low": 0.0, "ci_high": 0.0}, "report_maps": [0.0, 0.0]}
-    row = {"tip": "loss-norm", "better": "batch", "worse": "sample", **paired_stats([0.2, 0.3], [0.0, 0.1]),
-           "verdict": "x", "diverged_better": 0, "diverged_worse": 1, "better_lr": 0.1, "worse_lr": 0.1,
-           "arms": [arm]}
+    arm = {
+        "arm": "sample",
+        "lrs": [0.1],
+        "selection_by_lr": [0.0],
+        "best_lr": 0.1,
+        "report": {"mean": 0.0, "ci_low": 0.0, "ci_high": 0.0},
+        "report_maps": [0.0, 0.0],
+    }
+    row = {
+        "tip": "loss-norm",
+        "better": "batch",
+        "worse": "sample",
+        **paired_stats([0.2, 0.3], [0.0, 0.1]),
+        "verdict": "x",
+        "diverged_better": 0,
+        "diverged_worse": 1,
+        "better_lr": 0.1,
+        "worse_lr": 0.1,
+        "arms": [arm],
+    }
     assert "sample @ 0.1 (1 of 2 diverged)" in markdown_table([row])

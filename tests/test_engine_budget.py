@@ -6,8 +6,9 @@ from ssdkit.engine import budget
 from ssdkit.engine.budget import RunShape, count_evals, fit_to_budget, predicted_seconds
 from ssdkit.engine.config import ConfigError, TrainConfig, resolve_config
 
-RECIPE = RunShape(epochs=16, images_per_epoch=4000, lr_decay_epochs=(12, 14), dense_epochs=12, val_interval=8,
-                  batch_size=16)
+RECIPE = RunShape(
+    epochs=16, images_per_epoch=4000, lr_decay_epochs=(12, 14), dense_epochs=12, val_interval=8, batch_size=16
+)
 
 
 def test_count_evals():
@@ -87,8 +88,13 @@ def test_a_run_ends_within_a_small_budget(tmp_path):
     from ssdkit.engine.trainer import fit
 
     said = []
-    cfg = TrainConfig(time_budget=0.5, synthetic_train_size=100_000, synthetic_val_size=32, progress=False,
-                      output=str(tmp_path / "run"))
+    cfg = TrainConfig(
+        time_budget=0.5,
+        synthetic_train_size=100_000,
+        synthetic_val_size=32,
+        progress=False,
+        output=str(tmp_path / "run"),
+    )
     start = time.time()
     result = fit(cfg, say=said.append)
     elapsed = time.time() - start

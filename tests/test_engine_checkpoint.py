@@ -1,4 +1,5 @@
 """Checkpoints (engine/checkpoint.py): atomic writes, the Checkpointer's round trip, ``--resume auto``."""
+
 from __future__ import annotations
 
 import os
@@ -6,10 +7,10 @@ import os
 import pytest
 import torch
 
+from ssdkit.engine.builders import prepare_config
 from ssdkit.engine.checkpoint import Checkpointer, load_checkpoint, rng_state, save_checkpoint
 from ssdkit.engine.config import ConfigError, TrainConfig
 from ssdkit.engine.guard import NonFiniteGuard
-from ssdkit.engine.builders import prepare_config
 
 
 def test_a_failed_write_leaves_the_previous_checkpoint_and_no_temporary_file(tmp_path, monkeypatch):
@@ -31,7 +32,7 @@ def test_a_failed_write_leaves_the_previous_checkpoint_and_no_temporary_file(tmp
 def _parts():
     net = torch.nn.Linear(3, 2)
     opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 0.5 ** it)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 0.5**it)
     return net, opt, sched, NonFiniteGuard(opt, torch.device("cpu"))
 
 
@@ -44,18 +45,27 @@ def test_the_checkpointer_restores_what_it_saved(tmp_path):
     ckpt = Checkpointer(str(tmp_path), net, opt, sched, None, guard, {"config": {"seed": 1}, "classes": ["a"]})
     ranks = [{"rng": rng_state(), "window": torch.tensor([1.0, 2, 3, 4, 0]), "guard": guard.state_dict()}]
     expected = torch.rand(3)  # the draw after the saved RNG state
-    path = ckpt.save("last.pt", 4, 0.5, progress={"epoch": 5, "steps": 7, "images": 56, "seconds": 1.0,
-                                                   "sums": [1.0] * 5}, ranks=ranks, bad_samples=[("x.jpg", "bad")])
+    path = ckpt.save(
+        "last.pt",
+        4,
+        0.5,
+        progress={"epoch": 5, "steps": 7, "images": 56, "seconds": 1.0, "sums": [1.0] * 5},
+        ranks=ranks,
+        bad_samples=[("x.jpg", "bad")],
+    )
     assert Checkpointer(str(tmp_path), *_parts()[:3], enabled=False).save("last.pt", 0, 0.0) is None
     net2, opt2, sched2, guard2 = _parts()
     restored = Checkpointer(str(tmp_path), net2, opt2, sched2, None, guard2).restore(load_checkpoint(path))
     assert restored["start_epoch"] == 5 and restored["progress"]["steps"] == 7 and restored["best"] == 0.5
-    assert restored["bad_samples"] == [("x.jpg", "bad")] and torch.equal(restored["rank_state"]["window"],
-                                                                          ranks[0]["window"])
+    assert restored["bad_samples"] == [("x.jpg", "bad")] and torch.equal(
+        restored["rank_state"]["window"], ranks[0]["window"]
+    )
     assert torch.equal(torch.rand(3), expected)
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), net2.state_dict().values()))
     assert sched2.last_epoch == 1 and guard2.read()["skipped"] == 3
-    assert torch.equal(opt2.state_dict()["state"][0]["momentum_buffer"], opt.state_dict()["state"][0]["momentum_buffer"])
+    assert torch.equal(
+        opt2.state_dict()["state"][0]["momentum_buffer"], opt.state_dict()["state"][0]["momentum_buffer"]
+    )
 
 
 def test_resume_auto_continues_the_output_folder_when_it_has_a_last_checkpoint(tmp_path):

@@ -9,7 +9,13 @@ from ssdkit.engine.schedule import make_scheduler, step_decay_factor
 def test_gluoncv_defaults_for_voc():
     cfg = resolve_config(TrainConfig(dataset="voc", data_root="/data"))
     assert (cfg.model, cfg.epochs, cfg.lr, cfg.batch_size, cfg.momentum, cfg.wd) == (
-        "ssd_300_vgg16_atrous_voc", 240, 1e-3, 32, 0.9, 5e-4)
+        "ssd_300_vgg16_atrous_voc",
+        240,
+        1e-3,
+        32,
+        0.9,
+        5e-4,
+    )
     assert cfg.lr_decay_epochs == [160, 200] and cfg.lr_decay == 0.1 and cfg.warmup_epochs == 0
     assert cfg.train_splits == "2007_trainval,2012_trainval" and cfg.val_splits == "2007_test"
     assert cfg.loss_norm == "batch" and cfg.decoder == "per_class" and cfg.seed == 233
@@ -29,23 +35,26 @@ def test_decay_scales_with_epochs():
     assert resolve_config(TrainConfig(epochs=10, lr_decay_epochs=[3])).lr_decay_epochs == [3]
 
 
-@pytest.mark.parametrize("changes,msg", [
-    (dict(dataset="imagenet"), "--dataset"),
-    (dict(loss_norm="mean"), "--loss-norm"),
-    (dict(init="normal"), "--init"),
-    (dict(decoder="max"), "--decoder"),
-    (dict(epochs=0), "--epochs"),
-    (dict(lr=-1.0), "--lr"),
-    (dict(dataset="voc"), "--data-root"),
-    (dict(optimizer="adam"), "--optimizer"),
-    (dict(match_iou=0.0), "--match-iou"),
-    (dict(match_iou=1.5), "--match-iou"),
-    (dict(synthetic_train_objects=[0, 4]), "--synthetic-train-objects"),
-    (dict(synthetic_train_objects=[5, 4]), "--synthetic-train-objects"),
-    (dict(synthetic_train_objects=[3]), "--synthetic-train-objects"),
-    (dict(synthetic_train_objects=[2.5, 4]), "--synthetic-train-objects"),
-    (dict(synthetic_dense_epochs=-1), "--synthetic-dense-epochs"),
-])
+@pytest.mark.parametrize(
+    "changes,msg",
+    [
+        (dict(dataset="imagenet"), "--dataset"),
+        (dict(loss_norm="mean"), "--loss-norm"),
+        (dict(init="normal"), "--init"),
+        (dict(decoder="max"), "--decoder"),
+        (dict(epochs=0), "--epochs"),
+        (dict(lr=-1.0), "--lr"),
+        (dict(dataset="voc"), "--data-root"),
+        (dict(optimizer="adam"), "--optimizer"),
+        (dict(match_iou=0.0), "--match-iou"),
+        (dict(match_iou=1.5), "--match-iou"),
+        (dict(synthetic_train_objects=[0, 4]), "--synthetic-train-objects"),
+        (dict(synthetic_train_objects=[5, 4]), "--synthetic-train-objects"),
+        (dict(synthetic_train_objects=[3]), "--synthetic-train-objects"),
+        (dict(synthetic_train_objects=[2.5, 4]), "--synthetic-train-objects"),
+        (dict(synthetic_dense_epochs=-1), "--synthetic-dense-epochs"),
+    ],
+)
 def test_config_errors(changes, msg):
     with pytest.raises(ConfigError, match=msg):
         resolve_config(TrainConfig(**changes))
@@ -113,8 +122,11 @@ def test_fused_optimizer_steps_like_the_plain_one(optimizer):
     cfg = resolve_config(TrainConfig(optimizer=optimizer, lr=0.05))
     fused = build_optimizer(net, cfg)
     params = list(plain_net.parameters())
-    plain = (torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4, foreach=False) if optimizer == "sgd"
-             else torch.optim.AdamW(params, lr=0.05, weight_decay=5e-4, foreach=False))
+    plain = (
+        torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=5e-4, foreach=False)
+        if optimizer == "sgd"
+        else torch.optim.AdamW(params, lr=0.05, weight_decay=5e-4, foreach=False)
+    )
     for _ in range(3):
         for a, b in zip(net.parameters(), plain_net.parameters()):
             a.grad = torch.randn_like(a)
@@ -208,8 +220,9 @@ def test_synthetic_training_images_are_denser_than_the_val_split():
     assert min(counts) >= 1 and max(counts) <= 6 and sum(counts) / len(counts) > 3.5
     # dense until the first LR decay (or --synthetic-dense-epochs), then the val split's range
     assert resolve_config(TrainConfig(epochs=18, lr_decay_epochs=[14, 16])).synthetic_dense_epochs == 14
-    assert resolve_config(TrainConfig(epochs=9)).synthetic_dense_epochs == min(resolve_config(
-        TrainConfig(epochs=9)).lr_decay_epochs)
+    assert resolve_config(TrainConfig(epochs=9)).synthetic_dense_epochs == min(
+        resolve_config(TrainConfig(epochs=9)).lr_decay_epochs
+    )
     assert resolve_config(TrainConfig(synthetic_dense_epochs=0)).synthetic_dense_epochs == 0
     cfg = resolve_config(TrainConfig(synthetic_train_objects=[4, 6], synthetic_dense_epochs=2))
     ranges = []
@@ -224,7 +237,10 @@ def test_synthetic_training_images_are_denser_than_the_val_split():
     old = TrainConfig().to_dict()
     del old["synthetic_train_objects"]
     assert TrainConfig.from_dict(old).synthetic_train_objects == [1, 10]
-    assert TrainConfig.from_dict(TrainConfig(synthetic_train_objects=[2, 3]).to_dict()).synthetic_train_objects == [2, 3]
+    assert TrainConfig.from_dict(TrainConfig(synthetic_train_objects=[2, 3]).to_dict()).synthetic_train_objects == [
+        2,
+        3,
+    ]
 
 
 def test_default_val_interval_evaluates_at_least_three_times():

@@ -1,4 +1,5 @@
 """Data-parallel training in several processes (engine/distributed.py, ``--procs``) on the CPU with gloo."""
+
 from __future__ import annotations
 
 import os
@@ -8,7 +9,6 @@ import sys
 import pytest
 import torch
 import torch.distributed as dist
-from conftest import TINY_TRAIN, run_metrics, same_weights, tiny_env
 from torch import nn
 
 from ssdkit.data.errors import BadSampleLog
@@ -17,6 +17,8 @@ from ssdkit.engine.config import ConfigError, TrainConfig, resolve_config
 from ssdkit.engine.distributed import ProcessFailed, gather_bad_samples, run_in_processes
 from ssdkit.engine.trainer import fit, train_one_epoch
 from ssdkit.loss import SSDMultiBoxLoss
+
+from conftest import TINY_TRAIN, run_metrics, same_weights, tiny_env
 
 NUM_CLASSES, BATCH = 3, 8
 
@@ -30,7 +32,7 @@ class _GridDetector(nn.Module):
 
     def forward(self, x):
         y = self.conv(x).permute(0, 2, 3, 1).reshape(x.shape[0], -1, NUM_CLASSES + 1 + 4)
-        return y[..., :NUM_CLASSES + 1], y[..., NUM_CLASSES + 1:], None
+        return y[..., : NUM_CLASSES + 1], y[..., NUM_CLASSES + 1 :], None
 
 
 def _batch(lo: int, hi: int) -> dict:
@@ -50,9 +52,17 @@ def _one_step(cfg: TrainConfig, say, rank: int, world: int):
     optimizer = torch.optim.SGD(net.parameters(), lr=0.5)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0)
     share = BATCH // world
-    stats = train_one_epoch(model, [_batch(rank * share, (rank + 1) * share)],
-                            SSDMultiBoxLoss(normalization=cfg.loss_norm), optimizer, scheduler, torch.device("cpu"),
-                            0, log_interval=1, progress=False)
+    stats = train_one_epoch(
+        model,
+        [_batch(rank * share, (rank + 1) * share)],
+        SSDMultiBoxLoss(normalization=cfg.loss_norm),
+        optimizer,
+        scheduler,
+        torch.device("cpu"),
+        0,
+        log_interval=1,
+        progress=False,
+    )
     return [p.detach().clone() for p in net.parameters()], stats
 
 
@@ -115,14 +125,17 @@ def test_each_process_gets_its_share_of_the_cores(monkeypatch):
 
 def test_the_loader_of_each_rank_takes_its_own_half_of_the_epoch():
     cfg = resolve_config(TrainConfig(batch_size=4, procs=2, num_workers=0))
-    data = [(torch.zeros(3, 8, 8), {"boxes": torch.tensor([[float(i), 0.0, i + 2.0, 2.0]]),
-                                    "labels": torch.tensor([0])}) for i in range(10)]
+    data = [
+        (torch.zeros(3, 8, 8), {"boxes": torch.tensor([[float(i), 0.0, i + 2.0, 2.0]]), "labels": torch.tensor([0])})
+        for i in range(10)
+    ]
     seen = []
     for rank in (0, 1):
         loader = builders.build_loader(data, cfg, train=False, shard=(rank, 2))
         assert loader.batch_size == 4  # evaluation is not split
-        loader = builders.build_loader(data, cfg, train=True, anchors=torch.tensor([[0.0, 0.0, 4.0, 4.0]]),
-                                       shard=(rank, 2))
+        loader = builders.build_loader(
+            data, cfg, train=True, anchors=torch.tensor([[0.0, 0.0, 4.0, 4.0]]), shard=(rank, 2)
+        )
         assert loader.batch_sampler.batch_size == 2
         loader.batch_sampler.sampler.set_epoch(3)
         seen.append([int(b["gt_boxes"][k, 0, 0]) for b in loader for k in range(len(b["gt_boxes"]))])
@@ -131,8 +144,17 @@ def test_the_loader_of_each_rank_takes_its_own_half_of_the_epoch():
 
 def test_fit_in_two_processes_writes_one_run_and_resumes(tmp_path):
     out = str(tmp_path / "run")
-    cfg = TrainConfig(output=out, procs=2, batch_size=4, num_workers=0, epochs=1, synthetic_train_size=16,
-                      synthetic_val_size=8, progress=False, lr=0.01)
+    cfg = TrainConfig(
+        output=out,
+        procs=2,
+        batch_size=4,
+        num_workers=0,
+        epochs=1,
+        synthetic_train_size=16,
+        synthetic_val_size=8,
+        progress=False,
+        lr=0.01,
+    )
     messages = []
     result = fit(cfg, say=messages.append)
     assert any("in 2 processes" in m for m in messages)
@@ -144,6 +166,7 @@ def test_fit_in_two_processes_writes_one_run_and_resumes(tmp_path):
 
 
 # --- torchrun: the same worker as --procs, joined from the environment --------------------------------------------
+
 
 def _port() -> int:
     import socket
@@ -160,16 +183,26 @@ def _torchrun(*args: str) -> list[str]:
 @pytest.fixture(scope="module")
 def procs_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("torchrun") / "procs"
-    proc = subprocess.run([sys.executable, "-m", "ssdkit", *TINY_TRAIN, "--procs", "2", "--output", str(out)],
-                          env=tiny_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssdkit", *TINY_TRAIN, "--procs", "2", "--output", str(out)],
+        env=tiny_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     return out
 
 
 def test_torchrun_two_processes_on_one_node_train_as_procs_2(procs_run, tmp_path):
     out = tmp_path / "one-node"
-    proc = subprocess.run(_torchrun("--standalone", "--nproc-per-node", "2", "-m", "ssdkit", *TINY_TRAIN,
-                                    "--output", str(out)), env=tiny_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        _torchrun("--standalone", "--nproc-per-node", "2", "-m", "ssdkit", *TINY_TRAIN, "--output", str(out)),
+        env=tiny_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "in 2 processes" in proc.stdout and proc.stdout.count("done: best") == 1
     assert run_metrics(out) == run_metrics(procs_run)
@@ -178,11 +211,32 @@ def test_torchrun_two_processes_on_one_node_train_as_procs_2(procs_run, tmp_path
 
 def test_torchrun_two_nodes_of_one_process_train_as_procs_2(procs_run, tmp_path):
     out, port = tmp_path / "two-nodes", str(_port())
-    nodes = [subprocess.Popen(_torchrun("--nnodes", "2", "--node-rank", str(rank), "--nproc-per-node", "1",
-                                        "--master-addr", "127.0.0.1", "--master-port", port, "-m", "ssdkit",
-                                        *TINY_TRAIN, "--output", str(out)),
-                              env=tiny_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for rank in (0, 1)]
+    nodes = [
+        subprocess.Popen(
+            _torchrun(
+                "--nnodes",
+                "2",
+                "--node-rank",
+                str(rank),
+                "--nproc-per-node",
+                "1",
+                "--master-addr",
+                "127.0.0.1",
+                "--master-port",
+                port,
+                "-m",
+                "ssdkit",
+                *TINY_TRAIN,
+                "--output",
+                str(out),
+            ),
+            env=tiny_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in (0, 1)
+    ]
     results = [node.communicate(timeout=600) for node in nodes]
     assert [node.returncode for node in nodes] == [0, 0], results[0][1][-3000:] + results[1][1][-3000:]
     assert run_metrics(out) == run_metrics(procs_run)
@@ -214,10 +268,27 @@ sys.exit(main(sys.argv[1:]))
 def test_resume_auto_under_torchrun_max_restarts_survives_a_killed_worker(procs_run, tmp_path):
     wrapper, marker, out = tmp_path / "kill_once.py", tmp_path / "killed", tmp_path / "restarted"
     wrapper.write_text(_KILL_ONCE)
-    proc = subprocess.run(_torchrun("--standalone", "--nproc-per-node", "2", "--max-restarts", "1", str(wrapper),
-                                    *TINY_TRAIN, "--output", str(out), "--resume", "auto", "--checkpoint-steps", "1"),
-                          env=dict(tiny_env(), KILL_ONCE_MARKER=str(marker)), capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run(
+        _torchrun(
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "--max-restarts",
+            "1",
+            str(wrapper),
+            *TINY_TRAIN,
+            "--output",
+            str(out),
+            "--resume",
+            "auto",
+            "--checkpoint-steps",
+            "1",
+        ),
+        env=dict(tiny_env(), KILL_ONCE_MARKER=str(marker)),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert marker.exists() and "resumed from" in proc.stdout
     assert run_metrics(out) == run_metrics(procs_run)

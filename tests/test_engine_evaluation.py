@@ -1,5 +1,6 @@
 """predict_images: JSON boxes in original pixels and a picture drawn with plot_bbox; bad arguments are
 ConfigErrors naming the file."""
+
 import pytest
 import torch
 from torchvision.io import write_png
@@ -16,8 +17,16 @@ def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     net = ssdkit.get_model("ssd_tiny_synthetic")
     path = str(folder / "best.pt")
-    save_checkpoint(path, {"model": net.state_dict(), "config": TrainConfig(model="ssd_tiny_synthetic").to_dict(),
-                           "classes": list(net.classes), "model_name": net.name, "data_shape": net.data_shape})
+    save_checkpoint(
+        path,
+        {
+            "model": net.state_dict(),
+            "config": TrainConfig(model="ssd_tiny_synthetic").to_dict(),
+            "classes": list(net.classes),
+            "model_name": net.name,
+            "data_shape": net.data_shape,
+        },
+    )
     img = str(folder / "photo.png")
     write_png(torch.randint(0, 255, (3, 90, 160), dtype=torch.uint8), img)
     return path, img

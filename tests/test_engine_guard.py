@@ -1,4 +1,5 @@
 """The non-finite guard (engine/guard.py): a bad step changes nothing and is counted; K in a row stop the run."""
+
 from __future__ import annotations
 
 import copy
@@ -58,9 +59,21 @@ class _LossWithNaN(SSDMultiBoxLoss):
 
 
 def _cfg(tmp_path, name, **kw):
-    return TrainConfig(synthetic_train_size=16, synthetic_val_size=4, data_shape=64, batch_size=4, epochs=2, procs=1,
-                       num_workers=0, progress=False, log_interval=2, val_interval=1, output=str(tmp_path / name),
-                       amp=False, **kw)
+    return TrainConfig(
+        synthetic_train_size=16,
+        synthetic_val_size=4,
+        data_shape=64,
+        batch_size=4,
+        epochs=2,
+        procs=1,
+        num_workers=0,
+        progress=False,
+        log_interval=2,
+        val_interval=1,
+        output=str(tmp_path / name),
+        amp=False,
+        **kw,
+    )
 
 
 def test_a_run_skips_a_bad_step_counts_it_and_goes_on(tmp_path, monkeypatch):
@@ -95,9 +108,31 @@ def test_the_cli_reports_the_stop_in_one_line_and_exits_1(tmp_path, monkeypatch,
     monkeypatch.setattr("ssdkit.engine.builders.run.SSDMultiBoxLoss", _LossWithNaN)
     monkeypatch.setattr(_LossWithNaN, "bad", set(range(1, 100)))
     monkeypatch.setattr(_LossWithNaN, "calls", 0)
-    code = main(["train", "--data-shape", "64", "--synthetic-train-size", "8", "--synthetic-val-size", "4",
-                 "--batch-size", "4", "--epochs", "1", "--procs", "1", "--no-progress", "--no-amp",
-                 "--max-bad-steps", "2", "--log-interval", "1", "--output", os.fspath(tmp_path / "cli")])
+    code = main(
+        [
+            "train",
+            "--data-shape",
+            "64",
+            "--synthetic-train-size",
+            "8",
+            "--synthetic-val-size",
+            "4",
+            "--batch-size",
+            "4",
+            "--epochs",
+            "1",
+            "--procs",
+            "1",
+            "--no-progress",
+            "--no-amp",
+            "--max-bad-steps",
+            "2",
+            "--log-interval",
+            "1",
+            "--output",
+            os.fspath(tmp_path / "cli"),
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "2 steps in a row had a non-finite loss" in err

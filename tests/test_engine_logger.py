@@ -1,5 +1,6 @@
 """RunLogger: every epoch's mean loss and every evaluation reach the CSV files and the plots; a resumed run keeps
 both histories."""
+
 import csv
 import math
 

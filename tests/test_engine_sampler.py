@@ -1,4 +1,5 @@
 """The training sampler (engine/sampler.py): DistributedSampler's order, able to start an epoch part-way."""
+
 import pytest
 from torch.utils.data.distributed import DistributedSampler
 

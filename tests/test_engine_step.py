@@ -1,4 +1,5 @@
 """The training step: no host sync, channels-last and AMP paths (bf16, fp16 with GradScaler) on CPU."""
+
 import contextlib
 
 import pytest
@@ -31,7 +32,8 @@ class SyncCounter(TorchDispatchMode):
         if name in _SYNC_OPS:
             self.calls.append(name)
         elif name in ("index", "index_put", "index_put_") and any(
-                isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None):
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in args[1] if i is not None
+        ):
             self.calls.append(name + " with a boolean mask")
         return func(*args, **(kwargs or {}))
 
@@ -46,6 +48,7 @@ def count_syncs():
         def wrapper(self, *a, _name=name, _original=original, **k):
             counter.calls.append(_name)
             return _original(self, *a, **k)
+
         patched[name] = original
         setattr(torch.Tensor, name, wrapper)
     try:
@@ -70,8 +73,17 @@ def _setup(amp_dtype=None, n_batches=1, batch=2, seed=0):
 
 
 def _step(net, opt, b, amp_dtype=None, scaler=None, memory_format=None):
-    return train_step(net, ssdkit.SSDMultiBoxLoss(), opt, b["images"], b["cls_targets"], b["box_targets"],
-                      amp_dtype=amp_dtype, scaler=scaler, memory_format=memory_format)
+    return train_step(
+        net,
+        ssdkit.SSDMultiBoxLoss(),
+        opt,
+        b["images"],
+        b["cls_targets"],
+        b["box_targets"],
+        amp_dtype=amp_dtype,
+        scaler=scaler,
+        memory_format=memory_format,
+    )
 
 
 @pytest.mark.parametrize("amp", ["fp32", "bf16", "fp16-scaler"])
@@ -128,17 +140,17 @@ def test_bf16_step_learns_and_stays_close_to_fp32():
 
 def test_fp16_grad_scaler_skips_a_step_with_inf_gradients():
     net, batches, opt = _setup(torch.float16)
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)
     before = [p.detach().clone() for p in net.parameters()]
     _step(net, opt, batches[0], torch.float16, scaler)
     assert any(not torch.equal(a, p) for a, p in zip(before, net.parameters()))
-    assert scaler.get_scale() == 2.0 ** 10
+    assert scaler.get_scale() == 2.0**10
     # a huge scale overflows fp16 gradients: the fused optimizer skips the update and the scaler halves the scale
-    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 60)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**60)
     before = [p.detach().clone() for p in net.parameters()]
     _step(net, opt, batches[0], torch.float16, scaler)
     assert all(torch.equal(a, p) for a, p in zip(before, net.parameters()))
-    assert scaler.get_scale() == 2.0 ** 59
+    assert scaler.get_scale() == 2.0**59
 
 
 def _epoch_syncs(n_batches, log_interval, amp_dtype=None):
@@ -147,9 +159,20 @@ def _epoch_syncs(n_batches, log_interval, amp_dtype=None):
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0)
     logs = []
     with count_syncs() as calls:
-        stats = train_one_epoch(net, batches, ssdkit.SSDMultiBoxLoss(), opt, sched, torch.device("cpu"), 0,
-                                scaler=scaler, amp_dtype=amp_dtype, log_interval=log_interval,
-                                on_log=lambda s, v: logs.append(s), progress=False)
+        stats = train_one_epoch(
+            net,
+            batches,
+            ssdkit.SSDMultiBoxLoss(),
+            opt,
+            sched,
+            torch.device("cpu"),
+            0,
+            scaler=scaler,
+            amp_dtype=amp_dtype,
+            log_interval=log_interval,
+            on_log=lambda s, v: logs.append(s),
+            progress=False,
+        )
     assert logs == list(range(log_interval, n_batches + 1, log_interval))
     assert stats["steps"] == n_batches
     return len(calls)

@@ -1,12 +1,23 @@
 """engine/study.py: statistics on known numbers, the selection and report splits, the choice of the rate."""
+
 import math
 import statistics
 
 import pytest
 
 from ssdkit.engine.config import ConfigError, TrainConfig, resolve_config
-from ssdkit.engine.study import (REPORT_SEED_OFFSET, SPLITS, choose_lr, mean_ci, paired_stats, split_config,
-                                 split_indices, split_of_id, t_quantile_975, verdict)
+from ssdkit.engine.study import (
+    REPORT_SEED_OFFSET,
+    SPLITS,
+    choose_lr,
+    mean_ci,
+    paired_stats,
+    split_config,
+    split_indices,
+    split_of_id,
+    t_quantile_975,
+    verdict,
+)
 
 
 def test_mean_ci_known_numbers():

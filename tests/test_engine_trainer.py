@@ -8,7 +8,6 @@ import time
 
 import pytest
 import torch
-from conftest import TINY_TRAIN, run_metrics, same_weights, tiny_env
 
 import ssdkit
 from ssdkit.data.collate import TargetCollate
@@ -16,6 +15,8 @@ from ssdkit.data.synthetic import SyntheticShapes
 from ssdkit.data.transforms import SSDValTransform
 from ssdkit.engine.config import TrainConfig
 from ssdkit.engine.trainer import fit
+
+from conftest import TINY_TRAIN, run_metrics, same_weights, tiny_env
 
 
 def test_overfit_one_batch():
@@ -29,7 +30,7 @@ def test_overfit_one_batch():
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     net.train()
     first = None
-    for step in range(120):
+    for _ in range(120):
         cls_preds, box_preds, _ = net(batch["images"])
         loss = loss_fn(cls_preds, box_preds, batch["cls_targets"], batch["box_targets"])[0].sum()
         opt.zero_grad()
@@ -40,8 +41,17 @@ def test_overfit_one_batch():
 
 
 def _tiny_cfg(tmp_path, name, **kw):
-    base = dict(synthetic_train_size=32, synthetic_val_size=8, batch_size=16, epochs=2, val_interval=1,
-                num_workers=0, progress=False, output=str(tmp_path / name), log_interval=1)
+    base = dict(
+        synthetic_train_size=32,
+        synthetic_val_size=8,
+        batch_size=16,
+        epochs=2,
+        val_interval=1,
+        num_workers=0,
+        progress=False,
+        output=str(tmp_path / name),
+        log_interval=1,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -70,8 +80,16 @@ def test_resume_continues_exactly(tmp_path, procs):
 def test_a_run_repeats_exactly_and_writes_its_folder(tmp_path):
     first = fit(_tiny_cfg(tmp_path, "run", epochs=1), say=lambda m: None)
     files = set(os.listdir(first.output))
-    assert {"best.pt", "last.pt", "metrics.csv", "config.json", "splits.json", "loss.png", "map.png",
-            "tensorboard"} <= files
+    assert {
+        "best.pt",
+        "last.pt",
+        "metrics.csv",
+        "config.json",
+        "splits.json",
+        "loss.png",
+        "map.png",
+        "tensorboard",
+    } <= files
     splits = json.load(open(os.path.join(first.output, "splits.json")))
     assert len(splits["train"]) == 32 and len(splits["val"]) == 8 and not set(splits["train"]) & set(splits["val"])
     again = fit(_tiny_cfg(tmp_path, "again", epochs=1), say=lambda m: None)
@@ -114,15 +132,31 @@ def test_synthetic_training_images_change_each_epoch_unless_disabled(tmp_path, m
 def left_alone(tmp_path_factory):
     """The tiny run in two processes, uninterrupted."""
     out = tmp_path_factory.mktemp("faults") / "alone"
-    proc = subprocess.run([sys.executable, "-m", "ssdkit", *TINY_TRAIN, "--procs", "2", "--output", str(out)],
-                          env=tiny_env(), capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssdkit", *TINY_TRAIN, "--procs", "2", "--output", str(out)],
+        env=tiny_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr
     return out
 
 
 def _resumable(out, *extra):
-    return [sys.executable, "-m", "ssdkit", *TINY_TRAIN, "--procs", "2", "--output", str(out),
-            "--resume", "auto", *extra]
+    return [
+        sys.executable,
+        "-m",
+        "ssdkit",
+        *TINY_TRAIN,
+        "--procs",
+        "2",
+        "--output",
+        str(out),
+        "--resume",
+        "auto",
+        *extra,
+    ]
 
 
 def _wait_for_checkpoints(proc, path, count: int, limit: float = 300) -> int:
@@ -139,13 +173,19 @@ def _wait_for_checkpoints(proc, path, count: int, limit: float = 300) -> int:
 def test_sigkill_at_a_random_step_then_resume_ends_as_the_run_left_alone(left_alone, tmp_path):
     out = tmp_path / "killed"
     kill_after = random.randint(1, 6)  # checkpoints seen: a random step of the 8
-    proc = subprocess.Popen(_resumable(out, "--checkpoint-steps", "1"), env=tiny_env(), start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _resumable(out, "--checkpoint-steps", "1"),
+        env=tiny_env(),
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     _wait_for_checkpoints(proc, out / "last.pt", kill_after)
     os.killpg(proc.pid, signal.SIGKILL)  # every process of the run, as a machine that loses power
     proc.wait()
-    resumed = subprocess.run(_resumable(out, "--checkpoint-steps", "1"), env=tiny_env(), capture_output=True,
-                             text=True, timeout=600)
+    resumed = subprocess.run(
+        _resumable(out, "--checkpoint-steps", "1"), env=tiny_env(), capture_output=True, text=True, timeout=600
+    )
     assert resumed.returncode == 0, resumed.stderr
     assert run_metrics(out) == run_metrics(left_alone), f"killed after {kill_after} checkpoints"
     assert same_weights(out, left_alone)
@@ -153,8 +193,13 @@ def test_sigkill_at_a_random_step_then_resume_ends_as_the_run_left_alone(left_al
 
 def test_sigterm_saves_the_step_and_exits_cleanly_then_resume_ends_as_the_run_left_alone(left_alone, tmp_path):
     out = tmp_path / "preempted"
-    proc = subprocess.Popen(_resumable(out, "--checkpoint-steps", "1"), env=tiny_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        _resumable(out, "--checkpoint-steps", "1"),
+        env=tiny_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     _wait_for_checkpoints(proc, out / "last.pt", 2)
     proc.send_signal(signal.SIGTERM)  # to rank 0 only, as `kill PID`
     stdout, stderr = proc.communicate(timeout=300)

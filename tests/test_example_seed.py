@@ -1,4 +1,5 @@
 """examples/train_ssd_advanced.py prints the seed tutorial's deterministic numbers."""
+
 import os
 import re
 import subprocess
@@ -11,8 +12,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def output():
-    proc = subprocess.run([sys.executable, os.path.join(ROOT, "examples", "train_ssd_advanced.py")],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, "examples", "train_ssd_advanced.py")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -43,6 +48,7 @@ def test_batch_and_sample_losses_relate(output):
     # sample-wise = batch-wise * 36 / [13, 23], for both the conf and the loc loss
     def values(label):
         return [float(v) for v in re.search(rf"{label}: \[([^\]]+)\]", output).group(1).split(",")]
+
     for kind in ("conf", "loc"):
         b = values(f"batch-wise norm {kind} loss")
         s = values(f"sample-wise norm {kind} loss")

@@ -1,5 +1,6 @@
 """ONNX and TorchScript export of the tiny model: ONNX Runtime and a fresh process (no ssdkit) give net.detect's
 detections; `ssdkit export` / `predict --onnx` end to end; bad input is one line with exit code 2."""
+
 import contextlib
 import io
 import json
@@ -21,6 +22,7 @@ ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 from ssdkit.export import export_onnx, read_onnx_metadata  # noqa: E402
 
+
 def run(capsys, *args):
     """``ssdkit ARGS`` in this process: ``(exit code, stdout, stderr)``."""
     code = main(list(args))
@@ -33,8 +35,10 @@ def calm_heads(net, x, logit_std=2.0, box_std=0.5):
     wide; scale the heads so that logits and box offsets have moderate spreads."""
     cls_preds, box_preds, _ = net(x)
     with torch.no_grad():
-        for heads, std, target in ((net.class_predictors, cls_preds.std(), logit_std),
-                                   (net.box_predictors, box_preds.std(), box_std)):
+        for heads, std, target in (
+            (net.class_predictors, cls_preds.std(), logit_std),
+            (net.box_predictors, box_preds.std(), box_std),
+        ):
             for head in heads:
                 head.predictor.weight.mul_(target / std)
                 head.predictor.bias.mul_(target / std)
@@ -61,8 +65,16 @@ def tiny(tmp_path_factory):
     net = ssdkit.get_model("ssd_tiny_synthetic").eval()
     calm_heads(net, (torch.rand(4, 3, net.data_shape, net.data_shape) - 0.45) / 0.225)  # as normalised images
     ckpt = str(folder / "best.pt")
-    save_checkpoint(ckpt, {"model": net.state_dict(), "config": TrainConfig(model="ssd_tiny_synthetic").to_dict(),
-                           "classes": list(net.classes), "model_name": net.name, "data_shape": net.data_shape})
+    save_checkpoint(
+        ckpt,
+        {
+            "model": net.state_dict(),
+            "config": TrainConfig(model="ssd_tiny_synthetic").to_dict(),
+            "classes": list(net.classes),
+            "model_name": net.name,
+            "data_shape": net.data_shape,
+        },
+    )
     path = str(folder / "tiny.onnx")
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
@@ -101,7 +113,7 @@ def test_all_padding_and_argmax(tmp_path):
     calm_heads(net, x)
     with torch.no_grad():
         for head in net.class_predictors:
-            head.predictor.bias[0::net.num_classes + 1] += 12.0  # background wins everywhere for one image
+            head.predictor.bias[0 :: net.num_classes + 1] += 12.0  # background wins everywhere for one image
     x[1] = (x[1] - 0.5) * 2  # a wider input: a few candidates pass the threshold
     ref = net.detect(x)
     path = export_onnx(net, str(tmp_path / "argmax.onnx"))
@@ -122,11 +134,13 @@ def test_predict_onnx_equals_checkpoint(tiny, tmp_path, capsys):
     images = []
     for i, (h, w) in enumerate(((90, 160), (200, 120))):
         images.append(str(tmp_path / f"img{i}.png"))
-        write_png(torch.randint(0, 255, (3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(i)),
-                  images[-1])
+        write_png(
+            torch.randint(0, 255, (3, h, w), dtype=torch.uint8, generator=torch.Generator().manual_seed(i)), images[-1]
+        )
     by_ckpt = predict_images(ckpt, images, score_thresh=0.05, output=str(tmp_path / "a"), device="cpu")
-    code, out, err = run(capsys, "predict", "--onnx", path, *images, "--score-thresh", "0.05",
-                         "--output", str(tmp_path / "b"))
+    code, out, err = run(
+        capsys, "predict", "--onnx", path, *images, "--score-thresh", "0.05", "--output", str(tmp_path / "b")
+    )
     assert code == 0, err
     by_onnx = json.loads(out)
     assert len(by_onnx) == 2
@@ -145,15 +159,18 @@ def test_torchscript_in_fresh_process_without_ssdkit(tiny, tmp_path, capsys):
     assert code == 0, err
     x = torch.rand(3, 3, net.data_shape, net.data_shape, generator=torch.Generator().manual_seed(5))
     torch.save(x, tmp_path / "x.pt")
-    code = ("import sys, json; sys.modules['ssdkit'] = None; sys.modules['torchvision'] = None\n"
-            "import torch, numpy as np, warnings\nwarnings.simplefilter('ignore')\n"
-            f"files = {{'ssdkit.json': ''}}\nm = torch.jit.load({path!r}, _extra_files=files)\n"
-            f"out = m(torch.load({str(tmp_path / 'x.pt')!r}))\n"
-            f"np.savez({str(tmp_path / 'out.npz')!r}, *[t.numpy() for t in out])\n"
-            "print(json.loads(files['ssdkit.json'])['classes'])\n")
+    code = (
+        "import sys, json; sys.modules['ssdkit'] = None; sys.modules['torchvision'] = None\n"
+        "import torch, numpy as np, warnings\nwarnings.simplefilter('ignore')\n"
+        f"files = {{'ssdkit.json': ''}}\nm = torch.jit.load({path!r}, _extra_files=files)\n"
+        f"out = m(torch.load({str(tmp_path / 'x.pt')!r}))\n"
+        f"np.savez({str(tmp_path / 'out.npz')!r}, *[t.numpy() for t in out])\n"
+        "print(json.loads(files['ssdkit.json'])['classes'])\n"
+    )
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env,
-                          cwd=str(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=env, cwd=str(tmp_path)
+    )
     assert proc.returncode == 0, proc.stderr
     assert eval(proc.stdout.strip()) == list(net.classes)
     got = np.load(tmp_path / "out.npz")
@@ -172,11 +189,14 @@ def test_raw_export(tiny, tmp_path):
     assert read_onnx_metadata(path)["outputs"] == "raw"
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["export", "--checkpoint", "/nonexistent/best.pt", "--output", "m.onnx"], "/nonexistent/best.pt"),
-    (["export", "--model", "ssd_999_nonsense", "--output", "m.onnx"], "unknown model"),
-    (["predict", "--onnx", "/nonexistent/m.onnx", "x.png"], "/nonexistent/m.onnx"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["export", "--checkpoint", "/nonexistent/best.pt", "--output", "m.onnx"], "/nonexistent/best.pt"),
+        (["export", "--model", "ssd_999_nonsense", "--output", "m.onnx"], "unknown model"),
+        (["predict", "--onnx", "/nonexistent/m.onnx", "x.png"], "/nonexistent/m.onnx"),
+    ],
+)
 def test_bad_input_one_line(args, needle, capsys):
     code, _, err = run(capsys, *args)
     assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
@@ -186,9 +206,11 @@ def test_not_a_checkpoint_and_unwritable_folder(tiny, tmp_path, capsys):
     _, ckpt, _, _ = tiny
     junk = tmp_path / "junk.pt"
     junk.write_text("not a checkpoint")
-    for args, needle in ((["--checkpoint", str(junk), "--output", "m.onnx"], str(junk)),
-                         (["--checkpoint", ckpt, "--output", str(junk / "sub" / "m.onnx")], str(junk)),
-                         (["--checkpoint", ckpt, "--output", str(tmp_path)], str(tmp_path))):
+    for args, needle in (
+        (["--checkpoint", str(junk), "--output", "m.onnx"], str(junk)),
+        (["--checkpoint", ckpt, "--output", str(junk / "sub" / "m.onnx")], str(junk)),
+        (["--checkpoint", ckpt, "--output", str(tmp_path)], str(tmp_path)),
+    ):
         code, _, err = run(capsys, "export", *args)
         assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, err
     code, _, err = run(capsys, "predict", "--onnx", str(junk), str(junk))

@@ -1,5 +1,6 @@
 """fold_batchnorm / inference_copy: the folded network computes what the original does (eval mode), fixed-gamma
 BatchNorm included."""
+
 import pytest
 import torch
 from torch import nn
@@ -20,9 +21,15 @@ def randomize_bn(module):
 
 def test_fold_equals_eval_forward():
     torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
-                        nn.Conv2d(8, 8, 3, padding=1, groups=8), FixedGammaBatchNorm2d(8), nn.ReLU(),
-                        nn.Sequential(nn.Conv2d(8, 4, 1), nn.BatchNorm2d(4)))
+    net = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8),
+        FixedGammaBatchNorm2d(8),
+        nn.ReLU(),
+        nn.Sequential(nn.Conv2d(8, 4, 1), nn.BatchNorm2d(4)),
+    )
     randomize_bn(net)
     net.eval()
     x = torch.randn(2, 3, 16, 16)

@@ -1,4 +1,5 @@
 """SSD300-VGG16 (random weights) exported to ONNX: ONNX Runtime gives net.detect's detections at batch 1 and 3."""
+
 import numpy as np
 import pytest
 import torch
@@ -8,8 +9,9 @@ import ssdkit
 pytestmark = pytest.mark.slow  # one SSD300 export (~30 s on 2 cores)
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
-from ssdkit.export import export_onnx, read_onnx_metadata  # noqa: E402
 from test_export import assert_same_detections, calm_heads  # noqa: E402
+
+from ssdkit.export import export_onnx, read_onnx_metadata  # noqa: E402
 
 
 @pytest.fixture(scope="module")

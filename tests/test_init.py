@@ -3,6 +3,7 @@
 Reference numbers are GluonCV's, measured with mxnet 1.9.1 / gluoncv 0.10.5 (spec §1.1-§1.3): max |w| of the
 first SSD-300 class head 0.027307; std of the first VGG extra 1x1 conv 0.0884.
 """
+
 from __future__ import annotations
 
 import math

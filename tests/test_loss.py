@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from conftest import seed_tutorial_gt
 from ssdkit import SSDMultiBoxLoss, SSDTargetGenerator
+
+from conftest import seed_tutorial_gt
 
 
 def reference_loss(cls_preds, box_preds, ct, bt, ratio=3, rho=1.0, min_neg=0, norm="batch"):
@@ -141,8 +142,8 @@ def test_unequal_positives_differ_as_documented():
     _, tot_s, _ = _losses_and_grads("sample", ct, bt)
     raw = per_b[0] * sum(counts)  # each image's unnormalized loss L_i
     n = torch.tensor(counts, dtype=torch.float32)
-    torch.testing.assert_close(tot_b[0], raw.sum() / sum(counts))           # sum_i L_i / N
-    torch.testing.assert_close(tot_s[0], (raw / n).mean())                    # mean_i L_i / n_i
+    torch.testing.assert_close(tot_b[0], raw.sum() / sum(counts))  # sum_i L_i / N
+    torch.testing.assert_close(tot_s[0], (raw / n).mean())  # mean_i L_i / n_i
     assert not torch.allclose(tot_b[0], tot_s[0])
     # image i's weight: 1 / N batch-wise, 1 / (B n_i) sample-wise: the one-positive image counts 12 / 3 = 4x more
     _, _, grad_s = _losses_and_grads("sample", ct, bt)
@@ -159,7 +160,7 @@ class _GridDetector(torch.nn.Module):
 
     def forward(self, x):
         y = self.conv(x).permute(0, 2, 3, 1).reshape(x.shape[0], -1, NUM_CLASSES + 1 + 4)
-        return y[..., :NUM_CLASSES + 1], y[..., NUM_CLASSES + 1:], None
+        return y[..., : NUM_CLASSES + 1], y[..., NUM_CLASSES + 1 :], None
 
 
 def _train_step(cfg, say, rank, world):
@@ -175,8 +176,17 @@ def _train_step(cfg, say, rank, world):
     images = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(3))
     share = slice(rank * 4 // world, (rank + 1) * 4 // world)
     batch = {"images": images[share], "cls_targets": ct[share], "box_targets": bt[share]}
-    stats = train_one_epoch(model, [batch], SSDMultiBoxLoss(normalization=cfg.loss_norm), optimizer, scheduler,
-                            torch.device("cpu"), 0, log_interval=1, progress=False)
+    stats = train_one_epoch(
+        model,
+        [batch],
+        SSDMultiBoxLoss(normalization=cfg.loss_norm),
+        optimizer,
+        scheduler,
+        torch.device("cpu"),
+        0,
+        log_interval=1,
+        progress=False,
+    )
     return [p.detach().clone() for p in net.parameters()], stats["loss"]
 
 
@@ -186,8 +196,7 @@ def test_equal_positives_train_the_same_step_in_both_arms_in_one_and_two_process
 
     batch_params, batch_loss = _train_step(TrainConfig(loss_norm="batch"), None, 0, 1)
     sample_params, sample_loss = _train_step(TrainConfig(loss_norm="sample"), None, 0, 1)
-    split_params, split_loss = run_in_processes(_train_step, TrainConfig(procs=2, loss_norm="sample"),
-                                                lambda m: None)
+    split_params, split_loss = run_in_processes(_train_step, TrainConfig(procs=2, loss_norm="sample"), lambda m: None)
     assert sample_loss == pytest.approx(batch_loss, rel=1e-6) and split_loss == pytest.approx(batch_loss, rel=1e-5)
     for a, b, c in zip(batch_params, sample_params, split_params):
         torch.testing.assert_close(b, a)

@@ -1,4 +1,5 @@
 """The vectorized matcher against a plain sequential implementation of GluonCV's rules."""
+
 import numpy as np
 import torch
 from hypothesis import given, settings
@@ -96,7 +97,7 @@ def test_top_per_row_is_a_stable_descending_sort(b, a, seed):
     count = rng.randint(0, a + 2, b)
     got = _top_per_row(torch.from_numpy(score).float(), torch.from_numpy(count).float())
     for i in range(b):
-        order = np.argsort(-score[i], kind="stable")[:count[i]]
+        order = np.argsort(-score[i], kind="stable")[: count[i]]
         want = np.zeros(a, bool)
         want[order] = True
         assert got[i].tolist() == want.tolist()

@@ -1,4 +1,5 @@
 """ssdkit.metrics.coco on tiny hand-made COCO files (pycocotools underneath), and parity with GluonCV."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -28,8 +29,11 @@ def _write_json(tmp_path) -> Path:
     anns = []
     for img_id, items in GTS.items():
         for cat, box in items:
-            anns.append(dict(id=len(anns) + 1, image_id=img_id, category_id=cat, bbox=box,
-                             area=float(box[2] * box[3]), iscrowd=0))
+            anns.append(
+                dict(
+                    id=len(anns) + 1, image_id=img_id, category_id=cat, bbox=box, area=float(box[2] * box[3]), iscrowd=0
+                )
+            )
     path = tmp_path / "instances_tiny.json"
     path.write_text(json.dumps(dict(images=IMAGES, annotations=anns, categories=CATS)))
     return path

@@ -1,4 +1,5 @@
 """ssdkit.metrics.legacy_sort against NumPy 1.23's argsort (fixtures written under GluonCV's NumPy)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,5 @@
 """ssdkit.metrics.report: the AP table and the strict-JSON dict."""
+
 from __future__ import annotations
 
 import json

@@ -1,4 +1,5 @@
 """ssdkit.metrics.voc against GluonCV's VOC metrics (fixtures) and hand-computed cases."""
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,9 @@ def cases():
     out = {}
     for name, (seed, num_images, levels, _batch) in fixtures.VOC_SCENARIOS.items():
         images = fixtures.make_voc_case(seed, num_images, levels)
-        assert fixtures.checksum(images) == pytest.approx(float(VOC_REF[f"{name}_checksum"]), rel=1e-12), \
+        assert fixtures.checksum(images) == pytest.approx(float(VOC_REF[f"{name}_checksum"]), rel=1e-12), (
             "the fixture generator no longer reproduces the stored inputs"
+        )
         out[name] = images
     return out
 
@@ -38,8 +40,9 @@ def cases():
 def _run(metric_cls, batches, iou, difficult, class_names=fixtures.CLASS_NAMES, convert=lambda a: a):
     metric = metric_cls(iou_thresh=iou, class_names=class_names)
     for pb, pl, ps, gb, gl, gd in batches:
-        metric.update(convert(pb), convert(pl), convert(ps), convert(gb), convert(gl),
-                      convert(gd) if difficult else None)
+        metric.update(
+            convert(pb), convert(pl), convert(ps), convert(gb), convert(gl), convert(gd) if difficult else None
+        )
     return metric.get()
 
 
@@ -53,6 +56,7 @@ def _assert_same(values, ref, atol=1e-6):
 # --------------------------------------------------------------------------------------------------
 # GluonCV parity
 # --------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", ["voc07", "voc"])
 @pytest.mark.parametrize("scenario,iou,difficult", fixtures.VOC_RUNS)
@@ -84,10 +88,14 @@ def test_list_of_images_and_batch_size_do_not_matter(cases):
     metric = VOCMApMetric(class_names=fixtures.CLASS_NAMES)
     start = 0
     for size in [1, 7, 30, 2, 50, 60]:
-        chunk = images[start:start + size]
+        chunk = images[start : start + size]
         start += size
-        metric.update(*[[im[key] for im in chunk] for key in
-                        ("pred_bboxes", "pred_labels", "pred_scores", "gt_bboxes", "gt_labels", "gt_difficults")])
+        metric.update(
+            *[
+                [im[key] for im in chunk]
+                for key in ("pred_bboxes", "pred_labels", "pred_scores", "gt_bboxes", "gt_labels", "gt_difficults")
+            ]
+        )
     assert start == len(images)
     _assert_same(metric.get()[1], VOC_REF[f"{fixtures.run_key('coarse', 0.5, True)}_voc"])
 
@@ -104,11 +112,17 @@ def test_reset_forgets(cases):
 
 # --------------------------------------------------------------------------------------------------
 
+
 def _one_image(pred_boxes, pred_labels, pred_scores, gt_boxes, gt_labels, gt_difficult=None):
     arr = lambda x, shape: np.asarray(x, dtype=np.float32).reshape(shape)
     n, m = len(pred_labels), len(gt_labels)
-    out = [arr(pred_boxes, (1, n, 4)), arr(pred_labels, (1, n)), arr(pred_scores, (1, n)),
-           arr(gt_boxes, (1, m, 4)), arr(gt_labels, (1, m))]
+    out = [
+        arr(pred_boxes, (1, n, 4)),
+        arr(pred_labels, (1, n)),
+        arr(pred_scores, (1, n)),
+        arr(gt_boxes, (1, m, 4)),
+        arr(gt_labels, (1, m)),
+    ]
     out.append(None if gt_difficult is None else arr(gt_difficult, (1, m)))
     return out
 
@@ -127,8 +141,13 @@ def test_plus_one_box_convention():
 
 
 def test_duplicates_are_false_positives():
-    args = _one_image([[0, 0, 9, 9], [0, 0, 9, 9], [20, 20, 29, 29]], [0, 0, 0], [0.9, 0.8, 0.7],
-                      [[0, 0, 9, 9], [20, 20, 29, 29]], [0, 0])
+    args = _one_image(
+        [[0, 0, 9, 9], [0, 0, 9, 9], [20, 20, 29, 29]],
+        [0, 0, 0],
+        [0.9, 0.8, 0.7],
+        [[0, 0, 9, 9], [20, 20, 29, 29]],
+        [0, 0],
+    )
     # TP, FP, TP: precision 1, 1/2, 2/3 at recall 1/2, 1/2, 1
     assert _ap(VOCMApMetric, *args)[0] == pytest.approx(0.5 * 1 + 0.5 * (2 / 3))
     assert _ap(VOC07MApMetric, *args)[0] == pytest.approx((6 * 1 + 5 * (2 / 3)) / 11)
@@ -205,6 +224,7 @@ def test_ap_functions_on_known_curves():
 # Property: the vectorised matcher equals a literal loop (distinct scores, so order is unambiguous)
 # --------------------------------------------------------------------------------------------------
 
+
 def _reference_map(images, iou_thresh, use_07):
     """A direct per-image, per-class, per-detection implementation of the VOC rules."""
     scores, matches, n_pos = {}, {}, {}
@@ -256,7 +276,7 @@ def _reference_map(images, iou_thresh, use_07):
 @st.composite
 def _images(draw):
     n_img = draw(st.integers(1, 4))
-    rs = np.random.RandomState(draw(st.integers(0, 2 ** 31 - 1)))
+    rs = np.random.RandomState(draw(st.integers(0, 2**31 - 1)))
     images, score_pool = [], rs.permutation(1000)[: 40 * n_img] / 1000.0
     used = 0
     for _ in range(n_img):
@@ -269,10 +289,16 @@ def _images(draw):
         far = np.concatenate([xy, xy + rs.randint(0, 20, size=(n, 2))], 1)
         boxes = np.where((rs.rand(n) < 0.7)[:, None], near, far).astype(np.float32)
         boxes[:, 2:] = np.maximum(boxes[:, 2:], boxes[:, :2])
-        images.append(dict(pred_bboxes=boxes, pred_labels=rs.randint(0, 3, size=n).astype(np.float32),
-                           pred_scores=score_pool[used:used + n].astype(np.float32),
-                           gt_bboxes=gts, gt_labels=rs.randint(0, 3, size=m).astype(np.float32),
-                           gt_difficults=(rs.rand(m) < 0.25).astype(np.float32)))
+        images.append(
+            dict(
+                pred_bboxes=boxes,
+                pred_labels=rs.randint(0, 3, size=n).astype(np.float32),
+                pred_scores=score_pool[used : used + n].astype(np.float32),
+                gt_bboxes=gts,
+                gt_labels=rs.randint(0, 3, size=m).astype(np.float32),
+                gt_difficults=(rs.rand(m) < 0.25).astype(np.float32),
+            )
+        )
         used += n
     return images
 
@@ -281,8 +307,12 @@ def _images(draw):
 @given(images=_images(), iou=st.sampled_from([0.3, 0.5, 0.7]), use_07=st.booleans())
 def test_matches_literal_reference(images, iou, use_07):
     metric = (VOC07MApMetric if use_07 else VOCMApMetric)(iou_thresh=iou)
-    metric.update(*[[im[k] for im in images] for k in
-                    ("pred_bboxes", "pred_labels", "pred_scores", "gt_bboxes", "gt_labels", "gt_difficults")])
+    metric.update(
+        *[
+            [im[k] for im in images]
+            for k in ("pred_bboxes", "pred_labels", "pred_scores", "gt_bboxes", "gt_labels", "gt_difficults")
+        ]
+    )
     values = metric.get()[1][:-1]
     expected = _reference_map(images, iou, use_07)
     n = max(len(values), len(expected))

@@ -5,6 +5,7 @@ except anchors, ``init_scale`` and BN running statistics; fixed BN gammas includ
 ``tools/make_model_fixtures.py`` into ``tests/data/model_gluon_names.json``), so they check the architecture
 against the original, not against this implementation.
 """
+
 from __future__ import annotations
 
 import json
@@ -155,13 +156,26 @@ def test_vgg300_heads_and_first_anchors():
     net = build("ssd_300_vgg16_atrous_voc")
     cls_shapes = [tuple(h.predictor.weight.shape) for h in net.class_predictors]
     box_shapes = [tuple(h.predictor.weight.shape) for h in net.box_predictors]
-    assert cls_shapes == [(84, 512, 3, 3), (126, 1024, 3, 3), (126, 512, 3, 3), (126, 256, 3, 3),
-                          (84, 256, 3, 3), (84, 256, 3, 3)]
-    assert box_shapes == [(16, 512, 3, 3), (24, 1024, 3, 3), (24, 512, 3, 3), (24, 256, 3, 3),
-                          (16, 256, 3, 3), (16, 256, 3, 3)]
+    assert cls_shapes == [
+        (84, 512, 3, 3),
+        (126, 1024, 3, 3),
+        (126, 512, 3, 3),
+        (126, 256, 3, 3),
+        (84, 256, 3, 3),
+        (84, 256, 3, 3),
+    ]
+    assert box_shapes == [
+        (16, 512, 3, 3),
+        (24, 1024, 3, 3),
+        (24, 512, 3, 3),
+        (24, 256, 3, 3),
+        (16, 256, 3, 3),
+        (16, 256, 3, 3),
+    ]
     anchors = net.anchors_for([(38, 38), (19, 19), (10, 10), (5, 5), (3, 3), (1, 1)])
-    expected = torch.tensor([[4, 4, 30, 30], [4, 4, 42.4264, 42.4264], [4, 4, 42.4264, 21.2132],
-                             [4, 4, 21.2132, 42.4264], [12, 4, 30, 30]])
+    expected = torch.tensor(
+        [[4, 4, 30, 30], [4, 4, 42.4264, 42.4264], [4, 4, 42.4264, 21.2132], [4, 4, 21.2132, 42.4264], [12, 4, 30, 30]]
+    )
     torch.testing.assert_close(anchors[0, :5], expected, atol=1e-3, rtol=0)
     assert anchors[0, -1].tolist() == pytest.approx([150, 150, 264 / math.sqrt(2), 264 * math.sqrt(2)], abs=1e-3)
 
@@ -376,8 +390,9 @@ def test_custom_transfer_reuses_shared_classes(tmp_path):
     torch.manual_seed(0)
     voc = build("ssd_512_mobilenet1.0_voc")
     torch.save({"model": voc.state_dict()}, tmp_path / "voc.pt")
-    net = get_model("ssd_512_mobilenet1.0_custom", classes=["person", "unicorn"], transfer="voc",
-                    pretrained=tmp_path / "voc.pt")
+    net = get_model(
+        "ssd_512_mobilenet1.0_custom", classes=["person", "unicorn"], transfer="voc", pretrained=tmp_path / "voc.pt"
+    )
     assert net.classes == ("person", "unicorn") and net.name == "ssd_512_mobilenet1.0_custom"
     w_new = net.class_predictors[0].predictor.weight
     w_old = voc.class_predictors[0].predictor.weight

@@ -1,4 +1,5 @@
 """The MXNet NDArray-list reader: files MXNet itself wrote (both format versions, every dtype), and bad files."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -13,7 +14,8 @@ from ssdkit.models.mxnet_params import ParamsFormatError, is_mxnet_params, read_
 
 DATA = os.path.join(os.path.dirname(__file__), "data")
 _spec = importlib.util.spec_from_file_location(
-    "_model_fixture_generators", Path(__file__).resolve().parents[1] / "tools" / "make_model_fixtures.py")
+    "_model_fixture_generators", Path(__file__).resolve().parents[1] / "tools" / "make_model_fixtures.py"
+)
 _tool = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_tool)
 reader_fixture_arrays, write_params = _tool.reader_fixture_arrays, _tool.write_params
@@ -71,7 +73,7 @@ def test_unnamed_list(tmp_path):
     path = tmp_path / "list.params"
     write_params(str(path), {"x": np.ones(2, np.float32)})
     raw = path.read_bytes()
-    path.write_bytes(raw[:-(8 + 8 + 1)] + struct.pack("<Q", 0))  # drop the one name
+    path.write_bytes(raw[: -(8 + 8 + 1)] + struct.pack("<Q", 0))  # drop the one name
     assert list(read_mxnet_params(path)) == ["0"]
 
 
@@ -124,12 +126,12 @@ def _patch(path, offset, fmt, value):
 
 
 def test_huge_counts_refused_before_allocating(good):
-    _patch(good, 16, "<Q", 2 ** 62)  # array count
+    _patch(good, 16, "<Q", 2**62)  # array count
     _expect(good, "claims 4611686018427387904 arrays")
 
 
 def test_huge_dims_refused(good):
-    _patch(good, 24 + 12, "<q", 2 ** 40)  # first dimension of the first array
+    _patch(good, 24 + 12, "<q", 2**40)  # first dimension of the first array
     _expect(good, "claims", "data bytes")
 
 

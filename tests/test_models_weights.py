@@ -5,6 +5,7 @@ Fixtures come from ``tools/make_model_fixtures.py`` (GluonCV virtualenv). The mo
 stored: each is rebuilt from its seed by the tool's pure-numpy half and checked against the sha256 of the file
 Gluon saved, so the file under test is byte for byte Gluon's, constants (anchors, ``init_scale``) included.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -66,8 +67,9 @@ def params_file(tmp_path_factory):
         if name not in _FILES:
             listing = NAMES["names"][name]
             factors = json.loads(str(OUT[f"{name}/factors"]))
-            arrays = gen.random_gluon_params(listing, gen.FIXTURE_MODELS[name][0], gluon_constants(name, listing),
-                                             factors)
+            arrays = gen.random_gluon_params(
+                listing, gen.FIXTURE_MODELS[name][0], gluon_constants(name, listing), factors
+            )
             path = folder / f"{name}.params"
             gen.write_params(str(path), arrays)
             assert gen.sha256_of(str(path)) == str(OUT[f"{name}/sha256"]), f"{name}: not the file Gluon saved"
@@ -108,10 +110,16 @@ def _assert_same_detections(name, ids, scores, bboxes, score_tol=2e-5, box_tol=2
     cut = want_scores[valid, 0].min() + score_tol
     used = np.zeros(len(ids), bool)
     for i in np.flatnonzero(valid & (want_scores[:, 0] > cut)):
-        close = (~used & (ids[:, 0] == want_ids[i, 0]) & (np.abs(scores[:, 0] - want_scores[i, 0]) <= score_tol)
-                 & (np.abs(bboxes - want_boxes[i]).max(axis=1) <= box_tol))
-        assert close.any(), f"{name}: GluonCV detection {i} (class {want_ids[i, 0]:.0f}, score " \
-                            f"{want_scores[i, 0]:.6f}, box {want_boxes[i]}) has no match"
+        close = (
+            ~used
+            & (ids[:, 0] == want_ids[i, 0])
+            & (np.abs(scores[:, 0] - want_scores[i, 0]) <= score_tol)
+            & (np.abs(bboxes - want_boxes[i]).max(axis=1) <= box_tol)
+        )
+        assert close.any(), (
+            f"{name}: GluonCV detection {i} (class {want_ids[i, 0]:.0f}, score "
+            f"{want_scores[i, 0]:.6f}, box {want_boxes[i]}) has no match"
+        )
         used[np.flatnonzero(close)[0]] = True
 
 
@@ -124,15 +132,21 @@ def test_three_sgd_steps_equal_gluoncv(params_file):
 
     name = gen.TRAIN_MODEL
     net = get_model(name, pretrained=params_file(name)).train()
-    x = torch.from_numpy(gen.fixed_input(gen.FIXTURE_MODELS[name][0] + 100, gen.TRAIN_SIDE,
-                                         batch=gen.TRAIN_GT_BOXES.shape[0]))
+    x = torch.from_numpy(
+        gen.fixed_input(gen.FIXTURE_MODELS[name][0] + 100, gen.TRAIN_SIDE, batch=gen.TRAIN_GT_BOXES.shape[0])
+    )
     target = SSDTargetGenerator(iou_thresh=0.5, stds=(0.1, 0.1, 0.2, 0.2), negative_mining_ratio=-1)
-    cls_t, box_t, _ = target(net.anchors_for_input(gen.TRAIN_SIDE), None, torch.from_numpy(gen.TRAIN_GT_BOXES),
-                             torch.from_numpy(gen.TRAIN_GT_IDS))
+    cls_t, box_t, _ = target(
+        net.anchors_for_input(gen.TRAIN_SIDE),
+        None,
+        torch.from_numpy(gen.TRAIN_GT_BOXES),
+        torch.from_numpy(gen.TRAIN_GT_IDS),
+    )
     np.testing.assert_array_equal(cls_t.numpy(), OUT["train_cls_targets"])
     loss_fn = SSDMultiBoxLoss()
-    opt = build_optimizer(net, TrainConfig(optimizer="sgd", lr=gen.TRAIN_LR, momentum=gen.TRAIN_MOMENTUM,
-                                           wd=gen.TRAIN_WD))
+    opt = build_optimizer(
+        net, TrainConfig(optimizer="sgd", lr=gen.TRAIN_LR, momentum=gen.TRAIN_MOMENTUM, wd=gen.TRAIN_WD)
+    )
     losses = []
     for _ in range(gen.TRAIN_STEPS):
         cls, box, _ = net(x)
@@ -164,10 +178,15 @@ def test_every_gluon_name_maps(name):
     assert trainable == NAMES["param_counts"][name]
 
 
-@pytest.mark.parametrize("base,model", [("vgg16_atrous_300", "ssd_300_vgg16_atrous_voc"),
-                                        ("vgg16_atrous_512", "ssd_512_vgg16_atrous_voc"),
-                                        ("resnet50_v1", "ssd_512_resnet50_v1_voc"),
-                                        ("mobilenet1.0", "ssd_512_mobilenet1.0_voc")])
+@pytest.mark.parametrize(
+    "base,model",
+    [
+        ("vgg16_atrous_300", "ssd_300_vgg16_atrous_voc"),
+        ("vgg16_atrous_512", "ssd_512_vgg16_atrous_voc"),
+        ("resnet50_v1", "ssd_512_resnet50_v1_voc"),
+        ("mobilenet1.0", "ssd_512_mobilenet1.0_voc"),
+    ],
+)
 def test_gluon_imagenet_base_params(base, model, tmp_path):
     listing = NAMES["names"][base]
     arrays = {k: (np.full(s, 0.5, np.float32) if k.endswith("var") else np.zeros(s, np.float32)) for k, s in listing}
@@ -233,8 +252,11 @@ def test_bad_files(params_file, tmp_path):
     constants = gluon_constants(gen.TRAIN_MODEL, NAMES["names"][gen.TRAIN_MODEL])
     check_gluon_constants(net, {k: torch.from_numpy(v) for k, v in constants.items()}, "same.params")
     constants["features.init_scale"] = constants["features.init_scale"] / 255  # a 0-1 input scale
-    _one_line_error(lambda: check_gluon_constants(net, {k: torch.from_numpy(v) for k, v in constants.items()},
-                                                  "scale.params"), "scale.params", "init_scale")
+    _one_line_error(
+        lambda: check_gluon_constants(net, {k: torch.from_numpy(v) for k, v in constants.items()}, "scale.params"),
+        "scale.params",
+        "init_scale",
+    )
 
 
 @pytest.mark.parametrize("change", ["missing", "extra", "shape", "anchors"])
@@ -254,9 +276,12 @@ def test_wrong_names_and_shapes(change, tmp_path):
         arrays["anchor_generators.2.anchors"] = arrays["anchor_generators.2.anchors"] + 1
     path = tmp_path / f"{change}.params"
     gen.write_params(str(path), arrays)
-    expected = {"missing": "features.body.features.9.weight", "extra": "mobilenet0_conv99_weight",
-                "shape": "features.mobilenet0_conv3_weight (= features.body.features.9.weight)",
-                "anchors": "anchor_generators.2.anchors"}[change]
+    expected = {
+        "missing": "features.body.features.9.weight",
+        "extra": "mobilenet0_conv99_weight",
+        "shape": "features.mobilenet0_conv3_weight (= features.body.features.9.weight)",
+        "anchors": "anchor_generators.2.anchors",
+    }[change]
     _one_line_error(lambda: get_model(name, pretrained=path, classes=gen.CUSTOM_CLASSES), str(path), expected)
 
 

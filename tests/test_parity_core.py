@@ -8,6 +8,7 @@ relative 1e-5, box decoding 1e-4, class scores 1e-6, post-processing scores 1e-5
 
 Shape legend: B batch, A anchors, G ground truths, C foreground classes, K output rows.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,9 +30,11 @@ gen = load_tool("reference_inputs")
 def _npz(name):
     path = DATA / name
     if not path.exists():
-        pytest.fail(f"missing fixture {path}; regenerate with "
-                    ".venv-gluoncv/bin/python tools/make_reference_fixtures.py "
-                    "(tools/make_gluoncv_venv.sh makes the venv)")
+        pytest.fail(
+            f"missing fixture {path}; regenerate with "
+            ".venv-gluoncv/bin/python tools/make_reference_fixtures.py "
+            "(tools/make_gluoncv_venv.sh makes the venv)"
+        )
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
 
@@ -54,12 +57,14 @@ def targets_fx():
 
 def _describe_mismatch(got, want, what, limit=5):
     bad = np.argwhere(got != want)
-    head = ", ".join(f"{tuple(int(i) for i in idx)}: ssdkit {got[tuple(idx)]} gluoncv {want[tuple(idx)]}"
-                     for idx in bad[:limit])
+    head = ", ".join(
+        f"{tuple(int(i) for i in idx)}: ssdkit {got[tuple(idx)]} gluoncv {want[tuple(idx)]}" for idx in bad[:limit]
+    )
     return f"{what}: {len(bad)} of {got.size} differ; first {head}"
 
 
 # --------------------------------------------------------------------------------------- anchors
+
 
 @pytest.mark.parametrize("name", gen.ZOO_MODELS)
 def test_zoo_anchor_presets_match_gluoncv(anchors_fx, name):
@@ -74,8 +79,10 @@ def test_zoo_anchor_presets_match_gluoncv(anchors_fx, name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["ssd_300_vgg16_atrous_voc", "ssd_512_vgg16_atrous_coco",
-                                  "ssd_512_resnet50_v1_voc", "ssd_512_mobilenet1.0_coco"])
+@pytest.mark.parametrize(
+    "name",
+    ["ssd_300_vgg16_atrous_voc", "ssd_512_vgg16_atrous_coco", "ssd_512_resnet50_v1_voc", "ssd_512_mobilenet1.0_coco"],
+)
 def test_zoo_network_anchors_and_shapes_match_gluoncv(anchors_fx, name):
     """One network per backbone: its own forward gives GluonCV's feature sizes, anchors and head widths."""
     from ssdkit.models import get_model
@@ -93,6 +100,7 @@ def test_zoo_network_anchors_and_shapes_match_gluoncv(anchors_fx, name):
 
 
 # --------------------------------------------------------------------------------------- targets
+
 
 def _target_cases():
     with np.load(DATA / "core_targets.npz") as z:
@@ -125,6 +133,7 @@ def test_target_generator_matches_gluoncv(targets_fx, anchors300, batch, variant
 
 
 # --------------------------------------------------------------------------------------- loss
+
 
 def _loss_cases():
     with np.load(DATA / "core_loss.npz") as z:
@@ -188,6 +197,7 @@ def test_multibox_loss_default_ignores_minus_one_targets(loss_fx, targets_fx, an
 
 # --------------------------------------------------------------------------------------- coders
 
+
 @pytest.fixture(scope="module")
 def coders_fx():
     return _npz("core_coders.npz")
@@ -231,6 +241,7 @@ def test_per_class_decoder_matches_gluoncv(coders_fx):
 
 # --------------------------------------------------------------------------------------- post-processing
 
+
 @pytest.fixture(scope="module")
 def post_fx():
     return _npz("core_postprocess.npz")
@@ -238,8 +249,9 @@ def post_fx():
 
 @pytest.fixture(scope="module")
 def post_inputs(post_fx, anchors300):
-    cls_logits, box_preds = gen.postprocess_inputs(int(post_fx["seed"]), anchors300[0].numpy(),
-                                                   batch=int(post_fx["batch"]))
+    cls_logits, box_preds = gen.postprocess_inputs(
+        int(post_fx["seed"]), anchors300[0].numpy(), batch=int(post_fx["batch"])
+    )
     return torch.from_numpy(cls_logits), torch.from_numpy(box_preds)
 
 
@@ -274,6 +286,7 @@ def test_postprocess_fixture_exercises_the_cutoffs(post_fx):
 
 # --------------------------------------------------------------------------------------- tutorial numbers
 
+
 @pytest.fixture(scope="module")
 def tutorial():
     with open(DATA / "core_tutorial.json") as f:
@@ -294,8 +307,7 @@ def test_tutorial_numbers_reproduced_by_ssdkit(tutorial, anchors300):
     from ssdkit.targets import SSDTargetGenerator
 
     gt_boxes, gt_ids = (torch.from_numpy(v) for v in gen.tutorial_batch())
-    logits = torch.from_numpy(gen.normal_logits(tutorial["ohem_logit_seed"], (2, anchors300.shape[1],
-                                                                              gen.NUM_FG + 1)))
+    logits = torch.from_numpy(gen.normal_logits(tutorial["ohem_logit_seed"], (2, anchors300.shape[1], gen.NUM_FG + 1)))
     ct, _, _ = SSDTargetGenerator()(anchors300, logits, gt_boxes, gt_ids)
     assert int((ct > 0).sum()) == tutorial["num_positive_batch"]
     assert (ct > 0).sum(1).tolist() == tutorial["num_positive_sample"]

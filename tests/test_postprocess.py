@@ -15,11 +15,11 @@ def reference(cls_preds, box_preds, anchors, decoder, thresh=0.45, topk=400, pos
     outs = []
     for b in range(probs.shape[0]):
         if decoder == "per_class":
-            ids, sc = MultiPerClassDecoder(probs.shape[-1])(probs[b:b + 1])
+            ids, sc = MultiPerClassDecoder(probs.shape[-1])(probs[b : b + 1])
             ids, sc = ids[0].T.reshape(-1), sc[0].T.reshape(-1)
             bx = boxes[b].repeat(probs.shape[-1] - 1, 1)
         else:
-            ids, sc = MultiClassDecoder()(probs[b:b + 1])
+            ids, sc = MultiClassDecoder()(probs[b : b + 1])
             ids, sc, bx = ids[0], sc[0], boxes[b]
         valid = (sc > 0.01) & (ids >= 0)
         idx = torch.nonzero(valid)[:, 0]
@@ -34,7 +34,7 @@ def reference(cls_preds, box_preds, anchors, decoder, thresh=0.45, topk=400, pos
         kept = kept[:post]
         out = -torch.ones(post, 6)
         for r, i in enumerate(kept):
-            out[r] = torch.cat([ids[i:i + 1].float(), sc[i:i + 1], bx[i]])
+            out[r] = torch.cat([ids[i : i + 1].float(), sc[i : i + 1], bx[i]])
         outs.append(out)
     o = torch.stack(outs)
     return o[..., :1], o[..., 1:2], o[..., 2:]
@@ -91,10 +91,16 @@ def test_padding_and_settings(anchors300):
 def test_batched_nms_is_greedy():
     # chain: 0 suppresses 1, 1 would suppress 2 but is itself suppressed, so 2 survives
     boxes = torch.tensor([[[0.0, 0, 10, 10], [3, 0, 13, 10], [6, 0, 16, 10]]])
-    keep = batched_class_nms(boxes, torch.tensor([[0.9, 0.8, 0.7]]), torch.zeros(1, 3, dtype=torch.long),
-                             torch.ones(1, 3, dtype=torch.bool), 0.45)
+    keep = batched_class_nms(
+        boxes,
+        torch.tensor([[0.9, 0.8, 0.7]]),
+        torch.zeros(1, 3, dtype=torch.long),
+        torch.ones(1, 3, dtype=torch.bool),
+        0.45,
+    )
     assert keep.tolist() == [[True, False, True]]
     # different classes never suppress each other
-    keep = batched_class_nms(boxes, torch.tensor([[0.9, 0.8, 0.7]]), torch.tensor([[0, 1, 0]]),
-                             torch.ones(1, 3, dtype=torch.bool), 0.45)
+    keep = batched_class_nms(
+        boxes, torch.tensor([[0.9, 0.8, 0.7]]), torch.tensor([[0, 1, 0]]), torch.ones(1, 3, dtype=torch.bool), 0.45
+    )
     assert keep.tolist() == [[True, True, True]]

@@ -25,6 +25,7 @@ def test_seed_tutorial_counts(anchors300):
 
 def test_box_targets_decode_back(anchors300):
     from ssdkit.coder import NormalizedBoxCenterDecoder
+
     gt_boxes, gt_ids = seed_tutorial_gt()
     ct, bt, _ = SSDTargetGenerator(negative_mining_ratio=-1)(anchors300, None, gt_boxes, gt_ids)
     dec = NormalizedBoxCenterDecoder()(bt, anchors300)
@@ -37,25 +38,26 @@ def test_box_targets_decode_back(anchors300):
 
 
 def test_empty_image_is_all_background(anchors300):
-    ct, bt, bm = SSDTargetGenerator(negative_mining_ratio=-1)(anchors300, None, -torch.ones(1, 3, 4),
-                                                                -torch.ones(1, 3))
+    ct, bt, bm = SSDTargetGenerator(negative_mining_ratio=-1)(anchors300, None, -torch.ones(1, 3, 4), -torch.ones(1, 3))
     assert torch.all(ct == 0) and torch.all(bt == 0) and torch.all(bm == 0)
     ct, _, _ = SSDTargetGenerator()(anchors300, torch.randn(1, 8732, 21), -torch.ones(1, 2, 4), -torch.ones(1, 2))
     assert torch.all(ct <= 0)
     # zero columns at all
-    ct, _, _ = SSDTargetGenerator(negative_mining_ratio=-1)(anchors300, None, torch.zeros(2, 0, 4),
-                                                              torch.zeros(2, 0))
+    ct, _, _ = SSDTargetGenerator(negative_mining_ratio=-1)(anchors300, None, torch.zeros(2, 0, 4), torch.zeros(2, 0))
     assert ct.shape == (2, 8732) and torch.all(ct == 0)
 
 
-@pytest.mark.parametrize("boxes,ids,msg", [
-    ([[[0, 0, float("nan"), 10]]], [[0]], "NaN or inf"),
-    ([[[0, 0, 10, float("inf")]]], [[0]], "NaN or inf"),
-    ([[[20, 0, 10, 10]]], [[0]], "xmax < xmin"),
-    ([[[0, 0, 10, 10]]], [[0], [1]], "batch size"),
-    ([[0, 0, 10, 10]], [[0]], r"\[B, G, 4\]"),
-    ([[[0, 0, 10, 10]]], [[25]], "out of range"),
-])
+@pytest.mark.parametrize(
+    "boxes,ids,msg",
+    [
+        ([[[0, 0, float("nan"), 10]]], [[0]], "NaN or inf"),
+        ([[[0, 0, 10, float("inf")]]], [[0]], "NaN or inf"),
+        ([[[20, 0, 10, 10]]], [[0]], "xmax < xmin"),
+        ([[[0, 0, 10, 10]]], [[0], [1]], "batch size"),
+        ([[0, 0, 10, 10]], [[0]], r"\[B, G, 4\]"),
+        ([[[0, 0, 10, 10]]], [[25]], "out of range"),
+    ],
+)
 def test_bad_input(anchors300, boxes, ids, msg):
     gen = SSDTargetGenerator(negative_mining_ratio=-1, num_classes=20)
     with pytest.raises(ValueError, match=msg):

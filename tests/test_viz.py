@@ -1,5 +1,6 @@
 """plot_bbox as GluonCV's: boxes above the threshold with a label >= 0, one colour per class, "name score" labels
 on a filled background; sizes follow the image; returns the axes."""
+
 import numpy as np
 import pytest
 import torch
@@ -30,8 +31,14 @@ def test_plot_bbox_filters_and_labels():
 
 def test_tensor_inputs_relative_coordinates_and_errors():
     img = torch.zeros(3, 100, 200, dtype=torch.uint8)  # CHW tensor
-    ax = plot_bbox(img, torch.tensor([[0.1, 0.1, 0.5, 0.5]]), torch.tensor([0.7]), torch.tensor([2.0]),
-                   absolute_coordinates=False, ax=Figure().add_subplot())
+    ax = plot_bbox(
+        img,
+        torch.tensor([[0.1, 0.1, 0.5, 0.5]]),
+        torch.tensor([0.7]),
+        torch.tensor([2.0]),
+        absolute_coordinates=False,
+        ax=Figure().add_subplot(),
+    )
     rects, texts = drawn(ax)
     assert rects[0].get_xy() == pytest.approx((20, 10)) and texts[0].get_text() == "2 0.700"
     with pytest.raises(ValueError, match="labels"):
@@ -52,8 +59,14 @@ def test_sizes_follow_the_image():
 def test_save_detections_writes_the_image_size(tmp_path):
     from PIL import Image
 
-    path = save_detections(np.full((90, 160, 3), 128, np.uint8), str(tmp_path / "p.png"), [[10, 10, 60, 50]],
-                           [0.8], [0], class_names=["cat"])
+    path = save_detections(
+        np.full((90, 160, 3), 128, np.uint8),
+        str(tmp_path / "p.png"),
+        [[10, 10, 60, 50]],
+        [0.8],
+        [0],
+        class_names=["cat"],
+    )
     with Image.open(path) as im:
         assert im.size == (160, 90)
         assert np.asarray(im.convert("RGB")).std() > 0  # something was drawn on the flat grey image

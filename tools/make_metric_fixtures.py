@@ -14,6 +14,7 @@ The inputs are not stored: :func:`make_voc_case`, :func:`to_batches`, :func:`mak
 across NumPy versions); the tests import these functions from this file and check a checksum of the
 inputs. The module imports only numpy at the top, so the tests can load it without mxnet.
 """
+
 from __future__ import annotations
 
 import os
@@ -56,6 +57,7 @@ def run_key(scenario: str, iou_thresh: float, difficult: bool) -> str:
 # --------------------------------------------------------------------------------------------------
 # Inputs (pure numpy; identical in every NumPy version)
 # --------------------------------------------------------------------------------------------------
+
 
 def make_voc_case(seed: int, num_images: int, score_levels: int, size: int = 300) -> list[dict]:
     """Per-image dicts with float32 ``pred_bboxes [N, 4]``, ``pred_labels [N]``, ``pred_scores [N]``,
@@ -116,8 +118,16 @@ def make_voc_case(seed: int, num_images: int, score_levels: int, size: int = 300
         pb = np.array(boxes, dtype=np.float32).reshape(-1, 4)[perm]
         pl = np.array(labels, dtype=np.float32).reshape(-1)[perm]
         ps = np.array(scores, dtype=np.float32).reshape(-1)[perm]
-        images.append(dict(pred_bboxes=pb, pred_labels=pl, pred_scores=ps, gt_bboxes=gt,
-                           gt_labels=gl.astype(np.float32), gt_difficults=gd.astype(np.float32)))
+        images.append(
+            dict(
+                pred_bboxes=pb,
+                pred_labels=pl,
+                pred_scores=ps,
+                gt_bboxes=gt,
+                gt_labels=gl.astype(np.float32),
+                gt_difficults=gd.astype(np.float32),
+            )
+        )
     return images
 
 
@@ -127,13 +137,18 @@ def to_batches(images: list[dict], batch_size: int) -> list[tuple[np.ndarray, ..
     gt_labels [B, M, 1], gt_difficults [B, M, 1])``, all float32."""
     batches = []
     for start in range(0, len(images), batch_size):
-        chunk = images[start:start + batch_size]
+        chunk = images[start : start + batch_size]
         n = max(1, max(len(im["pred_labels"]) for im in chunk))
         m = max(1, max(len(im["gt_labels"]) for im in chunk))
         b = len(chunk)
-        out = [np.full((b, n, 4), -1, np.float32), np.full((b, n, 1), -1, np.float32),
-               np.full((b, n, 1), -1, np.float32), np.full((b, m, 4), -1, np.float32),
-               np.full((b, m, 1), -1, np.float32), np.full((b, m, 1), -1, np.float32)]
+        out = [
+            np.full((b, n, 4), -1, np.float32),
+            np.full((b, n, 1), -1, np.float32),
+            np.full((b, n, 1), -1, np.float32),
+            np.full((b, m, 4), -1, np.float32),
+            np.full((b, m, 1), -1, np.float32),
+            np.full((b, m, 1), -1, np.float32),
+        ]
         for i, im in enumerate(chunk):
             k, g = len(im["pred_labels"]), len(im["gt_labels"])
             out[0][i, :k] = im["pred_bboxes"]
@@ -162,7 +177,7 @@ def make_sort_cases(seed: int = 10) -> list[np.ndarray]:
     cases = []
     for trial in range(60):
         n = int(rs.choice([16, 17, 18, 31, 64, 127, 128, 129, 500, 3000]))
-        levels = int(rs.choice([1, 2, 3, 7, 40, 1000, 10 ** 6]))
+        levels = int(rs.choice([1, 2, 3, 7, 40, 1000, 10**6]))
         dtype = np.float32 if trial % 2 else np.float64
         v = (rs.randint(0, levels, size=n) / float(levels)).astype(dtype)
         if trial % 9 == 0:
@@ -205,7 +220,7 @@ def killer_adversary(n: int) -> np.ndarray:
     a = list(range(n))
 
     def heapsort(lo: int, size: int) -> None:
-        heap = [0] + a[lo:lo + size]
+        heap = [0] + a[lo : lo + size]
 
         def sift(item: int, i: int, limit: int) -> None:
             j = 2 * i
@@ -224,7 +239,7 @@ def killer_adversary(n: int) -> np.ndarray:
             item = heap[limit]
             heap[limit] = heap[1]
             sift(item, 1, limit - 1)
-        a[lo:lo + size] = heap[1:]
+        a[lo : lo + size] = heap[1:]
 
     stack = []
     lo, hi, depth = 0, n - 1, 2 * (n.bit_length() - 1)
@@ -276,20 +291,26 @@ def killer_adversary(n: int) -> np.ndarray:
 def make_coco_case() -> tuple[dict, list[dict]]:
     """A tiny COCO data set (3 images, categories with ids 1, 3, 7; one crowd box) and per-image
     detections in a 300x300 network input: ``(coco_json, [{"bboxes","labels","scores"}])``."""
-    images = [dict(id=11, width=640, height=480, file_name="a.jpg"),
-              dict(id=4, width=300, height=300, file_name="b.jpg"),
-              dict(id=25, width=500, height=375, file_name="c.jpg")]
+    images = [
+        dict(id=11, width=640, height=480, file_name="a.jpg"),
+        dict(id=4, width=300, height=300, file_name="b.jpg"),
+        dict(id=25, width=500, height=375, file_name="c.jpg"),
+    ]
     categories = [dict(id=1, name="person"), dict(id=3, name="car"), dict(id=7, name="dog")]
-    boxes = {11: [(1, [10, 20, 200, 150]), (3, [300, 200, 120, 80]), (1, [400, 50, 30, 60])],
-             4: [(7, [50, 60, 100, 120]), (1, [5, 5, 20, 40])],
-             25: [(3, [100, 100, 250, 150]), (7, [20, 30, 60, 50])]}
+    boxes = {
+        11: [(1, [10, 20, 200, 150]), (3, [300, 200, 120, 80]), (1, [400, 50, 30, 60])],
+        4: [(7, [50, 60, 100, 120]), (1, [5, 5, 20, 40])],
+        25: [(3, [100, 100, 250, 150]), (7, [20, 30, 60, 50])],
+    }
     anns = []
     for img_id, items in boxes.items():
         for cat, (x, y, w, h) in items:
-            anns.append(dict(id=len(anns) + 1, image_id=img_id, category_id=cat, bbox=[x, y, w, h],
-                             area=float(w * h), iscrowd=0))
-    anns.append(dict(id=len(anns) + 1, image_id=25, category_id=1, bbox=[300, 200, 100, 100],
-                     area=10000.0, iscrowd=1))
+            anns.append(
+                dict(
+                    id=len(anns) + 1, image_id=img_id, category_id=cat, bbox=[x, y, w, h], area=float(w * h), iscrowd=0
+                )
+            )
+    anns.append(dict(id=len(anns) + 1, image_id=25, category_id=1, bbox=[300, 200, 100, 100], area=10000.0, iscrowd=1))
     coco_json = dict(images=images, annotations=anns, categories=categories)
     rs = np.random.RandomState(3)
     contiguous = {1: 0, 3: 1, 7: 2}
@@ -306,8 +327,9 @@ def make_coco_case() -> tuple[dict, list[dict]]:
         bxs.append([0, 0, 30, 30])
         lbs.append(0)
         scs.append(0.01)  # below score_thresh
-        preds.append(dict(bboxes=np.array(bxs, np.float32), labels=np.array(lbs, np.float32),
-                          scores=np.array(scs, np.float32)))
+        preds.append(
+            dict(bboxes=np.array(bxs, np.float32), labels=np.array(lbs, np.float32), scores=np.array(scs, np.float32))
+        )
     return coco_json, preds
 
 
@@ -315,8 +337,10 @@ def make_coco_case() -> tuple[dict, list[dict]]:
 # GluonCV runs (venv only)
 # --------------------------------------------------------------------------------------------------
 
+
 def run_gluoncv_voc(batches, iou_thresh: float, difficult: bool):
     from gluoncv.utils.metrics.voc_detection import VOC07MApMetric, VOCMApMetric
+
     out = {}
     for name, cls in (("voc07", VOC07MApMetric), ("voc", VOCMApMetric)):
         metric = cls(iou_thresh=iou_thresh, class_names=CLASS_NAMES)
@@ -333,16 +357,21 @@ def run_gluoncv_coco(tmpdir: str):
 
     from gluoncv.utils.metrics.coco_detection import COCODetectionMetric
     from pycocotools.coco import COCO
+
     coco_json, preds = make_coco_case()
     path = os.path.join(tmpdir, "instances_tiny.json")
     with open(path, "w") as f:
         json.dump(coco_json, f)
     coco = COCO(path)
     cat_ids = sorted(coco.getCatIds())
-    dataset = SimpleNamespace(coco=coco, contiguous_id_to_json=dict(enumerate(cat_ids)),
-                              classes=[coco.loadCats(c)[0]["name"] for c in cat_ids])
-    metric = COCODetectionMetric(dataset, os.path.join(tmpdir, "eval"), use_time=False, cleanup=True,
-                                 data_shape=(300, 300))
+    dataset = SimpleNamespace(
+        coco=coco,
+        contiguous_id_to_json=dict(enumerate(cat_ids)),
+        classes=[coco.loadCats(c)[0]["name"] for c in cat_ids],
+    )
+    metric = COCODetectionMetric(
+        dataset, os.path.join(tmpdir, "eval"), use_time=False, cleanup=True, data_shape=(300, 300)
+    )
     for p in preds:
         metric.update(p["bboxes"][None], p["labels"][None, :, None], p["scores"][None, :, None])
     _, values = metric.get()
@@ -353,6 +382,7 @@ def run_gluoncv_coco(tmpdir: str):
 
 def main() -> None:
     import tempfile
+
     os.makedirs(DATA_DIR, exist_ok=True)
 
     voc = {}

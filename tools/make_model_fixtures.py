@@ -20,6 +20,7 @@ It writes
 
 The first half of this file is pure numpy (the tests import it); MXNet is imported only in the second half.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,8 +36,11 @@ import numpy as np
 # ---------------------------------------------------------------------------------------------------
 # Pure-numpy half (shared with tests/test_models_weights.py)
 # ---------------------------------------------------------------------------------------------------
-ZOO = tuple(f"ssd_{a}_{d}" for a in ("300_vgg16_atrous", "512_vgg16_atrous", "512_resnet50_v1", "512_mobilenet1.0")
-            for d in ("voc", "coco", "custom"))
+ZOO = tuple(
+    f"ssd_{a}_{d}"
+    for a in ("300_vgg16_atrous", "512_vgg16_atrous", "512_resnet50_v1", "512_mobilenet1.0")
+    for d in ("voc", "coco", "custom")
+)
 BASES = ("vgg16_atrous_300", "vgg16_atrous_512", "resnet50_v1", "mobilenet1.0")
 CUSTOM_CLASSES = ("a", "b", "c")
 # model -> (seed of its weights and input, input side)
@@ -47,11 +51,16 @@ FIXTURE_MODELS = {
     "ssd_512_mobilenet1.0_voc": (4, 512),
     "ssd_512_mobilenet1.0_custom": (5, 512),
 }
-RAW_ROWS = 768                      # anchors whose raw predictions are stored (all of them would be 8 MB)
+RAW_ROWS = 768  # anchors whose raw predictions are stored (all of them would be 8 MB)
 TRAIN_MODEL, TRAIN_SIDE, TRAIN_STEPS = "ssd_300_vgg16_atrous_voc", 300, 3
 TRAIN_LR, TRAIN_MOMENTUM, TRAIN_WD = 1e-3, 0.9, 5e-4
-TRAIN_GT_BOXES = np.array([[[20, 30, 150, 200], [160, 40, 290, 260], [-1, -1, -1, -1]],
-                           [[50, 60, 120, 110], [10, 150, 140, 290], [180, 200, 260, 280]]], np.float32)
+TRAIN_GT_BOXES = np.array(
+    [
+        [[20, 30, 150, 200], [160, 40, 290, 260], [-1, -1, -1, -1]],
+        [[50, 60, 120, 110], [10, 150, 140, 290], [180, 200, 260, 280]],
+    ],
+    np.float32,
+)
 TRAIN_GT_IDS = np.array([[[14], [6], [-1]], [[11], [2], [19]]], np.float32)
 
 
@@ -62,7 +71,7 @@ def is_constant(name: str) -> bool:
 
 def random_param(name: str, shape, seed: int) -> np.ndarray:
     """The random value of parameter ``name``: float32, a function of (name, shape, seed) only."""
-    rng = np.random.RandomState((seed * 1000003 + zlib.crc32(name.encode())) % (2 ** 32))
+    rng = np.random.RandomState((seed * 1000003 + zlib.crc32(name.encode())) % (2**32))
     shape = tuple(int(s) for s in shape)
     leaf = name.rsplit(".", 1)[-1].rsplit("_", 1)[-1]
     if name.endswith(("running_var", "moving_var")):
@@ -73,16 +82,17 @@ def random_param(name: str, shape, seed: int) -> np.ndarray:
         value = rng.uniform(0.8, 1.4, shape)
     elif leaf in ("beta", "bias"):
         value = rng.uniform(-0.1, 0.1, shape)
-    elif leaf == "scale":                              # L2Norm
+    elif leaf == "scale":  # L2Norm
         value = rng.uniform(10.0, 30.0, shape)
-    else:                                              # conv weights: He-uniform
+    else:  # conv weights: He-uniform
         fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
         value = rng.uniform(-1.0, 1.0, shape) * np.sqrt(6.0 / fan_in)
     return value.astype(np.float32)
 
 
-def random_gluon_params(entries, seed: int, constants: dict | None = None,
-                        factors: dict | None = None) -> dict[str, np.ndarray]:
+def random_gluon_params(
+    entries, seed: int, constants: dict | None = None, factors: dict | None = None
+) -> dict[str, np.ndarray]:
     """``{name: array}`` in file order for ``entries`` (``[name, shape]`` pairs); constants from ``constants``;
     ``factors`` (name -> float32 factor) rescales the heads so that their outputs have a useful spread."""
     out = {}
@@ -96,8 +106,7 @@ def random_gluon_params(entries, seed: int, constants: dict | None = None,
     return out
 
 
-def gluon_anchor_layer(side: int, smin: float, smax: float, ratios, step: float,
-                       offsets=(0.5, 0.5)) -> np.ndarray:
+def gluon_anchor_layer(side: int, smin: float, smax: float, ratios, step: float, offsets=(0.5, 0.5)) -> np.ndarray:
     """GluonCV's ``SSDAnchorGenerator`` constant of one layer, ``[1, 1, side, side, K*4]`` float32: per position
     (cx, cy, w, h) of a ``smin`` square, a ``sqrt(smin*smax)`` square, then ``smin*sqrt(r), smin/sqrt(r)``
     for each ratio after the first; computed in float64 as GluonCV does, then stored as float32."""
@@ -121,8 +130,9 @@ def gluon_constants(listing, anchor_spec) -> dict[str, np.ndarray]:
             out[key] = (np.array([0.229, 0.224, 0.225], np.float32) * np.float32(255)).reshape(1, 3, 1, 1)
         elif key.endswith(".anchors"):
             i = int(key.split(".")[1])
-            out[key] = gluon_anchor_layer(shape[2], anchor_spec.sizes[i], anchor_spec.sizes[i + 1],
-                                          anchor_spec.ratios[i], anchor_spec.steps[i])
+            out[key] = gluon_anchor_layer(
+                shape[2], anchor_spec.sizes[i], anchor_spec.sizes[i + 1], anchor_spec.ratios[i], anchor_spec.steps[i]
+            )
     return out
 
 
@@ -141,8 +151,16 @@ def raw_rows(seed: int, num_anchors: int) -> np.ndarray:
     return np.sort(np.random.RandomState(seed + 77).choice(num_anchors, min(RAW_ROWS, num_anchors), replace=False))
 
 
-_DTYPE_FLAGS = {np.dtype("<f4"): 0, np.dtype("<f8"): 1, np.dtype("<f2"): 2, np.dtype("u1"): 3, np.dtype("<i4"): 4,
-                np.dtype("i1"): 5, np.dtype("<i8"): 6, np.dtype("?"): 7}
+_DTYPE_FLAGS = {
+    np.dtype("<f4"): 0,
+    np.dtype("<f8"): 1,
+    np.dtype("<f2"): 2,
+    np.dtype("u1"): 3,
+    np.dtype("<i4"): 4,
+    np.dtype("i1"): 5,
+    np.dtype("<i8"): 6,
+    np.dtype("?"): 7,
+}
 
 
 def write_params(path: str, arrays: dict[str, np.ndarray]) -> None:
@@ -172,13 +190,24 @@ def sha256_of(path: str) -> str:
 def reader_fixture_arrays(np_semantics: bool) -> dict[str, np.ndarray]:
     """The arrays of the two MXNet-written reader fixtures."""
     rng = np.random.RandomState(11 if np_semantics else 10)
-    out = {"f32": rng.randn(2, 3).astype(np.float32), "f64": rng.randn(4).astype(np.float64),
-           "f16": rng.randn(3, 1, 2).astype(np.float16), "u8": np.array([0, 255, 7], np.uint8),
-           "i32": np.array([[-5, 7], [2 ** 31 - 1, -2 ** 31]], np.int32), "i8": np.array([-128, 127], np.int8),
-           "i64": np.array([2 ** 40, -3], np.int64), "conv.weight": rng.randn(4, 2, 3, 3).astype(np.float32)}
+    out = {
+        "f32": rng.randn(2, 3).astype(np.float32),
+        "f64": rng.randn(4).astype(np.float64),
+        "f16": rng.randn(3, 1, 2).astype(np.float16),
+        "u8": np.array([0, 255, 7], np.uint8),
+        "i32": np.array([[-5, 7], [2**31 - 1, -(2**31)]], np.int32),
+        "i8": np.array([-128, 127], np.int8),
+        "i64": np.array([2**40, -3], np.int64),
+        "conv.weight": rng.randn(4, 2, 3, 3).astype(np.float32),
+    }
     if np_semantics:
-        out.update({"scalar": np.array(3.5, np.float32), "bool": np.array([True, False, True]),
-                    "empty": np.zeros((2, 0, 3), np.float32)})
+        out.update(
+            {
+                "scalar": np.array(3.5, np.float32),
+                "bool": np.array([True, False, True]),
+                "empty": np.zeros((2, 0, 3), np.float32),
+            }
+        )
     return out
 
 
@@ -192,6 +221,7 @@ def _gluon_net(name: str, side: int):
     if name in BASES:
         if name.startswith("vgg16_atrous"):
             from gluoncv.model_zoo.ssd.vgg_atrous import get_vgg_atrous_extractor
+
             net = get_vgg_atrous_extractor(16, int(name[-3:]), pretrained=False)
         else:
             net = model_zoo.get_model(name, pretrained=False)
@@ -209,9 +239,13 @@ def _names_and_counts(names: list[str]) -> tuple[dict, dict]:
         side = 224 if name in ("resnet50_v1", "mobilenet1.0") else (512 if "512" in name else 300)
         params = _gluon_net(name, side)._collect_params_with_prefix()
         listing[name] = [[k, list(p.shape)] for k, p in params.items()]
-        counts[name] = int(sum(int(np.prod(p.shape)) for k, p in params.items()
-                               if not is_constant(k) and not k.endswith(("running_mean", "running_var",
-                                                                         "moving_mean", "moving_var"))))
+        counts[name] = int(
+            sum(
+                int(np.prod(p.shape))
+                for k, p in params.items()
+                if not is_constant(k) and not k.endswith(("running_mean", "running_var", "moving_mean", "moving_var"))
+            )
+        )
         print(f"{name}: {len(params)} names, {counts[name]} parameters", flush=True)
     return listing, counts
 
@@ -224,8 +258,9 @@ def _reader_fixtures(out: str) -> None:
     mx.npx.set_np()
     try:
         v3 = reader_fixture_arrays(True)
-        mx.npx.save(os.path.join(out, "model_mxnet_v3.params"),
-                    {k: mx.np.array(v, dtype=v.dtype) for k, v in v3.items()})
+        mx.npx.save(
+            os.path.join(out, "model_mxnet_v3.params"), {k: mx.np.array(v, dtype=v.dtype) for k, v in v3.items()}
+        )
     finally:
         mx.npx.reset_np()
     expected = {f"v2/{k}": v for k, v in v2.items()}
@@ -272,7 +307,11 @@ def weight_factors(net, listing: list, seed: int, x) -> dict[str, float]:
                     continue
                 _set_random(net, listing, seed, factors)
                 seen = []
-                handle = layer.register_forward_hook(lambda blk, inp, out: seen.append(float(out.asnumpy().std())))
+
+                def record(blk, inp, out, seen=seen):
+                    seen.append(float(out.asnumpy().std()))
+
+                handle = layer.register_forward_hook(record)
                 net.features(x)
                 handle.detach()
                 factors[f"features.{group}.{i}.{j}.weight"] = float(np.float32(1.0 / seen[0]))
@@ -302,19 +341,31 @@ def _model_outputs(name: str, listing: list, tmp: str) -> dict:
         raise SystemExit(f"{name}: write_params does not rebuild Gluon's file byte for byte")
     os.unlink(ours)
     net = _gluon_net(name, side)
-    net.load_parameters(path)          # what a user's zoo file goes through
+    net.load_parameters(path)  # what a user's zoo file goes through
     os.unlink(path)
     cls, box, anchors = _raw_forward(net, x)
     ids, scores, bboxes = (o.asnumpy() for o in net(x))
     rows = raw_rows(seed, cls.shape[1])
     valid = scores[0, :, 0] >= 0
     gaps = np.diff(np.sort(scores[0, valid, 0]))
-    print(f"{name}: cls |max| {np.abs(cls).max():.3g}, box |max| {np.abs(box).max():.3g}, {int(valid.sum())} "
-          f"detections, smallest score gap {gaps.min() if gaps.size else float('nan'):.2g}", flush=True)
-    return {"sha256": digest, "factors": json.dumps(factors), "rows": rows, "cls_rows": cls[:, rows],
-            "box_rows": box[:, rows],
-            "cls_scale": np.abs(cls).max(), "box_scale": np.abs(box).max(), "anchors": anchors[0],
-            "ids": ids[0], "scores": scores[0], "bboxes": bboxes[0]}
+    print(
+        f"{name}: cls |max| {np.abs(cls).max():.3g}, box |max| {np.abs(box).max():.3g}, {int(valid.sum())} "
+        f"detections, smallest score gap {gaps.min() if gaps.size else float('nan'):.2g}",
+        flush=True,
+    )
+    return {
+        "sha256": digest,
+        "factors": json.dumps(factors),
+        "rows": rows,
+        "cls_rows": cls[:, rows],
+        "box_rows": box[:, rows],
+        "cls_scale": np.abs(cls).max(),
+        "box_scale": np.abs(box).max(),
+        "anchors": anchors[0],
+        "ids": ids[0],
+        "scores": scores[0],
+        "bboxes": bboxes[0],
+    }
 
 
 def _train_steps(listing: list, factors: dict) -> dict:
@@ -322,9 +373,9 @@ def _train_steps(listing: list, factors: dict) -> dict:
     without sampling, SSDMultiBoxLoss with hard negative mining, SGD (lr, momentum, wd) via gluon.Trainer,
     the loss summed over the batch."""
     import mxnet as mx
-    from mxnet import autograd, gluon
     from gluoncv.loss import SSDMultiBoxLoss
     from gluoncv.model_zoo.ssd.target import SSDTargetGenerator
+    from mxnet import autograd, gluon
 
     seed = FIXTURE_MODELS[TRAIN_MODEL][0]
     net = _gluon_net(TRAIN_MODEL, TRAIN_SIDE)
@@ -335,8 +386,9 @@ def _train_steps(listing: list, factors: dict) -> dict:
     target = SSDTargetGenerator(iou_thresh=0.5, stds=(0.1, 0.1, 0.2, 0.2), negative_mining_ratio=-1)
     cls_t, box_t, _ = target(anchors, None, mx.nd.array(TRAIN_GT_BOXES), mx.nd.array(TRAIN_GT_IDS))
     loss_fn = SSDMultiBoxLoss()
-    trainer = gluon.Trainer(net.collect_params(), "sgd",
-                            {"learning_rate": TRAIN_LR, "wd": TRAIN_WD, "momentum": TRAIN_MOMENTUM})
+    trainer = gluon.Trainer(
+        net.collect_params(), "sgd", {"learning_rate": TRAIN_LR, "wd": TRAIN_WD, "momentum": TRAIN_MOMENTUM}
+    )
     losses = []
     for _ in range(TRAIN_STEPS):
         with autograd.record():
@@ -344,11 +396,19 @@ def _train_steps(listing: list, factors: dict) -> dict:
             sum_loss, cls_loss, box_loss = loss_fn([cls_pred], [box_pred], [cls_t], [box_t])
             autograd.backward(sum_loss)
         trainer.step(1)
-        losses.append([float(sum_loss[0].sum().asscalar()), float(cls_loss[0].sum().asscalar()),
-                       float(box_loss[0].sum().asscalar())])
+        losses.append(
+            [
+                float(sum_loss[0].sum().asscalar()),
+                float(cls_loss[0].sum().asscalar()),
+                float(box_loss[0].sum().asscalar()),
+            ]
+        )
         print(f"train step {len(losses)}: loss {losses[-1]}", flush=True)
-    return {"train_losses": np.array(losses, np.float64), "train_cls_targets": cls_t.asnumpy().astype(np.int8),
-            "train_num_pos": int((cls_t.asnumpy() > 0).sum())}
+    return {
+        "train_losses": np.array(losses, np.float64),
+        "train_cls_targets": cls_t.asnumpy().astype(np.int8),
+        "train_num_pos": int((cls_t.asnumpy() > 0).sum()),
+    }
 
 
 def main(argv=None) -> int:
@@ -366,8 +426,15 @@ def main(argv=None) -> int:
     _reader_fixtures(args.out)
     listing, counts = _names_and_counts(list(ZOO) + list(BASES))
     with open(os.path.join(args.out, "model_gluon_names.json"), "w") as f:
-        json.dump({"generator": f"mxnet {mx.__version__}, gluoncv {gluoncv.__version__}",
-                   "custom_classes": list(CUSTOM_CLASSES), "param_counts": counts, "names": listing}, f)
+        json.dump(
+            {
+                "generator": f"mxnet {mx.__version__}, gluoncv {gluoncv.__version__}",
+                "custom_classes": list(CUSTOM_CLASSES),
+                "param_counts": counts,
+                "names": listing,
+            },
+            f,
+        )
     outputs = {}
     with tempfile.TemporaryDirectory() as tmp:
         for name in FIXTURE_MODELS:

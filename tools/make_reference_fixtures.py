@@ -17,6 +17,7 @@ The script checks these margins and moves to the next seed when one fails; the s
 
 Shape legend: B batch, A anchors, G ground truths (padded with -1), C foreground classes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,6 +50,7 @@ TARGET_SEED0 = 1000
 
 def _mx():
     import mxnet as mx  # noqa: F401  (imported lazily)
+
     return mx
 
 
@@ -57,6 +59,7 @@ def build_zoo_anchors():
     mx = _mx()
     import gluoncv
     from mxnet import autograd
+
     out = {}
     for name in ZOO_MODELS:
         net = gluoncv.model_zoo.get_model(name, pretrained=False, pretrained_base=False)
@@ -76,9 +79,14 @@ def build_zoo_anchors():
 def _gcv_targets(anchors, cls_preds, gt_boxes, gt_ids, ratio):
     mx = _mx()
     from gluoncv.model_zoo.ssd.target import SSDTargetGenerator
+
     gen = SSDTargetGenerator(negative_mining_ratio=ratio)
-    ct, bt, bm = gen(mx.nd.array(anchors[None]), None if cls_preds is None else mx.nd.array(cls_preds),
-                     mx.nd.array(gt_boxes), mx.nd.array(gt_ids))
+    ct, bt, bm = gen(
+        mx.nd.array(anchors[None]),
+        None if cls_preds is None else mx.nd.array(cls_preds),
+        mx.nd.array(gt_boxes),
+        mx.nd.array(gt_ids),
+    )
     return ct.asnumpy(), bt.asnumpy(), bm.asnumpy()
 
 
@@ -130,8 +138,10 @@ def build_targets(anchors):
             raise RuntimeError(f"no OHEM logits seed with a clear margin for {key}")
         store[key + "/ohem/logit_seed"] = np.int64(logit_seed)
         _pack_targets(store, key + "/ohem/", cto, bto, bmo)
-        print(f"targets {key}: G={gt_boxes.shape[1]} positives {npos.tolist()} "
-              f"ohem negatives {(cto == 0).sum(axis=1).tolist()} (logit seed {logit_seed})")
+        print(
+            f"targets {key}: G={gt_boxes.shape[1]} positives {npos.tolist()} "
+            f"ohem negatives {(cto == 0).sum(axis=1).tolist()} (logit seed {logit_seed})"
+        )
     store["batches"] = np.asarray([b[0] for b in batches])
     return store
 
@@ -139,9 +149,9 @@ def build_targets(anchors):
 def _gcv_loss(cls_preds, box_preds, cls_targets, box_targets, **kw):
     mx = _mx()
     from gluoncv.loss import SSDMultiBoxLoss
+
     loss = SSDMultiBoxLoss(**kw)
-    s, c, b = loss(mx.nd.array(cls_preds), mx.nd.array(box_preds), mx.nd.array(cls_targets),
-                   mx.nd.array(box_targets))
+    s, c, b = loss(mx.nd.array(cls_preds), mx.nd.array(box_preds), mx.nd.array(cls_targets), mx.nd.array(box_targets))
     return [np.broadcast_to(v[0].asnumpy(), (cls_preds.shape[0],)).astype(np.float32) for v in (s, c, b)]
 
 
@@ -176,8 +186,10 @@ def build_loss(targets_store, n_anchors):
             raise RuntimeError(f"no loss seed with a clear hard-negative margin for {case}")
         box_preds = normal_logits(seed + 7, (batch, n_anchors, 4))
         s, c, b = _gcv_loss(cls_preds, box_preds, cls_targets, box_targets, **kw)
-        per_image = [_gcv_loss(cls_preds[i:i + 1], box_preds[i:i + 1], cls_targets[i:i + 1],
-                               box_targets[i:i + 1], **kw) for i in range(batch)]
+        per_image = [
+            _gcv_loss(cls_preds[i : i + 1], box_preds[i : i + 1], cls_targets[i : i + 1], box_targets[i : i + 1], **kw)
+            for i in range(batch)
+        ]
         store[case + "/seed"] = np.int64(seed)
         store[case + "/kwargs"] = np.asarray(json.dumps(kw))
         store[case + "/targets"] = np.asarray(f"{key}/{variant}")
@@ -192,6 +204,7 @@ def build_coders(anchors):
     """NormalizedBoxCenterDecoder (as SSD builds it) and both class decoders."""
     mx = _mx()
     from gluoncv.nn.coder import MultiClassDecoder, MultiPerClassDecoder, NormalizedBoxCenterDecoder
+
     store = {}
     seed = 4242
     box_preds = normal_logits(seed, (2, anchors.shape[0], 4))
@@ -222,11 +235,11 @@ def build_coders(anchors):
     return store
 
 
-def gcv_postprocess(cls_preds, box_preds, anchors, decoder="per_class", nms_thresh=0.45, nms_topk=400,
-                    post_nms=100):
+def gcv_postprocess(cls_preds, box_preds, anchors, decoder="per_class", nms_thresh=0.45, nms_topk=400, post_nms=100):
     """GluonCV's SSD inference path on raw outputs (ssd.py forward, inference branch)."""
     mx = _mx()
     from gluoncv.nn.coder import MultiClassDecoder, MultiPerClassDecoder, NormalizedBoxCenterDecoder
+
     nd = mx.nd
     cls_preds = nd.array(cls_preds) if isinstance(cls_preds, np.ndarray) else cls_preds
     box_preds = nd.array(box_preds) if isinstance(box_preds, np.ndarray) else box_preds
@@ -236,19 +249,39 @@ def gcv_postprocess(cls_preds, box_preds, anchors, decoder="per_class", nms_thre
     probs = nd.softmax(cls_preds, axis=-1)
     if decoder == "per_class":
         cls_ids, scores = MultiPerClassDecoder(num_fg + 1, thresh=0.01)(probs)
-        result = nd.concat(*[nd.concat(cls_ids.slice_axis(axis=-1, begin=i, end=i + 1),
-                                       scores.slice_axis(axis=-1, begin=i, end=i + 1), bboxes, dim=-1)
-                             for i in range(num_fg)], dim=1)
+        result = nd.concat(
+            *[
+                nd.concat(
+                    cls_ids.slice_axis(axis=-1, begin=i, end=i + 1),
+                    scores.slice_axis(axis=-1, begin=i, end=i + 1),
+                    bboxes,
+                    dim=-1,
+                )
+                for i in range(num_fg)
+            ],
+            dim=1,
+        )
     else:
         cls_ids, scores = MultiClassDecoder(thresh=0.01)(probs)
         result = nd.concat(cls_ids.expand_dims(-1), scores.expand_dims(-1), bboxes, dim=-1)
     if 0 < nms_thresh < 1:
-        result = nd.contrib.box_nms(result, overlap_thresh=nms_thresh, topk=nms_topk, valid_thresh=0.01,
-                                    id_index=0, score_index=1, coord_start=2, force_suppress=False)
+        result = nd.contrib.box_nms(
+            result,
+            overlap_thresh=nms_thresh,
+            topk=nms_topk,
+            valid_thresh=0.01,
+            id_index=0,
+            score_index=1,
+            coord_start=2,
+            force_suppress=False,
+        )
         if post_nms > 0:
             result = result.slice_axis(axis=1, begin=0, end=post_nms)
-    return (result.slice_axis(axis=2, begin=0, end=1), result.slice_axis(axis=2, begin=1, end=2),
-            result.slice_axis(axis=2, begin=2, end=6))
+    return (
+        result.slice_axis(axis=2, begin=0, end=1),
+        result.slice_axis(axis=2, begin=1, end=2),
+        result.slice_axis(axis=2, begin=2, end=6),
+    )
 
 
 def check_postprocess_matches_net():
@@ -259,6 +292,7 @@ def check_postprocess_matches_net():
     """
     mx = _mx()
     import gluoncv
+
     net = gluoncv.model_zoo.get_model("ssd_300_vgg16_atrous_voc", pretrained=False, pretrained_base=False)
     net.initialize()
     x = mx.nd.array(np.random.RandomState(5).uniform(-2, 2, (2, 3, 300, 300)).astype(np.float32))
@@ -280,8 +314,10 @@ def check_postprocess_matches_net():
     for a, b in zip((ids, scores, bboxes), mine):
         if not np.array_equal(a.asnumpy(), b.asnumpy()):
             raise AssertionError("restated GluonCV post-processing differs from net(x)")
-    print(f"post-processing: restatement equals net(x) in inference mode "
-          f"({(ids.asnumpy() >= 0).sum(axis=1).ravel().tolist()} detections)")
+    print(
+        f"post-processing: restatement equals net(x) in inference mode "
+        f"({(ids.asnumpy() >= 0).sum(axis=1).ravel().tolist()} detections)"
+    )
 
 
 POSTPROCESS_CONFIGS = (
@@ -337,8 +373,12 @@ def build_tutorial(anchors_store):
         "softmax": [round(float(v), 6) for v in sm],
         "ohem_logit_seed": 11,
     }
-    expected = {"num_positive_batch": 36, "num_positive_sample": [13, 23], "ohem_negatives": [39, 69],
-                "ohem_ignored": [8680, 8640]}
+    expected = {
+        "num_positive_batch": 36,
+        "num_positive_sample": [13, 23],
+        "ohem_negatives": [39, 69],
+        "ohem_ignored": [8680, 8640],
+    }
     for k, v in expected.items():
         if out[k] != v:
             raise AssertionError(f"tutorial number {k}: GluonCV gives {out[k]}, the tutorial {v}")
@@ -356,13 +396,15 @@ def _save(path, store):
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "tests", "data"))
-    parser.add_argument("--only", default="", help=f"comma-separated parts to rebuild, of {PARTS} "
-                        "(the others are read from --out)")
+    parser.add_argument(
+        "--only", default="", help=f"comma-separated parts to rebuild, of {PARTS} (the others are read from --out)"
+    )
     args = parser.parse_args(argv)
     out = os.path.abspath(args.out)
     os.makedirs(out, exist_ok=True)
     mx = _mx()
     import gluoncv
+
     mx.random.seed(0)
     np.random.seed(0)
     print(f"mxnet {mx.__version__}, gluoncv {gluoncv.__version__}, numpy {np.__version__}")

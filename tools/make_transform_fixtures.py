@@ -14,6 +14,7 @@ It writes ``tests/data/presets_ssd.npz`` and ``tests/data/presets_ssd_*.png``;
   augmented label are deterministic);
 - ``load_test`` of two PNG files (one bounded by ``short``, one by ``max_size``).
 """
+
 from __future__ import annotations
 
 import argparse

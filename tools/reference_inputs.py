@@ -7,6 +7,7 @@ stored seeds (NumPy's legacy ``RandomState`` gives the same numbers under NumPy 
 
 Shape legend: B batch, A anchors, G ground truths (padded with -1), C foreground classes.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,13 +17,17 @@ import numpy as np
 # ---------------------------------------------------------------------------------------------------
 
 ZOO_MODELS = (
-    "ssd_300_vgg16_atrous_voc", "ssd_300_vgg16_atrous_coco",
-    "ssd_512_vgg16_atrous_voc", "ssd_512_vgg16_atrous_coco",
-    "ssd_512_resnet50_v1_voc", "ssd_512_resnet50_v1_coco",
-    "ssd_512_mobilenet1.0_voc", "ssd_512_mobilenet1.0_coco",
+    "ssd_300_vgg16_atrous_voc",
+    "ssd_300_vgg16_atrous_coco",
+    "ssd_512_vgg16_atrous_voc",
+    "ssd_512_vgg16_atrous_coco",
+    "ssd_512_resnet50_v1_voc",
+    "ssd_512_resnet50_v1_coco",
+    "ssd_512_mobilenet1.0_voc",
+    "ssd_512_mobilenet1.0_coco",
 )
-IMAGE_SIZE = 300          # targets and post-processing use the ssd_300 anchors
-NUM_FG = 20               # VOC foreground classes
+IMAGE_SIZE = 300  # targets and post-processing use the ssd_300 anchors
+NUM_FG = 20  # VOC foreground classes
 TUTORIAL_GT_IDS = [[1, -1, -1, -1], [1, 3, 5, 7]]
 TUTORIAL_GT_BOXES = [
     [[10, 20, 80, 90], [-1, -1, -1, -1], [-1, -1, -1, -1], [-1, -1, -1, -1]],
@@ -117,8 +122,8 @@ def target_batch(seed, kinds):
             ids = ids.copy()
             for j in range(0, len(boxes) - 1, 2):
                 ids[j + 1] = (ids[j] + 1 + rs.randint(NUM_FG - 1)) % NUM_FG
-        gt_boxes[i, :len(boxes)] = np.asarray(boxes, np.float32)
-        gt_ids[i, :len(boxes)] = ids
+        gt_boxes[i, : len(boxes)] = np.asarray(boxes, np.float32)
+        gt_ids[i, : len(boxes)] = ids
     return gt_boxes, gt_ids
 
 
@@ -146,7 +151,8 @@ def class_decoder_probs(seed, batch=2, anchors=1000, num_class=NUM_FG + 1):
     rows = np.arange(anchors)
     cls = rs.randint(1, num_class, size=(batch, anchors))
     p[:, rows % 7 == 0, :] = np.where(
-        np.arange(num_class) == cls[:, rows % 7 == 0, None], np.float32(0.01), p[:, rows % 7 == 0, :])
+        np.arange(num_class) == cls[:, rows % 7 == 0, None], np.float32(0.01), p[:, rows % 7 == 0, :]
+    )
     tie = rows % 11 == 0
     top = p[:, tie, 1:].max(axis=-1) + np.float32(0.05)
     c1 = cls[:, tie]

@@ -3,6 +3,7 @@
 ``num_classes`` always excludes background; class heads have ``num_classes + 1`` outputs (index 0 = background).
 The public names below load on first use, so ``import ssdkit`` stays cheap.
 """
+
 from __future__ import annotations
 
 import importlib

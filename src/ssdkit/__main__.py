@@ -1,4 +1,5 @@
 """``python -m ssdkit ...``: the same command line as the ``ssdkit`` script (torchrun runs modules this way)."""
+
 import sys
 
 from .cli import main

@@ -13,6 +13,7 @@ GluonCV precomputes each layer on a 128x128 (then halving, at least 16) grid and
 size; generating directly on the feature grid gives the same values for every size that crop allows
 and keeps working for larger inputs.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,8 +47,9 @@ class AnchorSpec:
         object.__setattr__(self, "sizes", tuple(float(s) for s in self.sizes))
         object.__setattr__(self, "steps", tuple(float(s) for s in self.steps))
         if len(self.sizes) != len(self.steps) + 1:
-            raise ValueError(f"sizes needs {len(self.steps) + 1} entries for {len(self.steps)} layers, "
-                             f"got {len(self.sizes)}")
+            raise ValueError(
+                f"sizes needs {len(self.steps) + 1} entries for {len(self.steps)} layers, got {len(self.sizes)}"
+            )
         if len(self.ratios) != len(self.steps):
             raise ValueError(f"ratios needs one list per layer ({len(self.steps)}), got {len(self.ratios)}")
 
@@ -88,9 +90,17 @@ def _shape_templates(smin: float, smax: float, ratios: Sequence[float]) -> list[
     return wh
 
 
-def layer_anchors(feat_h: int, feat_w: int, smin: float, smax: float, ratios: Sequence[float], step: float,
-                  offsets: tuple[float, float] = (0.5, 0.5), device=None,
-                  dtype: torch.dtype = torch.float32) -> Tensor:
+def layer_anchors(
+    feat_h: int,
+    feat_w: int,
+    smin: float,
+    smax: float,
+    ratios: Sequence[float],
+    step: float,
+    offsets: tuple[float, float] = (0.5, 0.5),
+    device=None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
     """Anchors of one layer: ``Tensor[feat_h * feat_w * K, 4]`` centre form, order (y, x, anchor)."""
     wh = torch.tensor(_shape_templates(smin, smax, ratios), dtype=torch.float64)  # [K, 2]
     cy = (torch.arange(feat_h, dtype=torch.float64) + offsets[0]) * step
@@ -103,15 +113,26 @@ def layer_anchors(feat_h: int, feat_w: int, smin: float, smax: float, ratios: Se
     return anchors.to(device=device, dtype=dtype)
 
 
-def ssd_anchors(spec: AnchorSpec, feature_shapes: Sequence[tuple[int, int]], device=None,
-                dtype: torch.dtype = torch.float32) -> Tensor:
+def ssd_anchors(
+    spec: AnchorSpec, feature_shapes: Sequence[tuple[int, int]], device=None, dtype: torch.dtype = torch.float32
+) -> Tensor:
     """All anchors of a model: ``Tensor[1, A, 4]`` centre form in input pixels, GluonCV order."""
     if len(feature_shapes) != spec.num_layers:
-        raise ValueError(f"anchor preset has {spec.num_layers} layers but the network gave "
-                         f"{len(feature_shapes)} feature maps")
+        raise ValueError(
+            f"anchor preset has {spec.num_layers} layers but the network gave {len(feature_shapes)} feature maps"
+        )
     parts = [
-        layer_anchors(h, w, spec.sizes[i], spec.sizes[i + 1], spec.ratios[i], spec.steps[i], spec.offsets,
-                      device=device, dtype=dtype)
+        layer_anchors(
+            h,
+            w,
+            spec.sizes[i],
+            spec.sizes[i + 1],
+            spec.ratios[i],
+            spec.steps[i],
+            spec.offsets,
+            device=device,
+            dtype=dtype,
+        )
         for i, (h, w) in enumerate(feature_shapes)
     ]
     return torch.cat(parts, dim=0)[None]
@@ -120,7 +141,8 @@ def ssd_anchors(spec: AnchorSpec, feature_shapes: Sequence[tuple[int, int]], dev
 def ssd_anchor_grid(spec: AnchorSpec, feature_shapes: Sequence[tuple[int, int]]) -> AnchorGrid:
     """The grid layout of :func:`ssd_anchors` ``(spec, feature_shapes)``."""
     if len(feature_shapes) != spec.num_layers:
-        raise ValueError(f"anchor preset has {spec.num_layers} layers but the network gave "
-                         f"{len(feature_shapes)} feature maps")
+        raise ValueError(
+            f"anchor preset has {spec.num_layers} layers but the network gave {len(feature_shapes)} feature maps"
+        )
     per_position = spec.anchors_per_position()
     return AnchorGrid(tuple((int(h), int(w), k) for (h, w), k in zip(feature_shapes, per_position)))

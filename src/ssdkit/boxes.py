@@ -13,6 +13,7 @@ Every IoU in ssdkit is one of these:
 - :func:`grid_gt_anchor_iou` the same numbers computed separably on the anchors' per-layer grid;
 - :func:`paired_box_iou_numpy` row i with row i, in NumPy with GluonCV's arithmetic (the VOC metric).
 """
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -124,10 +125,10 @@ def grid_gt_anchor_iou(gt_boxes_xyxy: Tensor, anchors_xyxy: Tensor, grid: Anchor
     start = 0
     for h, w, k in grid.layers:
         n = h * w * k
-        block = anchors_xyxy[start:start + n].reshape(h, w, k, 4)
+        block = anchors_xyxy[start : start + n].reshape(h, w, k, 4)
         iw = _overlap(gx1, gx2, block[0, :, :, 0].contiguous(), block[0, :, :, 2].contiguous())  # [B, G, W, K]
         ih = _overlap(gy1, gy2, block[:, 0, :, 1].contiguous(), block[:, 0, :, 3].contiguous())  # [B, G, H, K]
-        torch.mul(iw[:, :, None], ih[:, :, :, None], out=inter[:, :, start:start + n].view(b, g, h, w, k))
+        torch.mul(iw[:, :, None], ih[:, :, :, None], out=inter[:, :, start : start + n].view(b, g, h, w, k))
         start += n
     ax1, ay1, ax2, ay2 = anchors_xyxy.unbind(-1)
     area_a = (ax2 - ax1).clamp_(min=0) * (ay2 - ay1).clamp_(min=0)  # [A]
@@ -155,13 +156,12 @@ def paired_box_iou_numpy(boxes1_xyxy: np.ndarray, boxes2_xyxy: np.ndarray) -> np
 def clip_boxes_xyxy(boxes_xyxy: Tensor, width: float, height: float) -> Tensor:
     """Clip ``Tensor[..., 4]`` corners to ``[0, width] x [0, height]``."""
     x1, y1, x2, y2 = boxes_xyxy.unbind(-1)
-    return torch.stack(
-        (x1.clamp(0, width), y1.clamp(0, height), x2.clamp(0, width), y2.clamp(0, height)), dim=-1
-    )
+    return torch.stack((x1.clamp(0, width), y1.clamp(0, height), x2.clamp(0, width), y2.clamp(0, height)), dim=-1)
 
 
-def validate_gt(gt_boxes_xyxy: Tensor, gt_ids: Tensor, num_classes: int | None = None,
-                name: str = "gt_boxes") -> tuple[Tensor, Tensor]:
+def validate_gt(
+    gt_boxes_xyxy: Tensor, gt_ids: Tensor, num_classes: int | None = None, name: str = "gt_boxes"
+) -> tuple[Tensor, Tensor]:
     """Check a padded ground-truth batch and return ``(gt_boxes Tensor[B, G, 4], gt_ids Tensor[B, G])``.
 
     Rows whose id is negative are padding and may hold anything. Every other row must hold finite

@@ -1,5 +1,6 @@
 """``ssdkit`` command line: train, eval, predict, export, convert, ablate, models. The only module that parses
 arguments."""
+
 from __future__ import annotations
 
 import argparse
@@ -44,8 +45,16 @@ def _float_list(text: str) -> list[float]:
 
 def add_train_options(p: argparse.ArgumentParser) -> None:
     """The options of ``ssdkit train`` (shared with ``ssdkit ablate``). Unset options take the data set's preset."""
-    from .engine.config import (DATASETS, DECODERS, GLUONCV_DECAY_EPOCHS, INITS, LOSS_NORMS,
-                                SYNTHETIC_TRAIN_OBJECTS, TrainConfig, preset)
+    from .engine.config import (
+        DATASETS,
+        DECODERS,
+        GLUONCV_DECAY_EPOCHS,
+        INITS,
+        LOSS_NORMS,
+        SYNTHETIC_TRAIN_OBJECTS,
+        TrainConfig,
+        preset,
+    )
 
     voc, syn = preset("voc"), preset("synthetic")
     d = TrainConfig()  # the defaults of every option that has one
@@ -54,33 +63,62 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         return f"voc/coco: {voc[key]:g}; synthetic: {syn[key]:g}"
 
     g = p.add_argument_group("what to train")
-    g.add_argument("--model", help="zoo model name (see `ssdkit models`); default: ssd_tiny_synthetic for the "
-                                   "synthetic set, ssd_300_vgg16_atrous_<voc|coco|custom> otherwise")
-    g.add_argument("--dataset", choices=DATASETS, default=d.dataset,
-                   help="synthetic (built in, default), voc (VOCdevkit), coco (COCO json + images), "
-                        "voc-folder (a VOC-format folder with your own classes)")
+    g.add_argument(
+        "--model",
+        help="zoo model name (see `ssdkit models`); default: ssd_tiny_synthetic for the "
+        "synthetic set, ssd_300_vgg16_atrous_<voc|coco|custom> otherwise",
+    )
+    g.add_argument(
+        "--dataset",
+        choices=DATASETS,
+        default=d.dataset,
+        help="synthetic (built in, default), voc (VOCdevkit), coco (COCO json + images), "
+        "voc-folder (a VOC-format folder with your own classes)",
+    )
     g.add_argument("--data-root", help="folder of the data set (VOCdevkit, COCO root or the VOC-format folder)")
-    g.add_argument("--train-splits", help="comma-separated, e.g. 2007_trainval,2012_trainval (voc), "
-                                          "instances_train2017 (coco), train (voc-folder)")
+    g.add_argument(
+        "--train-splits",
+        help="comma-separated, e.g. 2007_trainval,2012_trainval (voc), instances_train2017 (coco), train (voc-folder)",
+    )
     g.add_argument("--val-splits", help="e.g. 2007_test (voc), instances_val2017 (coco), val (voc-folder)")
     g.add_argument("--classes", type=_csv_list, help="comma-separated class names (voc-folder / synthetic)")
     g.add_argument("--data-shape", type=int, help="input size in pixels (default: the model's)")
     g.add_argument("--pretrained-base", help="local ImageNet weights file for the backbone (never downloaded)")
     g.add_argument("--pretrained", help="local ssdkit checkpoint to start from")
-    g.add_argument("--synthetic-train-size", type=int, default=d.synthetic_train_size,
-                   help=f"synthetic training images per epoch (default {d.synthetic_train_size})")
-    g.add_argument("--synthetic-val-size", type=int, default=d.synthetic_val_size,
-                   help=f"images in the synthetic val split (default {d.synthetic_val_size})")
-    g.add_argument("--synthetic-fresh", action=argparse.BooleanOptionalAction, default=d.synthetic_fresh,
-                   help="new synthetic training images every epoch (default); --no-synthetic-fresh repeats the "
-                        "same --synthetic-train-size images each epoch")
-    g.add_argument("--synthetic-train-objects", type=_int_list, metavar="MIN,MAX",
-                   help=f"objects per synthetic training image in the first --synthetic-dense-epochs epochs "
-                        f"(default {','.join(map(str, SYNTHETIC_TRAIN_OBJECTS))}: denser than the val split's 1-10, "
-                        "more to learn from per image)")
-    g.add_argument("--synthetic-dense-epochs", type=int, metavar="N",
-                   help="epochs trained on those dense images; later ones have 1-10 objects like the val split "
-                        "(default: the epochs before the first LR decay)")
+    g.add_argument(
+        "--synthetic-train-size",
+        type=int,
+        default=d.synthetic_train_size,
+        help=f"synthetic training images per epoch (default {d.synthetic_train_size})",
+    )
+    g.add_argument(
+        "--synthetic-val-size",
+        type=int,
+        default=d.synthetic_val_size,
+        help=f"images in the synthetic val split (default {d.synthetic_val_size})",
+    )
+    g.add_argument(
+        "--synthetic-fresh",
+        action=argparse.BooleanOptionalAction,
+        default=d.synthetic_fresh,
+        help="new synthetic training images every epoch (default); --no-synthetic-fresh repeats the "
+        "same --synthetic-train-size images each epoch",
+    )
+    g.add_argument(
+        "--synthetic-train-objects",
+        type=_int_list,
+        metavar="MIN,MAX",
+        help=f"objects per synthetic training image in the first --synthetic-dense-epochs epochs "
+        f"(default {','.join(map(str, SYNTHETIC_TRAIN_OBJECTS))}: denser than the val split's 1-10, "
+        "more to learn from per image)",
+    )
+    g.add_argument(
+        "--synthetic-dense-epochs",
+        type=int,
+        metavar="N",
+        help="epochs trained on those dense images; later ones have 1-10 objects like the val split "
+        "(default: the epochs before the first LR decay)",
+    )
 
     g = p.add_argument_group("recipe (defaults: GluonCV's train_ssd.py; a CPU recipe for the synthetic set)")
     g.add_argument("--epochs", type=int, help=f"training epochs ({both('epochs')})")
@@ -89,71 +127,136 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--lr", type=float, help=f"learning rate ({both('lr')})")
     g.add_argument("--momentum", type=float, default=d.momentum, help=f"SGD momentum (default {d.momentum:g})")
     g.add_argument("--wd", type=float, default=d.wd, help=f"weight decay on every parameter (default {d.wd:g})")
-    g.add_argument("--lr-decay", type=float, default=d.lr_decay,
-                   help=f"LR factor at each decay epoch (default {d.lr_decay:g})")
-    g.add_argument("--lr-decay-epochs", type=_int_list,
-                   help=f"epochs at which the LR decays (voc/coco: {','.join(map(str, GLUONCV_DECAY_EPOCHS))}; "
-                        f"synthetic: {','.join(map(str, syn['lr_decay_epochs']))}; scaled when --epochs changes)")
+    g.add_argument(
+        "--lr-decay", type=float, default=d.lr_decay, help=f"LR factor at each decay epoch (default {d.lr_decay:g})"
+    )
+    g.add_argument(
+        "--lr-decay-epochs",
+        type=_int_list,
+        help=f"epochs at which the LR decays (voc/coco: {','.join(map(str, GLUONCV_DECAY_EPOCHS))}; "
+        f"synthetic: {','.join(map(str, syn['lr_decay_epochs']))}; scaled when --epochs changes)",
+    )
     g.add_argument("--warmup-epochs", type=float, help=f"linear LR warmup ({both('warmup_epochs')})")
-    g.add_argument("--augment", choices=("gluoncv", "light", "none"),
-                   help="gluoncv: GluonCV's SSD train preset (voc/coco default); light: flip + colour; none: "
-                        "resize only (synthetic default)")
-    g.add_argument("--match-iou", type=float,
-                   help="an anchor whose IoU with a ground truth is at least this is a positive, besides each "
-                        "ground truth's best anchor (default: the model's, 0.5 as GluonCV, 0.4 for the tiny models)")
+    g.add_argument(
+        "--augment",
+        choices=("gluoncv", "light", "none"),
+        help="gluoncv: GluonCV's SSD train preset (voc/coco default); light: flip + colour; none: "
+        "resize only (synthetic default)",
+    )
+    g.add_argument(
+        "--match-iou",
+        type=float,
+        help="an anchor whose IoU with a ground truth is at least this is a positive, besides each "
+        "ground truth's best anchor (default: the model's, 0.5 as GluonCV, 0.4 for the tiny models)",
+    )
 
     g = p.add_argument_group("the seed tutorial's three tips")
-    g.add_argument("--loss-norm", choices=LOSS_NORMS, default=d.loss_norm,
-                   help="tip 1: divide the loss by the positives of the whole batch or of each image")
-    g.add_argument("--init", choices=INITS, help="tip 2: initializer of the added layers (extras + heads); "
-                                                 "default as GluonCV: xavier heads, model-specific extras")
-    g.add_argument("--decoder", choices=DECODERS, default=d.decoder,
-                   help="tip 3: class decoding before NMS at evaluation")
+    g.add_argument(
+        "--loss-norm",
+        choices=LOSS_NORMS,
+        default=d.loss_norm,
+        help="tip 1: divide the loss by the positives of the whole batch or of each image",
+    )
+    g.add_argument(
+        "--init",
+        choices=INITS,
+        help="tip 2: initializer of the added layers (extras + heads); "
+        "default as GluonCV: xavier heads, model-specific extras",
+    )
+    g.add_argument(
+        "--decoder", choices=DECODERS, default=d.decoder, help="tip 3: class decoding before NMS at evaluation"
+    )
 
     g = p.add_argument_group("running")
-    g.add_argument("--device", default=d.device,
-                   help="auto (CUDA if available; under torchrun the GPU of LOCAL_RANK), cpu, cuda, cuda:1 ...")
-    g.add_argument("--amp", action=argparse.BooleanOptionalAction, default=d.amp,
-                   help="mixed precision: float16 on CUDA, bfloat16 on CPU (default: on for the synthetic set when "
-                        "the device runs it natively, off for voc/coco as GluonCV)")
-    g.add_argument("--compile", action="store_true",
-                   help="torch.compile the model for training (faster steps after a compile time at the start)")
-    g.add_argument("--num-workers", type=int,
-                   help=f"DataLoader worker processes per training process ({both('num_workers')})")
-    g.add_argument("--procs", type=int,
-                   help=f"training processes on this machine, data parallel (each takes batch-size / procs images "
-                        f"a step and its share of the CPU cores, or one GPU; rank 0 evaluates and saves) "
-                        f"({both('procs')}); under torchrun the processes are torchrun's")
+    g.add_argument(
+        "--device",
+        default=d.device,
+        help="auto (CUDA if available; under torchrun the GPU of LOCAL_RANK), cpu, cuda, cuda:1 ...",
+    )
+    g.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=d.amp,
+        help="mixed precision: float16 on CUDA, bfloat16 on CPU (default: on for the synthetic set when "
+        "the device runs it natively, off for voc/coco as GluonCV)",
+    )
+    g.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the model for training (faster steps after a compile time at the start)",
+    )
+    g.add_argument(
+        "--num-workers", type=int, help=f"DataLoader worker processes per training process ({both('num_workers')})"
+    )
+    g.add_argument(
+        "--procs",
+        type=int,
+        help=f"training processes on this machine, data parallel (each takes batch-size / procs images "
+        f"a step and its share of the CPU cores, or one GPU; rank 0 evaluates and saves) "
+        f"({both('procs')}); under torchrun the processes are torchrun's",
+    )
     g.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed}, as GluonCV)")
-    g.add_argument("--time-budget", type=float, metavar="MINUTES",
-                   help=f"synthetic data: measure this machine's speed first, then fit the images per epoch (and, "
-                        f"if need be, the epochs and LR decay points) so that the run ends within MINUTES, "
-                        f"evaluation included (default {syn['time_budget']:g}; 0: train the whole recipe)")
+    g.add_argument(
+        "--time-budget",
+        type=float,
+        metavar="MINUTES",
+        help=f"synthetic data: measure this machine's speed first, then fit the images per epoch (and, "
+        f"if need be, the epochs and LR decay points) so that the run ends within MINUTES, "
+        f"evaluation included (default {syn['time_budget']:g}; 0: train the whole recipe)",
+    )
     g.add_argument("--output", help="run folder (default runs/<model>-<dataset>-<time>)")
-    g.add_argument("--resume", help="a checkpoint (last.pt) to continue exactly where it stopped, or 'auto': the "
-                                    "--output folder's last.pt when there is one (else a new run)")
-    g.add_argument("--checkpoint-steps", type=int, default=d.checkpoint_steps, metavar="N",
-                   help="also save last.pt every N steps inside an epoch (default: at epoch ends only)")
-    g.add_argument("--max-bad-steps", type=int, default=d.max_bad_steps, metavar="K",
-                   help=f"a step with a non-finite loss or gradient is skipped; stop after K in a row "
-                        f"(default {d.max_bad_steps})")
-    g.add_argument("--val-interval", type=int, help=f"evaluate every N epochs and after the last (default: voc "
-                                                    f"{voc['val_interval']}, coco {preset('coco')['val_interval']}, "
-                                                    f"synthetic {syn['val_interval']}, or less so that a run "
-                                                    f"evaluates at least three times)")
-    g.add_argument("--save-interval", type=int, default=d.save_interval,
-                   help=f"keep epoch_XXXX.pt every N epochs (default {d.save_interval})")
-    g.add_argument("--log-interval", type=int, default=d.log_interval,
-                   help=f"log the loss every N steps (default {d.log_interval})")
-    g.add_argument("--on-bad-sample", choices=("skip", "error"), default=d.on_bad_sample,
-                   help="a corrupt image or bad annotation: report and skip it (default), or stop")
+    g.add_argument(
+        "--resume",
+        help="a checkpoint (last.pt) to continue exactly where it stopped, or 'auto': the "
+        "--output folder's last.pt when there is one (else a new run)",
+    )
+    g.add_argument(
+        "--checkpoint-steps",
+        type=int,
+        default=d.checkpoint_steps,
+        metavar="N",
+        help="also save last.pt every N steps inside an epoch (default: at epoch ends only)",
+    )
+    g.add_argument(
+        "--max-bad-steps",
+        type=int,
+        default=d.max_bad_steps,
+        metavar="K",
+        help=f"a step with a non-finite loss or gradient is skipped; stop after K in a row (default {d.max_bad_steps})",
+    )
+    g.add_argument(
+        "--val-interval",
+        type=int,
+        help=f"evaluate every N epochs and after the last (default: voc "
+        f"{voc['val_interval']}, coco {preset('coco')['val_interval']}, "
+        f"synthetic {syn['val_interval']}, or less so that a run "
+        f"evaluates at least three times)",
+    )
+    g.add_argument(
+        "--save-interval",
+        type=int,
+        default=d.save_interval,
+        help=f"keep epoch_XXXX.pt every N epochs (default {d.save_interval})",
+    )
+    g.add_argument(
+        "--log-interval",
+        type=int,
+        default=d.log_interval,
+        help=f"log the loss every N steps (default {d.log_interval})",
+    )
+    g.add_argument(
+        "--on-bad-sample",
+        choices=("skip", "error"),
+        default=d.on_bad_sample,
+        help="a corrupt image or bad annotation: report and skip it (default), or stop",
+    )
     g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
 def config_from_args(args: argparse.Namespace):
-    from .engine.config import TrainConfig
-
     import dataclasses
+
+    from .engine.config import TrainConfig
 
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     return TrainConfig(**{k: v for k, v in vars(args).items() if k in fields})
@@ -161,20 +264,29 @@ def config_from_args(args: argparse.Namespace):
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="ssdkit", description="Train, evaluate and run SSD object detectors (GluonCV's SSD on PyTorch).",
-        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+        prog="ssdkit",
+        description="Train, evaluate and run SSD object detectors (GluonCV's SSD on PyTorch).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     from . import __version__
 
     parser.add_argument("--version", action="version", version=f"ssdkit {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("train", help="train a detector (default: built-in synthetic data, small CPU model)",
-                       description="Train an SSD. With no options: the built-in synthetic shapes data set and the "
-                                   "small ssd_tiny_synthetic model, within a 10-minute time budget.")
+    p = sub.add_parser(
+        "train",
+        help="train a detector (default: built-in synthetic data, small CPU model)",
+        description="Train an SSD. With no options: the built-in synthetic shapes data set and the "
+        "small ssd_tiny_synthetic model, within a 10-minute time budget.",
+    )
     add_train_options(p)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint and print the per-class AP table",
-                       description="Evaluate a checkpoint on its validation split (or another data set).")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint and print the per-class AP table",
+        description="Evaluate a checkpoint on its validation split (or another data set).",
+    )
     p.add_argument("--checkpoint", required=True, help="a .pt file written by `ssdkit train`")
     p.add_argument("--dataset", help="override the data set stored in the checkpoint")
     p.add_argument("--data-root", help="override the data root stored in the checkpoint")
@@ -185,9 +297,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
 
-    p = sub.add_parser("predict", help="detect objects in image files",
-                       description="Run a checkpoint on images: prints boxes as JSON and writes pictures with "
-                                   "the boxes drawn.")
+    p = sub.add_parser(
+        "predict",
+        help="detect objects in image files",
+        description="Run a checkpoint on images: prints boxes as JSON and writes pictures with the boxes drawn.",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="a .pt file written by `ssdkit train`")
     src.add_argument("--onnx", help="an ONNX file written by `ssdkit export` (runs on ONNX Runtime)")
@@ -196,41 +310,68 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="folder for the pictures with boxes (default: beside the checkpoint)")
     p.add_argument("--device", default="auto")
 
-    p = sub.add_parser("export", help="write a detector as ONNX or TorchScript, decoding and NMS inside",
-                       description="Export a checkpoint or zoo model: input images float32 [N, 3, H, W] (as "
-                                   "net.detect takes), outputs ids [N, 100], scores [N, 100], boxes [N, 100, 4] "
-                                   "(input pixels, -1 padded). The file's metadata holds the class names and the "
-                                   "preprocessing.")
+    p = sub.add_parser(
+        "export",
+        help="write a detector as ONNX or TorchScript, decoding and NMS inside",
+        description="Export a checkpoint or zoo model: input images float32 [N, 3, H, W] (as "
+        "net.detect takes), outputs ids [N, 100], scores [N, 100], boxes [N, 100, 4] "
+        "(input pixels, -1 padded). The file's metadata holds the class names and the "
+        "preprocessing.",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="a .pt file written by `ssdkit train`")
     src.add_argument("--model", help="a zoo model name (see `ssdkit models`)")
     p.add_argument("--pretrained", help="with --model: a local weights file (ssdkit state dict or checkpoint)")
     p.add_argument("--output", required=True, help="the file to write, e.g. model.onnx")
-    p.add_argument("--format", choices=("onnx", "torchscript"), default="onnx",
-                   help="onnx (default; ONNX Runtime and others) or torchscript (torch.jit.load, nothing else needed)")
+    p.add_argument(
+        "--format",
+        choices=("onnx", "torchscript"),
+        default="onnx",
+        help="onnx (default; ONNX Runtime and others) or torchscript (torch.jit.load, nothing else needed)",
+    )
     p.add_argument("--opset", type=int, help="ONNX opset (default 18)")
-    p.add_argument("--raw", action="store_true",
-                   help="export the network's raw outputs (cls_preds, box_preds) and the anchors only")
+    p.add_argument(
+        "--raw",
+        action="store_true",
+        help="export the network's raw outputs (cls_preds, box_preds) and the anchors only",
+    )
 
-    p = sub.add_parser("ablate", help="measure the seed tutorial's three tips with paired runs",
-                       description="Train paired runs that differ only in one tip, evaluate them, and report each "
-                                   "arm's mAP with a 95%% confidence interval of the paired difference.")
-    p.add_argument("--tip", default="all", metavar="TIP[,TIP]",
-                   help="loss-norm, init, decoder, a comma-separated list of them, or all (default)")
+    p = sub.add_parser(
+        "ablate",
+        help="measure the seed tutorial's three tips with paired runs",
+        description="Train paired runs that differ only in one tip, evaluate them, and report each "
+        "arm's mAP with a 95%% confidence interval of the paired difference.",
+    )
+    p.add_argument(
+        "--tip",
+        default="all",
+        metavar="TIP[,TIP]",
+        help="loss-norm, init, decoder, a comma-separated list of them, or all (default)",
+    )
     p.add_argument("--seeds", type=int, default=3, help="paired runs per arm (different seeds)")
-    p.add_argument("--lr-sweep", type=_float_list, metavar="LR1,LR2,...",
-                   help="train every arm at each of these learning rates; each arm's rate is chosen on a selection "
-                        "split of the validation images and its mAP reported on a disjoint report split "
-                        "(default: the recipe's --lr only)")
-    p.add_argument("--extra-inits", type=_csv_list, metavar="INIT,...",
-                   help="more --init schemes for the init tip (e.g. xavier,kaiming_fan_out), trained at the rate "
-                        "of its best arm")
+    p.add_argument(
+        "--lr-sweep",
+        type=_float_list,
+        metavar="LR1,LR2,...",
+        help="train every arm at each of these learning rates; each arm's rate is chosen on a selection "
+        "split of the validation images and its mAP reported on a disjoint report split "
+        "(default: the recipe's --lr only)",
+    )
+    p.add_argument(
+        "--extra-inits",
+        type=_csv_list,
+        metavar="INIT,...",
+        help="more --init schemes for the init tip (e.g. xavier,kaiming_fan_out), trained at the rate of its best arm",
+    )
     add_train_options(p)
 
-    p = sub.add_parser("convert", help="turn a GluonCV .params file into an ssdkit checkpoint",
-                       description="Read a GluonCV SSD model file (MXNet .params, from the GluonCV model zoo or "
-                                   "Gluon's save_parameters; no MXNet needed) and write an ssdkit checkpoint that "
-                                   "`ssdkit eval`, `predict` and `train --pretrained` take.")
+    p = sub.add_parser(
+        "convert",
+        help="turn a GluonCV .params file into an ssdkit checkpoint",
+        description="Read a GluonCV SSD model file (MXNet .params, from the GluonCV model zoo or "
+        "Gluon's save_parameters; no MXNet needed) and write an ssdkit checkpoint that "
+        "`ssdkit eval`, `predict` and `train --pretrained` take.",
+    )
     p.add_argument("params", help="the .params file (nothing is downloaded)")
     p.add_argument("--model", required=True, help="zoo name of the file's model, e.g. ssd_300_vgg16_atrous_voc")
     p.add_argument("--classes", type=_csv_list, help="comma-separated class names (*_custom models)")
@@ -255,18 +396,26 @@ def _cmd_train(args) -> int:
         return 143  # 128 + SIGTERM: the run is not finished
     key = "voc07_map" if args.dataset != "coco" else "coco_ap"
     minutes = (time.time() - started) / 60
-    print(f"done: final {key} {result.last_map:.4f} (best {result.best_map:.4f}) after {minutes:.1f} min; "
-          f"run folder {result.output}")
+    print(
+        f"done: final {key} {result.last_map:.4f} (best {result.best_map:.4f}) after {minutes:.1f} min; "
+        f"run folder {result.output}"
+    )
     return 0
 
 
 def _cmd_eval(args) -> int:
     from .engine.evaluation import evaluate_checkpoint
 
-    names, values, table = evaluate_checkpoint(args.checkpoint, dataset=args.dataset, data_root=args.data_root,
-                                               val_splits=args.val_splits, decoder=args.decoder,
-                                               batch_size=args.batch_size, device=args.device,
-                                               num_workers=args.num_workers)
+    names, values, table = evaluate_checkpoint(
+        args.checkpoint,
+        dataset=args.dataset,
+        data_root=args.data_root,
+        val_splits=args.val_splits,
+        decoder=args.decoder,
+        batch_size=args.batch_size,
+        device=args.device,
+        num_workers=args.num_workers,
+    )
     if args.json:
         from .metrics.report import metrics_to_dict
 
@@ -279,8 +428,14 @@ def _cmd_eval(args) -> int:
 def _cmd_predict(args) -> int:
     from .engine.evaluation import predict_images
 
-    out = predict_images(args.checkpoint, args.images, score_thresh=args.score_thresh, output=args.output,
-                         device=args.device, onnx=args.onnx)
+    out = predict_images(
+        args.checkpoint,
+        args.images,
+        score_thresh=args.score_thresh,
+        output=args.output,
+        device=args.device,
+        onnx=args.onnx,
+    )
     print(json.dumps(out, indent=2))
     return 0
 
@@ -292,8 +447,15 @@ def _cmd_export(args) -> int:
         from .engine.config import ConfigError
 
         raise ConfigError("--pretrained goes with --model (a checkpoint holds its own weights)")
-    out = export_model(args.output, checkpoint=args.checkpoint, model=args.model, pretrained=args.pretrained,
-                       fmt=args.format, opset=args.opset, raw=args.raw)
+    out = export_model(
+        args.output,
+        checkpoint=args.checkpoint,
+        model=args.model,
+        pretrained=args.pretrained,
+        fmt=args.format,
+        opset=args.opset,
+        raw=args.raw,
+    )
     print(json.dumps(out, indent=2))
     return 0
 
@@ -301,8 +463,13 @@ def _cmd_export(args) -> int:
 def _cmd_ablate(args) -> int:
     from .engine.ablate import run_ablation
 
-    run_ablation(config_from_args(args), tip=args.tip, seeds=args.seeds, lr_sweep=args.lr_sweep,
-                 extra_inits=args.extra_inits or ())
+    run_ablation(
+        config_from_args(args),
+        tip=args.tip,
+        seeds=args.seeds,
+        lr_sweep=args.lr_sweep,
+        extra_inits=args.extra_inits or (),
+    )
     return 0
 
 
@@ -319,11 +486,23 @@ def _cmd_convert(args) -> int:
         raise ConfigError(str(err)) from None
     kind = args.model.rsplit("_", 1)[-1]
     dataset = {"voc": "voc", "coco": "coco"}.get(kind, "voc-folder")
-    config = TrainConfig(model=args.model, dataset=dataset, data_shape=net.data_shape,
-                         classes=list(net.classes) if dataset == "voc-folder" else None)
-    save_checkpoint(args.output, {"model": net.state_dict(), "config": config.to_dict(), "classes": list(net.classes),
-                                  "model_name": args.model, "data_shape": net.data_shape,
-                                  "converted_from": os.path.basename(args.params)})
+    config = TrainConfig(
+        model=args.model,
+        dataset=dataset,
+        data_shape=net.data_shape,
+        classes=list(net.classes) if dataset == "voc-folder" else None,
+    )
+    save_checkpoint(
+        args.output,
+        {
+            "model": net.state_dict(),
+            "config": config.to_dict(),
+            "classes": list(net.classes),
+            "model_name": args.model,
+            "data_shape": net.data_shape,
+            "converted_from": os.path.basename(args.params),
+        },
+    )
     print(f"wrote {args.output}: {args.model}, {len(net.classes)} classes, from {args.params}")
     return 0
 
@@ -348,8 +527,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .engine.config import ConfigError
     from .engine.distributed import ProcessFailed
 
-    handlers = {"train": _cmd_train, "eval": _cmd_eval, "predict": _cmd_predict, "export": _cmd_export,
-                "ablate": _cmd_ablate, "convert": _cmd_convert, "models": _cmd_models}
+    handlers = {
+        "train": _cmd_train,
+        "eval": _cmd_eval,
+        "predict": _cmd_predict,
+        "export": _cmd_export,
+        "ablate": _cmd_ablate,
+        "convert": _cmd_convert,
+        "models": _cmd_models,
+    }
     try:
         return handlers[args.command](args)
     except ConfigError as err:

@@ -3,6 +3,7 @@
 Shape legend: B batch, A anchors, G ground truths, C foreground classes (``num_classes``; heads have C+1
 outputs, index 0 is background).
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -60,8 +61,9 @@ class NormalizedBoxCenterEncoder(nn.Module):
         t3 = (torch.log(g[..., 3] / a[..., 3]) - self.means[3]) / self.stds[3]
         return torch.stack((t0, t1, t2, t3), dim=-1)
 
-    def forward(self, samples: Tensor, matches: Tensor, anchors_xyxy: Tensor, refs_xyxy: Tensor
-                ) -> tuple[Tensor, Tensor]:
+    def forward(
+        self, samples: Tensor, matches: Tensor, anchors_xyxy: Tensor, refs_xyxy: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """``(samples Tensor[B,A], matches Tensor[B,A], anchors_xyxy Tensor[1|B,A,4], refs_xyxy Tensor[B,G,4])``
         -> ``(targets Tensor[B,A,4], masks Tensor[B,A,4])``. Only the positives are encoded (a few percent of the
         anchors); the rest stay 0."""
@@ -81,8 +83,9 @@ class NormalizedBoxCenterDecoder(nn.Module):
     """Inverse of :class:`NormalizedBoxCenterEncoder` on centre-form anchors; no clamp on ``dw``/``dh``
     unless ``clip`` is given (GluonCV's SSD uses none)."""
 
-    def __init__(self, stds: Sequence[float] = BOX_STDS, means: Sequence[float] = (0.0, 0.0, 0.0, 0.0),
-                 clip: float | None = None):
+    def __init__(
+        self, stds: Sequence[float] = BOX_STDS, means: Sequence[float] = (0.0, 0.0, 0.0, 0.0), clip: float | None = None
+    ):
         super().__init__()
         self.stds = tuple(float(s) for s in stds)
         self.means = tuple(float(m) for m in means)

@@ -1,4 +1,5 @@
 """Constants shared by the data sets, the transforms and the models, each defined once here."""
+
 from __future__ import annotations
 
 __all__ = ["BOX_STDS", "IMAGENET_MEAN", "IMAGENET_STD", "VOC_CLASSES"]
@@ -12,7 +13,24 @@ BOX_STDS = (0.1, 0.1, 0.2, 0.2)
 
 #: Pascal VOC's 20 classes in GluonCV's order (ids 0-19).
 VOC_CLASSES = (
-    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
     "tvmonitor",
 )

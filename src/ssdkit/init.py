@@ -3,12 +3,12 @@
 Fans follow MXNet (and PyTorch): for a conv weight ``[out, in/groups, kh, kw]``,
 ``fan_in = in/groups * kh * kw`` and ``fan_out = out * kh * kw``.
 
-| scheme                  | conv / linear weight                                  | MXNet name                          |
-| ----------------------- | ----------------------------------------------------- | ----------------------------------- |
-| ``"xavier"``            | U(-b, b), ``b = sqrt(2 / ((fan_in + fan_out) / 2))``  | Xavier(uniform, avg, magnitude=2)   |
-| ``"xavier_gaussian_out"`` | N(0, ``sqrt(2 / fan_out)``)                         | Xavier(gaussian, out, magnitude=2)  |
-| ``"kaiming_fan_out"``   | N(0, ``sqrt(2 / fan_out)``) (same numbers as above)   | ``kaiming_normal_(fan_out, relu)``  |
-| ``"uniform"``           | U(-0.07, 0.07)                                        | Uniform(0.07), MXNet's default      |
+| scheme | conv / linear weight | MXNet name |
+| --- | --- | --- |
+| ``"xavier"`` | U(-b, b), ``b = sqrt(2 / ((fan_in + fan_out) / 2))`` | Xavier(uniform, avg, magnitude=2) |
+| ``"xavier_gaussian_out"`` | N(0, ``sqrt(2 / fan_out)``) | Xavier(gaussian, out, magnitude=2) |
+| ``"kaiming_fan_out"`` | N(0, ``sqrt(2 / fan_out)``) (same numbers as above) | ``kaiming_normal_(fan_out, relu)`` |
+| ``"uniform"`` | U(-0.07, 0.07) | Uniform(0.07), MXNet's default |
 
 Biases start at zero. Batch norms get gamma 1, beta 0 and fresh running statistics (mean 0, var 1),
 except for the ``"uniform"`` scheme on a fixed-gamma batch norm (the extras of GluonCV's
@@ -18,6 +18,7 @@ statistics from U(-0.07, 0.07); ssdkit keeps them at 0 / 1, because a negative r
 untrained network return NaN in eval mode (the first training iterations overwrite them either way).
 Other parameters (e.g. the L2Norm scale of the VGG backbone) are left alone.
 """
+
 from __future__ import annotations
 
 import math

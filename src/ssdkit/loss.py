@@ -14,6 +14,7 @@ gradients; with unequal counts ``n_i`` (``N = sum_i n_i``) batch-wise weighs ima
 ``1 / N`` and sample-wise by ``1 / (B n_i)``: images with fewer positives than the batch's mean ``N / B`` count
 more, those with more count less.
 """
+
 from __future__ import annotations
 
 import torch
@@ -71,8 +72,15 @@ class SSDMultiBoxLoss(nn.Module):
     pipeline, whose target generator does no sampling.
     """
 
-    def __init__(self, negative_mining_ratio: float = 3, rho: float = 1.0, lambd: float = 1.0,
-                 min_hard_negatives: int = 0, normalization: str = "batch", ignore_label: int | None = -1):
+    def __init__(
+        self,
+        negative_mining_ratio: float = 3,
+        rho: float = 1.0,
+        lambd: float = 1.0,
+        min_hard_negatives: int = 0,
+        normalization: str = "batch",
+        ignore_label: int | None = -1,
+    ):
         super().__init__()
         if normalization not in _NORMALIZATIONS:
             raise ValueError(f"normalization must be one of {_NORMALIZATIONS}, got {normalization!r}")
@@ -85,16 +93,19 @@ class SSDMultiBoxLoss(nn.Module):
         self.normalization = normalization
         self.ignore_label = ignore_label
 
-    def forward(self, cls_preds: Tensor, box_preds: Tensor, cls_targets: Tensor, box_targets: Tensor
-                ) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        self, cls_preds: Tensor, box_preds: Tensor, cls_targets: Tensor, box_targets: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         if cls_preds.dim() != 3:
             raise ValueError(f"cls_preds must be Tensor[B, A, C+1], got shape {tuple(cls_preds.shape)}")
         b, a, _ = cls_preds.shape
         if cls_targets.shape != (b, a):
             raise ValueError(f"cls_targets must be Tensor[{b}, {a}], got shape {tuple(cls_targets.shape)}")
         if box_preds.shape != (b, a, 4) or box_targets.shape != (b, a, 4):
-            raise ValueError(f"box_preds and box_targets must be Tensor[{b}, {a}, 4], got "
-                             f"{tuple(box_preds.shape)} and {tuple(box_targets.shape)}")
+            raise ValueError(
+                f"box_preds and box_targets must be Tensor[{b}, {a}, 4], got "
+                f"{tuple(box_preds.shape)} and {tuple(box_targets.shape)}"
+            )
         targets = cls_targets.long()
         # the softmax runs over dim 1 of a [B, C+1, A] copy: PyTorch's CPU kernel is several times slower over a
         # short last dim (C+1 = 7 on the synthetic set)
@@ -102,8 +113,9 @@ class SSDMultiBoxLoss(nn.Module):
         try:  # the CPU kernel checks the ids without a host read of the targets; CUDA's does not check them
             ce = -log_probs.gather(1, targets.clamp(min=0)[:, None])[:, 0]  # [B, A]
         except RuntimeError as err:
-            raise ValueError(f"cls_targets has a class id >= {cls_preds.shape[2]} (the number of class logits)"
-                             ) from err
+            raise ValueError(
+                f"cls_targets has a class id >= {cls_preds.shape[2]} (the number of class logits)"
+            ) from err
         pos = targets > 0
         candidates = ~pos if self.ignore_label is None else (~pos & (targets != self.ignore_label))
         hard_neg = hard_negative_mask(ce, pos, candidates, self.negative_mining_ratio, self.min_hard_negatives)

@@ -17,6 +17,7 @@ GluonCV's matcher is ``CompositeMatcher([BipartiteMatcher(share_max=False), Maxi
    with that gt;
 3. max-IoU matching: any anchor still free joins its argmax gt when IoU >= ``iou_thresh``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -75,7 +76,7 @@ def _topk_lowest_index_on_ties(iou_ga: Tensor, k: int) -> tuple[Tensor, Tensor]:
     tied = ((top_val[..., k - 1] == top_val[..., k]) & (top_val[..., k] > 0)).nonzero(as_tuple=True)
     if tied[0].numel():
         rows = iou_ga[tied]  # [T, A]
-        kth = top_val[tied][:, k - 1:k]  # [T, 1]
+        kth = top_val[tied][:, k - 1 : k]  # [T, 1]
         # exact small integers in float32 (A < 2**24): above the tie 2A, tied A - index (lower index first), else 0
         order_key = torch.arange(a, 0, -1, dtype=rows.dtype, device=rows.device)
         keys = torch.where(rows > kth, 2.0 * a, torch.where(rows == kth, order_key, 0.0))
@@ -123,8 +124,7 @@ def bipartite_match(iou_ga: Tensor, valid_gt: Tensor, threshold: float = 1e-12) 
     return match, gt_best
 
 
-def ssd_match(iou_ga: Tensor, valid_gt: Tensor, iou_thresh: float = 0.5, eps: float = 1e-12
-              ) -> tuple[Tensor, Tensor]:
+def ssd_match(iou_ga: Tensor, valid_gt: Tensor, iou_thresh: float = 0.5, eps: float = 1e-12) -> tuple[Tensor, Tensor]:
     """Bipartite, tie fill, then max-IoU. ``iou_ga Tensor[B,G,A]`` (padding rows must hold IoU 0) ->
     ``(match Tensor[B,A], max_iou Tensor[B,A])``.
 
@@ -133,8 +133,10 @@ def ssd_match(iou_ga: Tensor, valid_gt: Tensor, iou_thresh: float = 0.5, eps: fl
     """
     b, g, a = iou_ga.shape
     if g == 0:
-        return (torch.full((b, a), -1, dtype=torch.long, device=iou_ga.device),
-                torch.zeros(b, a, dtype=iou_ga.dtype, device=iou_ga.device))
+        return (
+            torch.full((b, a), -1, dtype=torch.long, device=iou_ga.device),
+            torch.zeros(b, a, dtype=iou_ga.dtype, device=iou_ga.device),
+        )
     match, gt_best = bipartite_match(iou_ga, valid_gt, eps)
     pmax, pargmax = max_first_index(iou_ga)  # [B, A]: each anchor's best gt
     best_of_arg = gt_best.gather(1, pargmax)
@@ -172,8 +174,9 @@ def _top_per_row(score: Tensor, count: Tensor) -> Tensor:
     return (above | (tied & (tied.cumsum(dim=1) <= room))) & (count > 0)
 
 
-def ohem_samples(match: Tensor, cls_preds: Tensor, max_iou: Tensor, ratio: float = 3.0,
-                 neg_thresh: float = 0.5, min_samples: int = 0) -> Tensor:
+def ohem_samples(
+    match: Tensor, cls_preds: Tensor, max_iou: Tensor, ratio: float = 3.0, neg_thresh: float = 0.5, min_samples: int = 0
+) -> Tensor:
     """Online hard example mining, per image (GluonCV's ``OHEMSampler``).
 
     Positives are the matched anchors. ``k = int(min(max(min_samples, ratio * #pos), A - #pos))`` negatives are

@@ -11,6 +11,7 @@ Class decoding and the top-k are batched over images and classes (one top-k over
 K winners are materialised, so per-class decoding costs little more than argmax. NMS is torchvision's, one call
 per image with the classes kept apart by coordinate shifts.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -27,8 +28,9 @@ __all__ = ["PostProcessor", "batched_class_nms", "DECODERS"]
 DECODERS = ("per_class", "argmax")
 
 
-def batched_class_nms(boxes_xyxy: Tensor, scores: Tensor, ids: Tensor, valid: Tensor, iou_thresh: float,
-                      force_suppress: bool = False) -> Tensor:
+def batched_class_nms(
+    boxes_xyxy: Tensor, scores: Tensor, ids: Tensor, valid: Tensor, iou_thresh: float, force_suppress: bool = False
+) -> Tensor:
     """Greedy NMS on score-sorted candidates of every image.
 
     ``boxes_xyxy Tensor[B,K,4]``, ``scores``/``ids``/``valid`` ``Tensor[B,K]`` sorted by descending score (stable).
@@ -65,9 +67,17 @@ class PostProcessor(nn.Module):
     ``post_nms <= 0`` returns all ``K`` rows.
     """
 
-    def __init__(self, num_classes: int, decoder: str = "per_class", nms_thresh: float = 0.45, nms_topk: int = 400,
-                 post_nms: int = 100, score_thresh: float = 0.01, stds: Sequence[float] = BOX_STDS,
-                 force_suppress: bool = False):
+    def __init__(
+        self,
+        num_classes: int,
+        decoder: str = "per_class",
+        nms_thresh: float = 0.45,
+        nms_topk: int = 400,
+        post_nms: int = 100,
+        score_thresh: float = 0.01,
+        stds: Sequence[float] = BOX_STDS,
+        force_suppress: bool = False,
+    ):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")

@@ -2,6 +2,7 @@
 
 Shape legend: B batch, A anchors, G ground truths per image (rows with id < 0 are padding), C foreground classes.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -39,9 +40,15 @@ class SSDTargetGenerator(nn.Module):
     about a third of its work).
     """
 
-    def __init__(self, iou_thresh: float = 0.5, neg_thresh: float = 0.5, negative_mining_ratio: float = 3,
-                 stds: Sequence[float] = BOX_STDS, num_classes: int | None = None,
-                 validate: bool = True):
+    def __init__(
+        self,
+        iou_thresh: float = 0.5,
+        neg_thresh: float = 0.5,
+        negative_mining_ratio: float = 3,
+        stds: Sequence[float] = BOX_STDS,
+        num_classes: int | None = None,
+        validate: bool = True,
+    ):
         super().__init__()
         self.box_encoder = NormalizedBoxCenterEncoder(stds)
         self.cls_encoder = MultiClassEncoder()
@@ -55,8 +62,14 @@ class SSDTargetGenerator(nn.Module):
         return self.negative_mining_ratio > 0
 
     @torch.no_grad()
-    def forward(self, anchors_cxcywh: Tensor, cls_preds: Tensor | None, gt_boxes: Tensor, gt_ids: Tensor,
-                anchor_grid: AnchorGrid | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def forward(
+        self,
+        anchors_cxcywh: Tensor,
+        cls_preds: Tensor | None,
+        gt_boxes: Tensor,
+        gt_ids: Tensor,
+        anchor_grid: AnchorGrid | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor]:
         anchors_cxcywh = torch.as_tensor(anchors_cxcywh)
         gt_boxes = torch.as_tensor(gt_boxes)
         gt_ids = torch.as_tensor(gt_ids, device=gt_boxes.device)
@@ -74,8 +87,9 @@ class SSDTargetGenerator(nn.Module):
             if cls_preds is None:
                 raise ValueError("cls_preds is required when negative_mining_ratio > 0 (OHEM sampling)")
             if cls_preds.dim() != 3 or cls_preds.shape[:2] != (b, anchors.shape[0]):
-                raise ValueError(f"cls_preds must have shape [B={b}, A={anchors.shape[0]}, C+1], "
-                                 f"got {tuple(cls_preds.shape)}")
+                raise ValueError(
+                    f"cls_preds must have shape [B={b}, A={anchors.shape[0]}, C+1], got {tuple(cls_preds.shape)}"
+                )
         valid = gt_ids >= 0
         gt_boxes = torch.where(valid[..., None], gt_boxes, torch.zeros_like(gt_boxes))  # scrub padding values
         anchors_xyxy = cxcywh_to_xyxy(anchors)
@@ -90,8 +104,9 @@ class SSDTargetGenerator(nn.Module):
         box_targets, box_masks = self.box_encoder(samples, match, anchors_xyxy[None], refs)
         return cls_targets, box_targets, box_masks
 
-    def _match(self, anchors_xyxy: Tensor, grid: AnchorGrid | None, gt_boxes: Tensor, valid: Tensor
-               ) -> tuple[Tensor, Tensor]:
+    def _match(
+        self, anchors_xyxy: Tensor, grid: AnchorGrid | None, gt_boxes: Tensor, valid: Tensor
+    ) -> tuple[Tensor, Tensor]:
         """``(match, max_iou)``, each ``Tensor[B, A]``, computed a few images at a time: the ``Tensor[b, G, A]``
         IoU of a chunk stays small enough for the CPU caches, which makes its many passes faster."""
         b, g = valid.shape
@@ -99,13 +114,13 @@ class SSDTargetGenerator(nn.Module):
         chunk = max(1, _CHUNK_ELEMENTS // max(1, g * a)) if anchors_xyxy.device.type == "cpu" else b
         out = []
         for i in range(0, b, chunk):
-            boxes = gt_boxes[i:i + chunk]
+            boxes = gt_boxes[i : i + chunk]
             # [b, G, A]; padding rows (zero boxes) give 0
             if grid is not None:
                 iou_ga = grid_gt_anchor_iou(boxes, anchors_xyxy, grid)
             else:
                 iou_ga = gt_anchor_iou(boxes, anchors_xyxy)
-            out.append(ssd_match(iou_ga, valid[i:i + chunk], self.iou_thresh))
+            out.append(ssd_match(iou_ga, valid[i : i + chunk], self.iou_thresh))
         if len(out) == 1:
             return out[0]
         return torch.cat([m for m, _ in out]), torch.cat([v for _, v in out])

@@ -5,6 +5,7 @@
 the axes. Unlike GluonCV, colours are fixed per class id (not random) and, unless given, the line width and font
 size follow the image size, so a label stays readable on a large photo and does not cover a small one.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -66,9 +67,20 @@ def plot_image(img, ax=None, reverse_rgb: bool = False):
     return ax
 
 
-def plot_bbox(img, bboxes, scores=None, labels=None, thresh: float = 0.5, class_names: Sequence[str] | None = None,
-              colors: dict | None = None, ax=None, reverse_rgb: bool = False, absolute_coordinates: bool = True,
-              linewidth: float | None = None, fontsize: float | None = None):
+def plot_bbox(
+    img,
+    bboxes,
+    scores=None,
+    labels=None,
+    thresh: float = 0.5,
+    class_names: Sequence[str] | None = None,
+    colors: dict | None = None,
+    ax=None,
+    reverse_rgb: bool = False,
+    absolute_coordinates: bool = True,
+    linewidth: float | None = None,
+    fontsize: float | None = None,
+):
     """Draw ``bboxes`` (``[N, 4]`` xyxy) on ``img``; returns the matplotlib axes.
 
     ``scores`` and ``labels`` are ``[N]`` or ``[N, 1]`` (numpy, torch or anything array-like); a box is drawn when
@@ -105,21 +117,40 @@ def plot_bbox(img, bboxes, scores=None, labels=None, thresh: float = 0.5, class_
             continue
         color = colors.setdefault(cls_id, class_color(cls_id))
         ax.add_patch(patches.Rectangle((x1, y1), x2 - x1, y2 - y1, fill=False, edgecolor=color, linewidth=lw))
-        name = class_names[cls_id] if class_names is not None and 0 <= cls_id < len(class_names) else (
-            str(cls_id) if cls_id >= 0 else "")
+        name = (
+            class_names[cls_id]
+            if class_names is not None and 0 <= cls_id < len(class_names)
+            else (str(cls_id) if cls_id >= 0 else "")
+        )
         score = f"{scores_flat[i]:.3f}" if scores_flat is not None else ""
         text = f"{name} {score}".strip()
         if text:
             # the label sits above the box's top-left corner, or inside the box when that is off the image
             inside = y1 < fs * 2
-            ax.text(x1, y1 if inside else y1 - lw / 2, text, fontsize=fs, color=_text_color(color),
-                    va="top" if inside else "bottom", ha="left", clip_on=True,
-                    bbox=dict(facecolor=color, edgecolor="none", alpha=0.85, boxstyle="square,pad=0.2"))
+            ax.text(
+                x1,
+                y1 if inside else y1 - lw / 2,
+                text,
+                fontsize=fs,
+                color=_text_color(color),
+                va="top" if inside else "bottom",
+                ha="left",
+                clip_on=True,
+                bbox=dict(facecolor=color, edgecolor="none", alpha=0.85, boxstyle="square,pad=0.2"),
+            )
     return ax
 
 
-def save_detections(img, path: str, bboxes, scores, labels, class_names: Sequence[str] | None = None,
-                    thresh: float = 0.0, dpi: int = 100) -> str:
+def save_detections(
+    img,
+    path: str,
+    bboxes,
+    scores,
+    labels,
+    class_names: Sequence[str] | None = None,
+    thresh: float = 0.0,
+    dpi: int = 100,
+) -> str:
     """Write ``img`` with :func:`plot_bbox`'s drawing to ``path`` at the image's own pixel size. Returns ``path``."""
     from matplotlib.figure import Figure  # no pyplot: works under any backend, leaves no open figure
 

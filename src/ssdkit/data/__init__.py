@@ -27,32 +27,49 @@ format (GluonCV's names and call convention in :mod:`ssdkit.data.transforms.pres
 policy (``on_bad_sample="skip" | "error"``) and :class:`BadSampleLog`; :mod:`ssdkit.data.image_io` decodes
 images, :mod:`ssdkit.data.sample` builds targets and :mod:`ssdkit.data.mixins` holds the data sets' mixins.
 """
+
 from .coco import COCODetection
 from .collate import TargetCollate, compute_ssd_targets, detection_collate
 from .errors import BadSampleError, BadSampleLog, SkipBadSamples
 from .synthetic import SHAPE_CLASSES, VAL_SEED_OFFSET, SyntheticShapes
 from .transforms import (
-                         IMAGENET_MEAN,
-                         IMAGENET_STD,
-                         DivideBy255,
-                         RandomColorDistort,
-                         RandomExpand,
-                         RandomInterpolationResize,
-                         RandomIoUCrop,
-                         ResizeCV,
-                         SSDTrainTransform,
-                         SSDValTransform,
-                         random_crop_with_constraints,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    DivideBy255,
+    RandomColorDistort,
+    RandomExpand,
+    RandomInterpolationResize,
+    RandomIoUCrop,
+    ResizeCV,
+    SSDTrainTransform,
+    SSDValTransform,
+    random_crop_with_constraints,
 )
 from .voc import VOC_CLASSES, VOCDetection, VOCFolder
 
 __all__ = [
-    "VOCDetection", "VOCFolder", "VOC_CLASSES",
+    "VOCDetection",
+    "VOCFolder",
+    "VOC_CLASSES",
     "COCODetection",
-    "SyntheticShapes", "SHAPE_CLASSES", "VAL_SEED_OFFSET",
-    "SSDTrainTransform", "SSDValTransform", "RandomColorDistort", "RandomExpand", "RandomIoUCrop",
-    "RandomInterpolationResize", "ResizeCV", "DivideBy255", "random_crop_with_constraints",
-    "IMAGENET_MEAN", "IMAGENET_STD",
-    "detection_collate", "TargetCollate", "compute_ssd_targets",
-    "BadSampleError", "BadSampleLog", "SkipBadSamples",
+    "SyntheticShapes",
+    "SHAPE_CLASSES",
+    "VAL_SEED_OFFSET",
+    "SSDTrainTransform",
+    "SSDValTransform",
+    "RandomColorDistort",
+    "RandomExpand",
+    "RandomIoUCrop",
+    "RandomInterpolationResize",
+    "ResizeCV",
+    "DivideBy255",
+    "random_crop_with_constraints",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "detection_collate",
+    "TargetCollate",
+    "compute_ssd_targets",
+    "BadSampleError",
+    "BadSampleLog",
+    "SkipBadSamples",
 ]

@@ -13,11 +13,12 @@ Shape legend: G ground-truth boxes of one image.
   an image yields zero boxes (GluonCV puts a dummy ``[-1] * 5`` row instead; the collate pads with
   -1, so batches look the same).
 
-Bad samples (see :mod:`ssdkit.data.errors`): a missing image (GluonCV raises ``IOError``), an image entry without a size, a box
-with NaN/inf or negative width/height, a box entirely outside its image, or an unknown category id
+Bad samples (see :mod:`ssdkit.data.errors`): a missing image (GluonCV raises ``IOError``), an image entry without a
+size, a box with NaN/inf or negative width/height, a box entirely outside its image, or an unknown category id
 is reported with the image file name (the box or image is dropped under ``"skip"``). Boxes that
 GluonCV's ``w - 1`` convention turns degenerate (``w <= 1``) are dropped silently, as GluonCV does.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -75,10 +76,18 @@ class COCODetection(PolicyLoading, torch.utils.data.Dataset):
     ``image_ids`` (COCO ids in item order), ``contiguous_id_to_json`` / ``json_id_to_contiguous``.
     """
 
-    def __init__(self, root: str, splits: str | Sequence[str] = ("instances_val2017",),
-                 transform: Callable | None = None, skip_empty: bool = True, use_crowd: bool = True,
-                 min_object_area: float = 0, ann_file: str | None = None, image_dir: str | None = None,
-                 on_bad_sample: str = "skip"):
+    def __init__(
+        self,
+        root: str,
+        splits: str | Sequence[str] = ("instances_val2017",),
+        transform: Callable | None = None,
+        skip_empty: bool = True,
+        use_crowd: bool = True,
+        min_object_area: float = 0,
+        ann_file: str | None = None,
+        image_dir: str | None = None,
+        on_bad_sample: str = "skip",
+    ):
         self.root = os.path.expanduser(str(root))
         self.transform = transform
         self.skip_empty = skip_empty
@@ -105,8 +114,7 @@ class COCODetection(PolicyLoading, torch.utils.data.Dataset):
             self._load_json(ann_path, split, image_dir, reporter)
 
     # --- construction --------------------------------------------------------------------------
-    def _load_json(self, ann_path: str, split: str | None, image_dir: str | None,
-                   reporter: AnnotationReporter) -> None:
+    def _load_json(self, ann_path: str, split: str | None, image_dir: str | None, reporter: AnnotationReporter) -> None:
         coco = _load_coco(ann_path)
         self._cocos.append(coco)
         cat_ids = sorted(coco.getCatIds())
@@ -121,7 +129,7 @@ class COCODetection(PolicyLoading, torch.utils.data.Dataset):
         elif mapping != self.json_id_to_contiguous or classes != self._classes:
             raise ValueError(f"{ann_path}: categories differ from the first annotation file")
         if image_dir is None and split is not None:
-            image_dir = split[len("instances_"):] if split.startswith("instances_") else split
+            image_dir = split[len("instances_") :] if split.startswith("instances_") else split
         for entry in coco.loadImgs(sorted(coco.getImgIds())):
             path = self._image_path(entry, image_dir)
             if not os.path.isfile(path):
@@ -149,12 +157,17 @@ class COCODetection(PolicyLoading, torch.utils.data.Dataset):
             return os.path.join(self.root, dirname, filename)
         return os.path.join(self.root, file_name)
 
-    def _entry_boxes(self, coco, entry: dict, width: int, height: int, path: str,
-                     reporter: AnnotationReporter) -> tuple[np.ndarray, np.ndarray]:
+    def _entry_boxes(
+        self, coco, entry: dict, width: int, height: int, path: str, reporter: AnnotationReporter
+    ) -> tuple[np.ndarray, np.ndarray]:
         objs = coco.loadAnns(coco.getAnnIds(imgIds=[entry["id"]], iscrowd=None))
-        objs = [o for o in objs
-                if o.get("area", 0) >= self.min_object_area and o.get("ignore", 0) != 1
-                and (self.use_crowd or not o.get("iscrowd", 0))]
+        objs = [
+            o
+            for o in objs
+            if o.get("area", 0) >= self.min_object_area
+            and o.get("ignore", 0) != 1
+            and (self.use_crowd or not o.get("iscrowd", 0))
+        ]
         empty = (np.zeros((0, 4), np.float32), np.zeros((0,), np.int64))
         if not objs:
             return empty
@@ -172,8 +185,7 @@ class COCODetection(PolicyLoading, torch.utils.data.Dataset):
             elif w < 0 or h < 0:
                 reporter.report(path, f"{what}: bbox {bbox!r} has a negative width or height")
             elif x > width - 1 or y > height - 1 or x + max(w - 1, 0) < 0 or y + max(h - 1, 0) < 0:
-                reporter.report(path, f"{what}: bbox {bbox!r} lies entirely outside the "
-                                      f"{width}x{height} image")
+                reporter.report(path, f"{what}: bbox {bbox!r} lies entirely outside the {width}x{height} image")
             elif cat not in self.json_id_to_contiguous:
                 reporter.report(path, f"{what}: unknown category id {cat!r}")
             else:
@@ -212,10 +224,20 @@ class COCODetection(PolicyLoading, torch.utils.data.Dataset):
         h, w = image.shape[-2:]
         if (h, w) != (height, width):
             raise BadSampleError(path, f"image is {w}x{h} pixels but its COCO entry says {width}x{height}")
-        target = make_target(boxes, labels, np.zeros(len(labels), np.uint8), h, w,
-                             image_id=image_id, path=path, orig_size=(int(h), int(w)))
+        target = make_target(
+            boxes,
+            labels,
+            np.zeros(len(labels), np.uint8),
+            h,
+            w,
+            image_id=image_id,
+            path=path,
+            orig_size=(int(h), int(w)),
+        )
         return image, target
 
     def __repr__(self) -> str:
-        return (f"COCODetection({len(self)} images, {self.num_classes} classes, "
-                f"{len(self.bad_sample_log)} bad-sample report(s))")
+        return (
+            f"COCODetection({len(self)} images, {self.num_classes} classes, "
+            f"{len(self.bad_sample_log)} bad-sample report(s))"
+        )

@@ -24,6 +24,7 @@ An image without boxes gives a row of -1, as GluonCV's ``Pad(pad_val=-1)``.
 ``TargetCollate`` additionally runs the SSD target generator on the whole batch (in DataLoader
 workers when ``num_workers > 0``), as GluonCV's train transform does when given anchors.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -54,8 +55,10 @@ def detection_collate(batch: Sequence[tuple[Any, dict]]) -> dict[str, Any]:
         targets.append(sample[1])
     shapes = {tuple(img.shape) for img in images}
     if len(shapes) != 1:
-        raise ValueError(f"images in a batch must share one shape, got {sorted(shapes)}; "
-                         "use a transform that resizes (e.g. SSDTrainTransform / SSDValTransform)")
+        raise ValueError(
+            f"images in a batch must share one shape, got {sorted(shapes)}; "
+            "use a transform that resizes (e.g. SSDTrainTransform / SSDValTransform)"
+        )
     bsz = len(batch)
     counts = []
     for k, t in enumerate(targets):
@@ -91,8 +94,13 @@ def detection_collate(batch: Sequence[tuple[Any, dict]]) -> dict[str, Any]:
     }
 
 
-def compute_ssd_targets(target_generator: Callable, anchors_cxcywh: Tensor, gt_boxes: Tensor,
-                        gt_ids: Tensor, anchor_grid: AnchorGrid | None = None) -> tuple[Tensor, Tensor]:
+def compute_ssd_targets(
+    target_generator: Callable,
+    anchors_cxcywh: Tensor,
+    gt_boxes: Tensor,
+    gt_ids: Tensor,
+    anchor_grid: AnchorGrid | None = None,
+) -> tuple[Tensor, Tensor]:
     """Run ``target_generator(anchors, None, gt_boxes, gt_ids)``; return ``(cls_targets, box_targets)``.
 
     ``anchors_cxcywh`` ``Tensor[1, A, 4]``; ``gt_boxes`` ``Tensor[B, G, 4]``; ``gt_ids`` ``Tensor[B, G]``
@@ -104,8 +112,9 @@ def compute_ssd_targets(target_generator: Callable, anchors_cxcywh: Tensor, gt_b
         anchors_cxcywh = anchors_cxcywh.unsqueeze(0)
     extra = {} if anchor_grid is None else {"anchor_grid": anchor_grid}
     with torch.no_grad():
-        out = target_generator(anchors_cxcywh, None, gt_boxes.to(anchors_cxcywh.dtype),
-                               gt_ids.to(anchors_cxcywh.dtype), **extra)
+        out = target_generator(
+            anchors_cxcywh, None, gt_boxes.to(anchors_cxcywh.dtype), gt_ids.to(anchors_cxcywh.dtype), **extra
+        )
     return out[0], out[1]
 
 
@@ -119,8 +128,13 @@ class TargetCollate:
     lets the generator compute the IoU separably; without it the dense IoU gives the same targets.
     """
 
-    def __init__(self, anchors_cxcywh: Tensor, target_generator: Callable | None = None,
-                 collate_fn: Callable = detection_collate, anchor_grid: AnchorGrid | None = None):
+    def __init__(
+        self,
+        anchors_cxcywh: Tensor,
+        target_generator: Callable | None = None,
+        collate_fn: Callable = detection_collate,
+        anchor_grid: AnchorGrid | None = None,
+    ):
         if target_generator is None:
             from ssdkit.targets import SSDTargetGenerator
 
@@ -131,8 +145,9 @@ class TargetCollate:
         if anchors.dim() != 3 or anchors.shape[0] != 1 or anchors.shape[-1] != 4:
             raise ValueError(f"anchors_cxcywh must be Tensor[1, A, 4] or [A, 4], got {tuple(anchors.shape)}")
         if anchor_grid is not None and anchor_grid.num_anchors != anchors.shape[1]:
-            raise ValueError(f"anchor_grid describes {anchor_grid.num_anchors} anchors, anchors_cxcywh has "
-                             f"{anchors.shape[1]}")
+            raise ValueError(
+                f"anchor_grid describes {anchor_grid.num_anchors} anchors, anchors_cxcywh has {anchors.shape[1]}"
+            )
         self.anchors_cxcywh = anchors
         self.anchor_grid = anchor_grid
         self.target_generator = target_generator
@@ -141,5 +156,6 @@ class TargetCollate:
     def __call__(self, batch: Sequence[tuple[Any, dict]]) -> dict[str, Any]:
         out = self.collate_fn(batch)
         out["cls_targets"], out["box_targets"] = compute_ssd_targets(
-            self.target_generator, self.anchors_cxcywh, out["gt_boxes"], out["gt_ids"], self.anchor_grid)
+            self.target_generator, self.anchors_cxcywh, out["gt_boxes"], out["gt_ids"], self.anchor_grid
+        )
         return out

@@ -20,6 +20,7 @@ producing it in ``target["bad_samples"]`` (a list of ``(path, reason)``);
 main process adds them to its log with :meth:`BadSampleLog.record_batch`. The log keeps each
 ``(path, reason)`` once, so the same problem seen in several places is not counted twice.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -146,9 +147,15 @@ class AnnotationReporter:
         self.log.add(path, reason)
 
 
-def load_with_policy(load: Callable[[int], Any], index: int, length: int, on_bad_sample: str,
-                     log: BadSampleLog, known_bad: set[int] | None = None,
-                     max_tries: int = 100) -> tuple[Any, int, list[tuple[str, str]]]:
+def load_with_policy(
+    load: Callable[[int], Any],
+    index: int,
+    length: int,
+    on_bad_sample: str,
+    log: BadSampleLog,
+    known_bad: set[int] | None = None,
+    max_tries: int = 100,
+) -> tuple[Any, int, list[tuple[str, str]]]:
     """Call ``load(index)``; under ``"skip"`` fall back to the next indices on :class:`BadSampleError`.
 
     Returns ``(sample, used_index, problems)`` where ``problems`` lists the ``(path, reason)`` met on
@@ -177,8 +184,7 @@ def load_with_policy(load: Callable[[int], Any], index: int, length: int, on_bad
             if known_bad is not None:
                 known_bad.add(j)
     raise RuntimeError(
-        f"no valid sample among {tries} consecutive indices starting at {index}; "
-        f"bad samples so far:\n{log.summary()}"
+        f"no valid sample among {tries} consecutive indices starting at {index}; bad samples so far:\n{log.summary()}"
     )
 
 
@@ -215,8 +221,12 @@ class SkipBadSamples:
 
     def __getitem__(self, index: int):
         sample, _, problems = load_with_policy(
-            self.dataset.__getitem__, index, len(self.dataset), self.on_bad_sample,
-            self.bad_sample_log, self._known_bad,
+            self.dataset.__getitem__,
+            index,
+            len(self.dataset),
+            self.on_bad_sample,
+            self.bad_sample_log,
+            self._known_bad,
         )
         return attach_problems(sample, problems) if self.on_bad_sample == "skip" else sample
 

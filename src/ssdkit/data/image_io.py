@@ -1,4 +1,5 @@
 """Image decoding for the file-backed data sets: RGB uint8 ``tv_tensors.Image`` or :class:`BadSampleError`."""
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,9 @@ def read_image(path: str) -> tv_tensors.Image:
         raise BadSampleError(path, "image file not found")
     try:
         with warnings.catch_warnings():  # torchvision 0.29 deprecates its codecs in favour of TorchCodec
-            warnings.filterwarnings("ignore", message=".*image decoding and encoding capabilities",
-                                    category=DeprecationWarning)
+            warnings.filterwarnings(
+                "ignore", message=".*image decoding and encoding capabilities", category=DeprecationWarning
+            )
             data = read_file(path)
             if data.numel() == 0:
                 raise BadSampleError(path, "image file is empty")

@@ -1,4 +1,5 @@
 """Mixins of the ssdkit data sets: class names, and loading under the bad-sample policy."""
+
 from __future__ import annotations
 
 from .errors import attach_problems, load_with_policy
@@ -24,8 +25,9 @@ class PolicyLoading(NamedClasses):
     ``_known_bad``."""
 
     def __getitem__(self, index: int):
-        sample, _, problems = load_with_policy(self.load_raw, index, len(self), self.on_bad_sample,
-                                               self.bad_sample_log, self._known_bad)
+        sample, _, problems = load_with_policy(
+            self.load_raw, index, len(self), self.on_bad_sample, self.bad_sample_log, self._known_bad
+        )
         if self.transform is not None:
             sample = self.transform(*sample)
         return attach_problems(sample, problems) if self.on_bad_sample == "skip" else sample

@@ -8,6 +8,7 @@ raises ``ValueError`` / ``FileNotFoundError`` naming the file or argument at fau
     def my_set(req):
         return MyTrain(req.root, transform=req.train_transform), MyVal(req.root, transform=req.val_transform)
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ _REGISTRY: dict[str, DatasetKind] = {}
 
 def register_dataset(name: str, factory: Callable | None = None, needs_root: bool = True):
     """Register ``factory(request) -> (train_set, val_set)`` under ``name``; usable as a decorator."""
+
     def _add(fn: Callable) -> Callable:
         if name in _REGISTRY:
             raise ValueError(f"data set kind {name!r} is already registered")
@@ -76,11 +78,19 @@ def _synthetic(req: DatasetRequest):
     train_set = val_set = None
     if req.train:
         low, high = opts.get("train_objects", (1, 10))
-        train_set = SyntheticShapes(opts.get("train_size", 4000), seed=req.seed, transform=req.train_transform,
-                                    fresh_per_epoch=opts.get("fresh", True), min_objects=low, max_objects=high, **kw)
+        train_set = SyntheticShapes(
+            opts.get("train_size", 4000),
+            seed=req.seed,
+            transform=req.train_transform,
+            fresh_per_epoch=opts.get("fresh", True),
+            min_objects=low,
+            max_objects=high,
+            **kw,
+        )
     if req.val:
-        val_set = SyntheticShapes(opts.get("val_size", 500), seed=req.seed + 1_000_003,
-                                  transform=req.val_transform, **kw)
+        val_set = SyntheticShapes(
+            opts.get("val_size", 500), seed=req.seed + 1_000_003, transform=req.val_transform, **kw
+        )
     return train_set, val_set
 
 
@@ -93,11 +103,13 @@ def _voc(req: DatasetRequest):
         raise ValueError(f"--classes: {', '.join(unknown)} not among the 20 VOC classes")
     train_set = val_set = None
     if req.train:
-        train_set = VOCDetection(req.root, splits=req.train_splits, transform=req.train_transform,
-                                 on_bad_sample=req.on_bad_sample)
+        train_set = VOCDetection(
+            req.root, splits=req.train_splits, transform=req.train_transform, on_bad_sample=req.on_bad_sample
+        )
     if req.val:
-        val_set = VOCDetection(req.root, splits=req.val_splits, transform=req.val_transform,
-                               on_bad_sample=req.on_bad_sample)
+        val_set = VOCDetection(
+            req.root, splits=req.val_splits, transform=req.val_transform, on_bad_sample=req.on_bad_sample
+        )
     return train_set, val_set
 
 
@@ -107,15 +119,26 @@ def _voc_folder(req: DatasetRequest):
 
     train_set = val_set = None
     if req.train:
-        train_set = VOCFolder(req.root, classes=req.classes, split=",".join(req.train_splits) or None,
-                              transform=req.train_transform, on_bad_sample=req.on_bad_sample)
+        train_set = VOCFolder(
+            req.root,
+            classes=req.classes,
+            split=",".join(req.train_splits) or None,
+            transform=req.train_transform,
+            on_bad_sample=req.on_bad_sample,
+        )
     if req.val:
         classes = req.classes or (train_set.classes if train_set is not None else None)
-        val_set = VOCFolder(req.root, classes=classes, split=",".join(req.val_splits) or None,
-                            transform=req.val_transform, on_bad_sample=req.on_bad_sample)
+        val_set = VOCFolder(
+            req.root,
+            classes=classes,
+            split=",".join(req.val_splits) or None,
+            transform=req.val_transform,
+            on_bad_sample=req.on_bad_sample,
+        )
     if train_set is not None and val_set is not None and tuple(val_set.classes) != tuple(train_set.classes):
-        raise ValueError(f"train and val splits disagree on the classes: {tuple(train_set.classes)} vs "
-                         f"{tuple(val_set.classes)}")
+        raise ValueError(
+            f"train and val splits disagree on the classes: {tuple(train_set.classes)} vs {tuple(val_set.classes)}"
+        )
     return train_set, val_set
 
 
@@ -125,9 +148,19 @@ def _coco(req: DatasetRequest):
 
     train_set = val_set = None
     if req.train:
-        train_set = COCODetection(req.root, splits=req.train_splits, transform=req.train_transform,
-                                  skip_empty=True, on_bad_sample=req.on_bad_sample)
+        train_set = COCODetection(
+            req.root,
+            splits=req.train_splits,
+            transform=req.train_transform,
+            skip_empty=True,
+            on_bad_sample=req.on_bad_sample,
+        )
     if req.val:
-        val_set = COCODetection(req.root, splits=req.val_splits, transform=req.val_transform,
-                                skip_empty=False, on_bad_sample=req.on_bad_sample)
+        val_set = COCODetection(
+            req.root,
+            splits=req.val_splits,
+            transform=req.val_transform,
+            skip_empty=False,
+            on_bad_sample=req.on_bad_sample,
+        )
     return train_set, val_set

@@ -1,4 +1,5 @@
 """The common target dict of :mod:`ssdkit.data` (``boxes``, ``labels``, ``difficult`` + extras)."""
+
 from __future__ import annotations
 
 import numpy as np

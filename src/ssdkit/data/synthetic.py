@@ -31,6 +31,7 @@ Rasterisation is vectorised numpy on a local window per shape (masks from coordi
 pixel centres tested against the unit shape): a few milliseconds per 128 x 128 image on one core, growing with the
 number of shapes.
 """
+
 from __future__ import annotations
 
 import math
@@ -46,24 +47,24 @@ from .sample import make_target
 __all__ = ["SyntheticShapes", "SHAPE_CLASSES", "VAL_SEED_OFFSET", "DEFAULT_OBJECT_RANGE"]
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring")
-VAL_SEED_OFFSET = 10 ** 6
-DEFAULT_OBJECT_RANGE = (1, 10)   # objects per image unless told otherwise
+VAL_SEED_OFFSET = 10**6
+DEFAULT_OBJECT_RANGE = (1, 10)  # objects per image unless told otherwise
 
 _STAR_OUTER, _STAR_INNER = 1.0, 0.45
 _CROSS_HALF_WIDTH = 0.3
 _RING_INNER = 0.6
 _TRIANGLE_SCALE = 1.1
-_MIN_PIXELS = 12           # shapes smaller than this (after rasterisation) are not drawn
-_MIN_INSIDE = 0.5          # fraction of a shape's area that must lie inside the image
-_MIN_CONTRAST = 110.0      # L1 distance between a shape's colour and its local background
+_MIN_PIXELS = 12  # shapes smaller than this (after rasterisation) are not drawn
+_MIN_INSIDE = 0.5  # fraction of a shape's area that must lie inside the image
+_MIN_CONTRAST = 110.0  # L1 distance between a shape's colour and its local background
 _PLACEMENT_TRIES = 6
 # area of each unit shape (in normalised coordinates), to measure how much of a shape is cut off
 _UNIT_AREA = {
     "circle": math.pi,
-    "ring": math.pi * (1 - _RING_INNER ** 2),
+    "ring": math.pi * (1 - _RING_INNER**2),
     "square": 4.0,
-    "cross": 8 * _CROSS_HALF_WIDTH - 4 * _CROSS_HALF_WIDTH ** 2,
-    "triangle": 3 * math.sqrt(3) / 4 * _TRIANGLE_SCALE ** 2,
+    "cross": 8 * _CROSS_HALF_WIDTH - 4 * _CROSS_HALF_WIDTH**2,
+    "triangle": 3 * math.sqrt(3) / 4 * _TRIANGLE_SCALE**2,
     "star": 10 * 0.5 * _STAR_OUTER * _STAR_INNER * math.sin(math.pi / 5),
 }
 
@@ -74,7 +75,7 @@ def _unit_mask(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         return u * u + v * v <= 1.0
     if kind == "ring":
         r2 = u * u + v * v
-        return (r2 <= 1.0) & (r2 >= _RING_INNER ** 2)
+        return (r2 <= 1.0) & (r2 >= _RING_INNER**2)
     if kind == "square":
         return (np.abs(u) <= 1.0) & (np.abs(v) <= 1.0)
     if kind == "cross":
@@ -114,12 +115,22 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
 
     CLASSES = SHAPE_CLASSES
 
-    def __init__(self, num_images: int = 1000, seed: int = 0, image_size: int | Sequence[int] = 128,
-                 classes: Sequence[str] = SHAPE_CLASSES, min_objects: int = DEFAULT_OBJECT_RANGE[0],
-                 max_objects: int = DEFAULT_OBJECT_RANGE[1],
-                 min_size: float = 8.0, max_size: float = 100.0, max_occlusion: float = 0.6,
-                 noise_std: float = 6.0, clutter_lines: int = 5, transform: Callable | None = None,
-                 fresh_per_epoch: bool = False):
+    def __init__(
+        self,
+        num_images: int = 1000,
+        seed: int = 0,
+        image_size: int | Sequence[int] = 128,
+        classes: Sequence[str] = SHAPE_CLASSES,
+        min_objects: int = DEFAULT_OBJECT_RANGE[0],
+        max_objects: int = DEFAULT_OBJECT_RANGE[1],
+        min_size: float = 8.0,
+        max_size: float = 100.0,
+        max_occlusion: float = 0.6,
+        noise_std: float = 6.0,
+        clutter_lines: int = 5,
+        transform: Callable | None = None,
+        fresh_per_epoch: bool = False,
+    ):
         if int(num_images) < 0:
             raise ValueError(f"num_images must be >= 0, got {num_images}")
         if int(seed) < 0:
@@ -150,12 +161,14 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
         self.fresh_per_epoch = bool(fresh_per_epoch)
         self.epoch = 0
         h, w = size
-        self._yy, self._xx = np.meshgrid(np.arange(h, dtype=np.float32) + 0.5,
-                                         np.arange(w, dtype=np.float32) + 0.5, indexing="ij")
+        self._yy, self._xx = np.meshgrid(
+            np.arange(h, dtype=np.float32) + 0.5, np.arange(w, dtype=np.float32) + 0.5, indexing="ij"
+        )
 
     @classmethod
-    def splits(cls, seed: int = 0, num_train: int = 2000, num_val: int = 500,
-               **kwargs) -> tuple["SyntheticShapes", "SyntheticShapes"]:
+    def splits(
+        cls, seed: int = 0, num_train: int = 2000, num_val: int = 500, **kwargs
+    ) -> tuple[SyntheticShapes, SyntheticShapes]:
         """``(train, val)``: the same generator with seeds ``seed`` and ``seed + VAL_SEED_OFFSET``.
 
         ``kwargs`` (image size, classes, ...) go to both; pass ``transform`` separately via the
@@ -198,8 +211,16 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
         h, w = self.image_size
         image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image_hwc.transpose(2, 0, 1))))
         epoch = f", epoch={self.epoch}" if self._in_fresh_epoch() else ""
-        target = make_target(boxes, labels, np.zeros(len(labels), np.uint8), h, w, image_id=index,
-                             path=f"synthetic(seed={self.seed}{epoch})[{index}]", orig_size=(h, w))
+        target = make_target(
+            boxes,
+            labels,
+            np.zeros(len(labels), np.uint8),
+            h,
+            w,
+            image_id=index,
+            path=f"synthetic(seed={self.seed}{epoch})[{index}]",
+            orig_size=(h, w),
+        )
         if self.transform is not None:
             return self.transform(image, target)
         return image, target
@@ -226,8 +247,7 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
         for k, (size, label) in enumerate(zip(sizes, kinds)):
             # the last candidate of a still empty image gets many tries: every image has an object
             tries = _PLACEMENT_TRIES if boxes or k < n - 1 else 100
-            placed = self._place(rng, img, owner, full_area, visible, float(size), self._classes[label], masks,
-                                 tries)
+            placed = self._place(rng, img, owner, full_area, visible, float(size), self._classes[label], masks, tries)
             if placed is None:
                 continue
             box, area = placed
@@ -284,7 +304,7 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
             theta = rng.uniform(-math.pi, math.pi)
         reach = 1.45 * max(rx, ry) * (_TRIANGLE_SCALE if kind == "triangle" else 1.0)
         cos_t, sin_t = math.cos(theta), math.sin(theta)
-        expected_area = _UNIT_AREA[kind] * rx * ry   # pixels of the whole shape, in or out of the image
+        expected_area = _UNIT_AREA[kind] * rx * ry  # pixels of the whole shape, in or out of the image
         for _ in range(tries):
             cx = rng.uniform(-0.2 * reach, w + 0.2 * reach)
             cy = rng.uniform(-0.2 * reach, h + 0.2 * reach)
@@ -342,5 +362,7 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
 
     def __repr__(self) -> str:
         fresh = ", new images every epoch" if self.fresh_per_epoch else ""
-        return (f"SyntheticShapes({self.num_images} images, seed={self.seed}, size={self.image_size}, "
-                f"classes={self._classes}{fresh})")
+        return (
+            f"SyntheticShapes({self.num_images} images, seed={self.seed}, size={self.image_size}, "
+            f"classes={self._classes}{fresh})"
+        )

@@ -21,6 +21,7 @@ Per file: an XML that is missing or does not parse, or an image that is missing,
 the file dropped. An image that does not decode, or whose size disagrees with ``<size>``, is found
 when loaded and replaced by the next valid sample (``"skip"``) or raised (``"error"``).
 """
+
 from __future__ import annotations
 
 import glob
@@ -52,8 +53,8 @@ class VOCAnnotation:
     width: int | None
     height: int | None
     boxes_xyxy: np.ndarray  # float32 [G, 4], 0-based
-    labels: np.ndarray      # int64 [G]
-    difficult: np.ndarray   # uint8 [G]
+    labels: np.ndarray  # int64 [G]
+    difficult: np.ndarray  # uint8 [G]
     filename: str | None = None
 
 
@@ -94,8 +95,9 @@ def _object_names(root, lowercase: bool) -> list[str]:
     return names
 
 
-def parse_voc_xml(path: str, class_to_id: dict[str, int], keep_difficult: bool = True,
-                  lowercase: bool = True, root=None) -> tuple[VOCAnnotation, list[str]]:
+def parse_voc_xml(
+    path: str, class_to_id: dict[str, int], keep_difficult: bool = True, lowercase: bool = True, root=None
+) -> tuple[VOCAnnotation, list[str]]:
     """Parse one VOC XML file into 0-based boxes.
 
     Returns ``(annotation, problems)``: ``problems`` describes each box that was dropped or clipped
@@ -153,14 +155,17 @@ def parse_voc_xml(path: str, class_to_id: dict[str, int], keep_difficult: bool =
             if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
                 cx1, cy1 = max(x1, 0.0), max(y1, 0.0)
                 cx2, cy2 = min(x2, float(width)), min(y2, float(height))
-                problems.append(f"{desc}: partly outside the {width}x{height} image, clipped to "
-                                f"[{cx1:g}, {cy1:g}, {cx2:g}, {cy2:g}]")
+                problems.append(
+                    f"{desc}: partly outside the {width}x{height} image, clipped to "
+                    f"[{cx1:g}, {cy1:g}, {cx2:g}, {cy2:g}]"
+                )
                 x1, y1, x2, y2 = cx1, cy1, cx2, cy2
         boxes.append((x1, y1, x2, y2))
         labels.append(class_to_id[name])
         difficult.append(1 if is_difficult else 0)
     ann = VOCAnnotation(
-        width=width, height=height,
+        width=width,
+        height=height,
         boxes_xyxy=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
         labels=np.asarray(labels, dtype=np.int64),
         difficult=np.asarray(difficult, dtype=np.uint8),
@@ -186,9 +191,17 @@ def _check_classes(classes: Sequence[str]) -> tuple[str, ...]:
 class _VOCBase(PolicyLoading, torch.utils.data.Dataset):
     """Shared loading for VOC-format data; subclasses build ``items`` = [(image_id, xml, image)]."""
 
-    def __init__(self, items: list[tuple[str, str, str]], classes: Sequence[str],
-                 transform: Callable | None, keep_difficult: bool, on_bad_sample: str,
-                 lowercase: bool, trees: dict | None = None, resolve_image: Callable | None = None):
+    def __init__(
+        self,
+        items: list[tuple[str, str, str]],
+        classes: Sequence[str],
+        transform: Callable | None,
+        keep_difficult: bool,
+        on_bad_sample: str,
+        lowercase: bool,
+        trees: dict | None = None,
+        resolve_image: Callable | None = None,
+    ):
         self.on_bad_sample = check_policy(on_bad_sample)
         self.bad_sample_log = BadSampleLog()
         self.transform = transform
@@ -200,12 +213,13 @@ class _VOCBase(PolicyLoading, torch.utils.data.Dataset):
         reporter = AnnotationReporter(self.on_bad_sample, self.bad_sample_log)
         class_to_id = {c: i for i, c in enumerate(self._classes)}
         trees = trees or {}
-        self._items: list[tuple[str, str]] = []       # (image_id, image_path)
+        self._items: list[tuple[str, str]] = []  # (image_id, image_path)
         self._annotations: list[VOCAnnotation] = []
         for image_id, xml_path, image_path in items:
             try:
-                ann, problems = parse_voc_xml(xml_path, class_to_id, keep_difficult, lowercase,
-                                              root=trees.get(xml_path))
+                ann, problems = parse_voc_xml(
+                    xml_path, class_to_id, keep_difficult, lowercase, root=trees.get(xml_path)
+                )
             except BadSampleError as err:
                 reporter.report(err.path, err.reason)
                 continue
@@ -244,8 +258,7 @@ class _VOCBase(PolicyLoading, torch.utils.data.Dataset):
         h, w = image.shape[-2:]
         boxes = ann.boxes_xyxy
         if ann.width is not None and (ann.width, ann.height) != (w, h):
-            raise BadSampleError(path, f"image is {w}x{h} pixels but its annotation says "
-                                       f"{ann.width}x{ann.height}")
+            raise BadSampleError(path, f"image is {w}x{h} pixels but its annotation says {ann.width}x{ann.height}")
         labels, difficult = ann.labels, ann.difficult
         if ann.width is None and len(boxes):
             boxes = boxes.copy()
@@ -253,21 +266,27 @@ class _VOCBase(PolicyLoading, torch.utils.data.Dataset):
             boxes[:, 1::2] = boxes[:, 1::2].clip(0, h)
             keep = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
             boxes, labels, difficult = boxes[keep], labels[keep], difficult[keep]
-        target = make_target(boxes, labels, difficult, h, w, image_id=image_id, path=path,
-                             orig_size=(int(h), int(w)))
+        target = make_target(boxes, labels, difficult, h, w, image_id=image_id, path=path, orig_size=(int(h), int(w)))
         return image, target
 
     def __repr__(self) -> str:
-        return (f"{type(self).__name__}({len(self)} images, {self.num_classes} classes, "
-                f"{len(self.bad_sample_log)} bad-sample report(s))")
+        return (
+            f"{type(self).__name__}({len(self)} images, {self.num_classes} classes, "
+            f"{len(self.bad_sample_log)} bad-sample report(s))"
+        )
 
 
 def _normalize_voc_splits(splits) -> list[tuple[str, str]]:
     """Accept ``"2007_trainval"``, ``(2007, "trainval")`` or a sequence of either."""
+
     def is_pair(s):
-        return (isinstance(s, (tuple, list)) and len(s) == 2 and isinstance(s[1], str)
-                and "_" not in s[1] and (isinstance(s[0], int) or (isinstance(s[0], str) and "_" not in s[0]
-                                                                     and not s[0].endswith(".txt"))))
+        return (
+            isinstance(s, (tuple, list))
+            and len(s) == 2
+            and isinstance(s[1], str)
+            and "_" not in s[1]
+            and (isinstance(s[0], int) or (isinstance(s[0], str) and "_" not in s[0] and not s[0].endswith(".txt")))
+        )
 
     if isinstance(splits, str) or is_pair(splits):
         splits = [splits]
@@ -303,9 +322,15 @@ class VOCDetection(_VOCBase):
     Names in the XML are matched after ``strip().lower()``.
     """
 
-    def __init__(self, root: str, splits=(("2007", "trainval"), ("2012", "trainval")),
-                 transform: Callable | None = None, classes: Sequence[str] = VOC_CLASSES,
-                 keep_difficult: bool = True, on_bad_sample: str = "skip"):
+    def __init__(
+        self,
+        root: str,
+        splits=(("2007", "trainval"), ("2012", "trainval")),
+        transform: Callable | None = None,
+        classes: Sequence[str] = VOC_CLASSES,
+        keep_difficult: bool = True,
+        on_bad_sample: str = "skip",
+    ):
         self.root = os.path.expanduser(str(root))
         self.splits = _normalize_voc_splits(splits)
         items = []
@@ -315,8 +340,13 @@ class VOCDetection(_VOCBase):
             if not os.path.isfile(split_file):
                 raise FileNotFoundError(f"VOC split file not found: {split_file}")
             for stem in _read_split_file(split_file):
-                items.append((f"{folder}/{stem}", os.path.join(base, "Annotations", stem + ".xml"),
-                              os.path.join(base, "JPEGImages", stem + ".jpg")))
+                items.append(
+                    (
+                        f"{folder}/{stem}",
+                        os.path.join(base, "Annotations", stem + ".xml"),
+                        os.path.join(base, "JPEGImages", stem + ".jpg"),
+                    )
+                )
         super().__init__(items, classes, transform, keep_difficult, on_bad_sample, lowercase=True)
 
 
@@ -328,6 +358,7 @@ def holdout_split(image_ids: Sequence[str], percent: int = HOLDOUT_PERCENT) -> s
     """The ids held out for validation: those whose SHA-1 falls in the first ``percent`` % of its range, so an
     image stays on its side whatever else is in the folder. A folder of 2+ images where none falls there holds
     out the one of smallest hash."""
+
     def bucket(image_id: str) -> int:
         return int.from_bytes(hashlib.sha1(image_id.encode("utf-8")).digest()[:8], "big")
 
@@ -350,9 +381,15 @@ class VOCFolder(_VOCBase):
     else the XML's ``<filename>``, else ``<id>`` with another common image extension.
     """
 
-    def __init__(self, root: str, classes: Sequence[str] | None = None, split: str | None = None,
-                 transform: Callable | None = None, keep_difficult: bool = True,
-                 on_bad_sample: str = "skip"):
+    def __init__(
+        self,
+        root: str,
+        classes: Sequence[str] | None = None,
+        split: str | None = None,
+        transform: Callable | None = None,
+        keep_difficult: bool = True,
+        on_bad_sample: str = "skip",
+    ):
         self.root = os.path.expanduser(str(root))
         ann_dir = os.path.join(self.root, "Annotations")
         img_dir = os.path.join(self.root, "JPEGImages")
@@ -368,17 +405,17 @@ class VOCFolder(_VOCBase):
                 raise FileNotFoundError(f"split file not found: {split_file} (available: {available})")
             stems = _read_split_file(split_file)
         else:
-            stems = sorted(os.path.splitext(os.path.basename(p))[0]
-                           for p in glob.glob(os.path.join(ann_dir, "*.xml")))
+            stems = sorted(os.path.splitext(os.path.basename(p))[0] for p in glob.glob(os.path.join(ann_dir, "*.xml")))
             if split is not None:
                 held = holdout_split(stems)
                 is_val = split in HOLDOUT_NAMES
-                self.holdout = (f"{self.root} has no ImageSets/Main: split {split!r} is "
-                                f"{'the' if is_val else 'all but the'} {len(held)} of {len(stems)} images held out "
-                                f"for validation by a hash of the image id (about {HOLDOUT_PERCENT} %)")
+                self.holdout = (
+                    f"{self.root} has no ImageSets/Main: split {split!r} is "
+                    f"{'the' if is_val else 'all but the'} {len(held)} of {len(stems)} images held out "
+                    f"for validation by a hash of the image id (about {HOLDOUT_PERCENT} %)"
+                )
                 stems = [s for s in stems if (s in held) == is_val]
-        items = [(stem, os.path.join(ann_dir, stem + ".xml"), os.path.join(img_dir, stem + ".jpg"))
-                 for stem in stems]
+        items = [(stem, os.path.join(ann_dir, stem + ".xml"), os.path.join(img_dir, stem + ".jpg")) for stem in stems]
         trees: dict[str, Any] = {}
         if classes is None:
             classes = self._collect_classes(ann_dir, trees)
@@ -393,8 +430,16 @@ class VOCFolder(_VOCBase):
             candidates += [os.path.join(img_dir, stem + ext) for ext in IMAGE_EXTENSIONS]
             return next((c for c in candidates if os.path.isfile(c)), image_path)
 
-        super().__init__(items, classes, transform, keep_difficult, on_bad_sample, lowercase=False,
-                         trees=trees, resolve_image=resolve_image)
+        super().__init__(
+            items,
+            classes,
+            transform,
+            keep_difficult,
+            on_bad_sample,
+            lowercase=False,
+            trees=trees,
+            resolve_image=resolve_image,
+        )
 
     @staticmethod
     def _collect_classes(ann_dir: str, trees: dict) -> tuple[str, ...]:

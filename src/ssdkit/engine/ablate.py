@@ -7,6 +7,7 @@ one with the best mean mAP on the *selection* split, and the arms are compared b
 evaluates the default runs both ways. Runs live in ``run-<loss_norm>-<init>-lr<lr>-seed<seed>-<config hash>``
 folders and are reused when the study runs again, so it can run in parts (a tip, a seed or a rate at a time).
 """
+
 from __future__ import annotations
 
 import csv
@@ -21,8 +22,16 @@ from typing import Callable, Sequence
 from .config import INITS, ConfigError, TrainConfig, resolve_config
 from .study import choose_lr, evaluate_split, mean_ci, paired_stats, t_quantile_975, verdict
 
-__all__ = ["TIPS", "Tip", "paired_stats", "t_quantile_975", "arm_configs", "run_ablation", "markdown_table",
-           "ABLATE_SYNTHETIC_DEFAULTS"]
+__all__ = [
+    "TIPS",
+    "Tip",
+    "paired_stats",
+    "t_quantile_975",
+    "arm_configs",
+    "run_ablation",
+    "markdown_table",
+    "ABLATE_SYNTHETIC_DEFAULTS",
+]
 
 
 @dataclass(frozen=True)
@@ -35,12 +44,17 @@ class Tip:
 
 
 TIPS: dict[str, Tip] = {
-    "loss-norm": Tip("loss-norm", "loss_norm", "batch", "sample",
-                     "batch-wise normalization beats sample-wise by 1-2 mAP"),
-    "init": Tip("init", "init", "xavier_gaussian_out", "uniform",
-                "Xavier (gaussian, out, magnitude 2) beats Uniform(0.07) for the added layers by about 1 mAP"),
-    "decoder": Tip("decoder", "decoder", "per_class", "argmax",
-                   "per-class decoding beats argmax by 0.5-0.8 mAP"),
+    "loss-norm": Tip(
+        "loss-norm", "loss_norm", "batch", "sample", "batch-wise normalization beats sample-wise by 1-2 mAP"
+    ),
+    "init": Tip(
+        "init",
+        "init",
+        "xavier_gaussian_out",
+        "uniform",
+        "Xavier (gaussian, out, magnitude 2) beats Uniform(0.07) for the added layers by about 1 mAP",
+    ),
+    "decoder": Tip("decoder", "decoder", "per_class", "argmax", "per-class decoding beats argmax by 0.5-0.8 mAP"),
 }
 
 # the budget of an ablation on the built-in data set, applied where the user set nothing: the default recipe
@@ -49,8 +63,9 @@ TIPS: dict[str, Tip] = {
 ABLATE_SYNTHETIC_DEFAULTS = dict(epochs=8, time_budget=0)
 
 
-def arm_configs(base: TrainConfig, tip: Tip, seed_index: int, lr: float | None = None,
-                arms: Sequence[str] | None = None) -> dict[str, TrainConfig]:
+def arm_configs(
+    base: TrainConfig, tip: Tip, seed_index: int, lr: float | None = None, arms: Sequence[str] | None = None
+) -> dict[str, TrainConfig]:
     """The resolved configs of ``arms`` (default: the tip's two) for one seed and learning rate, identical but
     for the tip's field. The decoder tip's arms all train the default config (the decoder acts at evaluation)."""
     seeded = dataclasses.replace(base, seed=base.seed + seed_index, resume=None, output=None, progress=False)
@@ -72,8 +87,9 @@ def config_key(cfg: TrainConfig) -> str:
 
 def run_folder(folder: str, cfg: TrainConfig) -> str:
     """The run folder of ``cfg`` (one per loss norm, init, lr and seed; the hash covers every other setting)."""
-    return os.path.join(folder, f"run-{cfg.loss_norm}-{cfg.init or 'default'}-lr{cfg.lr:g}-seed{cfg.seed}-"
-                                f"{config_key(cfg)}")
+    return os.path.join(
+        folder, f"run-{cfg.loss_norm}-{cfg.init or 'default'}-lr{cfg.lr:g}-seed{cfg.seed}-{config_key(cfg)}"
+    )
 
 
 def _train_or_reuse(cfg: TrainConfig, run: str, say: Callable[[str], None]) -> str:
@@ -128,8 +144,11 @@ def _pct(stats: dict, key: str) -> str:
 
 def markdown_table(rows: list[dict]) -> str:
     """The paired comparison of each tip (report split, each arm at its best_lr) and every arm's grid."""
-    lines = ["| tip | arm (claimed better) @ best_lr | report mAP mean ± sd | arm (claimed worse) @ best_lr | "
-             "report mAP mean ± sd | paired diff [95% CI] | seed's claim |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| tip | arm (claimed better) @ best_lr | report mAP mean ± sd | arm (claimed worse) @ best_lr | "
+        "report mAP mean ± sd | paired diff [95% CI] | seed's claim |",
+        "|---|---|---|---|---|---|---|",
+    ]
 
     def arm(r: dict, key: str) -> str:
         failed = r.get(f"diverged_{key}", 0)
@@ -140,18 +159,28 @@ def markdown_table(rows: list[dict]) -> str:
         lines.append(
             f"| {r['tip']} | {arm(r, 'better')} | {_pct(r, 'better_mean')} ± {_pct(r, 'better_std')} | "
             f"{arm(r, 'worse')} | {_pct(r, 'worse_mean')} ± {_pct(r, 'worse_std')} | "
-            f"{100 * r['diff_mean']:+.2f} [{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}] | {r['verdict']} |")
-    lines += ["", "| tip | arm | selection mAP by lr (mean over seeds) | best_lr | report mAP at best_lr: mean "
-                  "[95% CI] | per seed |", "|---|---|---|---|---|---|"]
+            f"{100 * r['diff_mean']:+.2f} [{100 * r['ci_low']:+.2f}, {100 * r['ci_high']:+.2f}] | {r['verdict']} |"
+        )
+    lines += [
+        "",
+        "| tip | arm | selection mAP by lr (mean over seeds) | best_lr | report mAP at best_lr: mean "
+        "[95% CI] | per seed |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         for a in r["arms"]:
             by_lr = ", ".join(f"{lr:g}: {100 * m:.2f}" for lr, m in zip(a["lrs"], a["selection_by_lr"]))
             s = a["report"]
-            lines.append(f"| {r['tip']} | {a['arm']} | {by_lr} | {a['best_lr']:g} | {_pct(s, 'mean')} "
-                         f"[{_pct(s, 'ci_low')}, {_pct(s, 'ci_high')}] | "
-                         f"{', '.join(f'{100 * m:.2f}' for m in a['report_maps'])} |")
-    lines += ["", "mAP in percent (final VOC07 mAP of each run); a diverged run (NaN loss) counts as 0. Each arm's "
-                  "best_lr is chosen on the selection split; the report split gives the compared numbers."]
+            lines.append(
+                f"| {r['tip']} | {a['arm']} | {by_lr} | {a['best_lr']:g} | {_pct(s, 'mean')} "
+                f"[{_pct(s, 'ci_low')}, {_pct(s, 'ci_high')}] | "
+                f"{', '.join(f'{100 * m:.2f}' for m in a['report_maps'])} |"
+            )
+    lines += [
+        "",
+        "mAP in percent (final VOC07 mAP of each run); a diverged run (NaN loss) counts as 0. Each arm's "
+        "best_lr is chosen on the selection split; the report split gives the compared numbers.",
+    ]
     return "\n".join(lines)
 
 
@@ -165,8 +194,14 @@ def _plot(rows: list[dict], path: str) -> None:
     for ax, r in zip(axes[0], rows):
         for a in r["arms"]:
             sds = [100 * (statistics.stdev(v) if len(v) > 1 else 0) for v in a["selection_maps"]]
-            ax.errorbar(a["lrs"], [100 * m for m in a["selection_by_lr"]], yerr=sds, marker="o", capsize=3,
-                        label=f"{a['arm']} (best {a['best_lr']:g})")
+            ax.errorbar(
+                a["lrs"],
+                [100 * m for m in a["selection_by_lr"]],
+                yerr=sds,
+                marker="o",
+                capsize=3,
+                label=f"{a['arm']} (best {a['best_lr']:g})",
+            )
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
         ax.set_ylabel("selection-split mAP (%)")
@@ -174,8 +209,10 @@ def _plot(rows: list[dict], path: str) -> None:
         ax.legend(fontsize=7)
     ax = axes[0][-1]
     diffs = [100 * r["diff_mean"] for r in rows]
-    err = [[100 * (r["diff_mean"] - r["ci_low"]) if r["n"] > 1 else 0 for r in rows],
-           [100 * (r["ci_high"] - r["diff_mean"]) if r["n"] > 1 else 0 for r in rows]]
+    err = [
+        [100 * (r["diff_mean"] - r["ci_low"]) if r["n"] > 1 else 0 for r in rows],
+        [100 * (r["ci_high"] - r["diff_mean"]) if r["n"] > 1 else 0 for r in rows],
+    ]
     ax.errorbar(range(len(rows)), diffs, yerr=err, fmt="o", capsize=6)
     ax.axhline(0, color="gray", lw=0.8)
     ax.set_xticks(range(len(rows)), [r["tip"] for r in rows])
@@ -197,22 +234,41 @@ def _study_base(base: TrainConfig) -> TrainConfig:
     return base
 
 
-def _run_tip(base: TrainConfig, t: Tip, seeds: int, lrs: Sequence[float], extra: Sequence[str], folder: str,
-             grid: list[dict], say: Callable[[str], None]) -> dict:
+def _run_tip(
+    base: TrainConfig,
+    t: Tip,
+    seeds: int,
+    lrs: Sequence[float],
+    extra: Sequence[str],
+    folder: str,
+    grid: list[dict],
+    say: Callable[[str], None],
+) -> dict:
     """Train and score every arm of ``t`` at every rate and seed; returns the tip's row, appends to ``grid``."""
+
     def score(arm_names: Sequence[str], rates: Sequence[float]) -> dict[str, dict]:
-        out = {arm: {"arm": arm, "lrs": list(rates), "selection_maps": [], "report_by_lr": {}, "diverged": {}}
-               for arm in arm_names}
+        out = {
+            arm: {"arm": arm, "lrs": list(rates), "selection_maps": [], "report_by_lr": {}, "diverged": {}}
+            for arm in arm_names
+        }
         for lr in rates:
             for s in range(seeds):
                 cfgs = arm_configs(base, t, s, lr, arm_names)
                 for arm in arm_names:
                     run = _train_or_reuse(cfgs[arm], run_folder(folder, cfgs[arm]), say)
                     decoder = arm if t.name == "decoder" else "per_class"
-                    grid.append({"tip": t.name, "arm": arm, "lr": lr, "seed": cfgs[arm].seed,
-                                 "selection_map": _split_map(run, "selection", decoder),
-                                 "report_map": _split_map(run, "report", decoder), "diverged": _diverged(run),
-                                 "run": os.path.basename(run)})
+                    grid.append(
+                        {
+                            "tip": t.name,
+                            "arm": arm,
+                            "lr": lr,
+                            "seed": cfgs[arm].seed,
+                            "selection_map": _split_map(run, "selection", decoder),
+                            "report_map": _split_map(run, "report", decoder),
+                            "diverged": _diverged(run),
+                            "run": os.path.basename(run),
+                        }
+                    )
             for arm in arm_names:
                 cells = [g for g in grid if g["tip"] == t.name and g["arm"] == arm and g["lr"] == lr]
                 out[arm]["selection_maps"].append([g["selection_map"] for g in cells])
@@ -236,19 +292,35 @@ def _run_tip(base: TrainConfig, t: Tip, seeds: int, lrs: Sequence[float], extra:
         a["diverged_at_best_lr"] = a["diverged"][a["best_lr"]]
         a.pop("report_by_lr")
         a["diverged"] = {f"{lr:g}": n for lr, n in a["diverged"].items()}
-    return {"tip": t.name, "better": t.better, "worse": t.worse, "better_lr": better["best_lr"],
-            "worse_lr": worse["best_lr"], **stats, "verdict": verdict(stats),
-            "diverged_better": better["diverged_at_best_lr"], "diverged_worse": worse["diverged_at_best_lr"],
-            "claim": t.claim, "better_maps": better["report_maps"], "worse_maps": worse["report_maps"],
-            "arms": list(arms.values())}
+    return {
+        "tip": t.name,
+        "better": t.better,
+        "worse": t.worse,
+        "better_lr": better["best_lr"],
+        "worse_lr": worse["best_lr"],
+        **stats,
+        "verdict": verdict(stats),
+        "diverged_better": better["diverged_at_best_lr"],
+        "diverged_worse": worse["diverged_at_best_lr"],
+        "claim": t.claim,
+        "better_maps": better["report_maps"],
+        "worse_maps": worse["report_maps"],
+        "arms": list(arms.values()),
+    }
 
 
-def run_ablation(base: TrainConfig, tip: str = "all", seeds: int = 3, lr_sweep: Sequence[float] | None = None,
-                 extra_inits: Sequence[str] = (), say: Callable[[str], None] = print) -> list[dict]:
+def run_ablation(
+    base: TrainConfig,
+    tip: str = "all",
+    seeds: int = 3,
+    lr_sweep: Sequence[float] | None = None,
+    extra_inits: Sequence[str] = (),
+    say: Callable[[str], None] = print,
+) -> list[dict]:
     """Train and evaluate the arms of ``tip`` (one, a comma-separated list, or ``"all"``) over ``seeds`` paired
     seeds and the rates of ``lr_sweep`` (default: the recipe's rate); ``extra_inits`` adds init schemes to the init
-    tip at the rate of its best arm. Writes ``ablation.md``, ``ablation.json`` (tip rows and the whole grid), ``ablation.csv``,
-    ``ablation_grid.csv`` and ``ablation.png`` into the output folder."""
+    tip at the rate of its best arm. Writes ``ablation.md``, ``ablation.json`` (tip rows and the whole grid),
+    ``ablation.csv``, ``ablation_grid.csv`` and ``ablation.png`` into the output folder."""
     if seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {seeds}")
     if lr_sweep is not None and (not lr_sweep or any(not lr > 0 for lr in lr_sweep)):
@@ -276,8 +348,10 @@ def run_ablation(base: TrainConfig, tip: str = "all", seeds: int = 3, lr_sweep: 
         f.write(table + "\n")
     with open(os.path.join(folder, "ablation.json"), "w") as f:
         json.dump({"rows": rows, "grid": grid}, f, indent=2)
-    _write_csv(os.path.join(folder, "ablation.csv"), [{k: v for k, v in r.items()
-                                                        if not k.endswith("_maps") and k != "arms"} for r in rows])
+    _write_csv(
+        os.path.join(folder, "ablation.csv"),
+        [{k: v for k, v in r.items() if not k.endswith("_maps") and k != "arms"} for r in rows],
+    )
     _write_csv(os.path.join(folder, "ablation_grid.csv"), grid)
     _plot(rows, os.path.join(folder, "ablation.png"))
     say(f"results in {folder}/ablation.{{md,csv,json,png}} and ablation_grid.csv")

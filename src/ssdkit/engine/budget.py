@@ -9,6 +9,7 @@ still ends on time. The run's clock starts when :func:`~ssdkit.engine.trainer.fi
 
 The functions here are pure except :func:`measure_speed` and :func:`apply_time_budget`, the trainer's hook.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -21,18 +22,28 @@ import torch
 
 from .config import ConfigError, TrainConfig, scale_epochs
 
-__all__ = ["RunShape", "BudgetPlan", "count_evals", "predicted_seconds", "fit_to_budget", "measure_speed",
-           "apply_time_budget", "START_KEY", "MIN_STEPS_PER_EPOCH", "SMALL_RECIPE_IMAGES"]
+__all__ = [
+    "RunShape",
+    "BudgetPlan",
+    "count_evals",
+    "predicted_seconds",
+    "fit_to_budget",
+    "measure_speed",
+    "apply_time_budget",
+    "START_KEY",
+    "MIN_STEPS_PER_EPOCH",
+    "SMALL_RECIPE_IMAGES",
+]
 
-START_KEY = "budget_started_at"   # TrainConfig.extra: time.time() when fit() was called
-MIN_STEPS_PER_EPOCH = 20          # fewer steps than this per epoch: take fewer epochs instead
-FINISH_SECONDS = 6.0              # after the last evaluation: plots, the final table, the processes' exit
-EPOCH_SECONDS = 0.5               # per epoch besides its steps: loader start, last.pt
-SAFETY = 0.06                     # the share of the time left that is kept free for a machine that slows down
-PROBE_WARMUP_STEPS = 1            # steps not timed (oneDNN builds its kernels in the first ones)
-PROBE_STEPS = 6                   # steps timed
-PROBE_EVAL_BATCHES = 2            # validation batches timed
-SMALL_RECIPE_IMAGES = 2000        # recipes of at most this many training images run as they are (not measured)
+START_KEY = "budget_started_at"  # TrainConfig.extra: time.time() when fit() was called
+MIN_STEPS_PER_EPOCH = 20  # fewer steps than this per epoch: take fewer epochs instead
+FINISH_SECONDS = 6.0  # after the last evaluation: plots, the final table, the processes' exit
+EPOCH_SECONDS = 0.5  # per epoch besides its steps: loader start, last.pt
+SAFETY = 0.06  # the share of the time left that is kept free for a machine that slows down
+PROBE_WARMUP_STEPS = 1  # steps not timed (oneDNN builds its kernels in the first ones)
+PROBE_STEPS = 6  # steps timed
+PROBE_EVAL_BATCHES = 2  # validation batches timed
+SMALL_RECIPE_IMAGES = 2000  # recipes of at most this many training images run as they are (not measured)
 
 
 @dataclass(frozen=True)
@@ -56,19 +67,24 @@ class BudgetPlan:
     """What :func:`fit_to_budget` chose: the fitted ``shape`` and the time it expects it to take."""
 
     shape: RunShape
-    whole_recipe: bool        # the recipe fits as it is
-    seconds_left: float       # budget minus the time already spent when the plan was made
-    predicted_s: float        # training + evaluations + finish, as measured on this machine
+    whole_recipe: bool  # the recipe fits as it is
+    seconds_left: float  # budget minus the time already spent when the plan was made
+    predicted_s: float  # training + evaluations + finish, as measured on this machine
 
     def describe(self, recipe: RunShape, budget_s: float, images_per_s: float, eval_s: float) -> str:
         s = self.shape
         decay = ", ".join(map(str, s.lr_decay_epochs)) or "none"
-        what = ("the whole recipe fits" if self.whole_recipe else
-                f"fits {s.images:,} of the recipe's {recipe.images:,} training images")
-        return (f"time budget {budget_s / 60:g} min: measured {images_per_s:.1f} training images/s and "
-                f"{eval_s:.1f} s per evaluation here; {what}: {s.epochs} epochs of {s.images_per_epoch:,} images, "
-                f"LR decay at epoch {decay}, evaluation every {s.val_interval} epochs; expected to end "
-                f"{self.predicted_s:.0f} s from now ({self.seconds_left:.0f} s left)")
+        what = (
+            "the whole recipe fits"
+            if self.whole_recipe
+            else f"fits {s.images:,} of the recipe's {recipe.images:,} training images"
+        )
+        return (
+            f"time budget {budget_s / 60:g} min: measured {images_per_s:.1f} training images/s and "
+            f"{eval_s:.1f} s per evaluation here; {what}: {s.epochs} epochs of {s.images_per_epoch:,} images, "
+            f"LR decay at epoch {decay}, evaluation every {s.val_interval} epochs; expected to end "
+            f"{self.predicted_s:.0f} s from now ({self.seconds_left:.0f} s left)"
+        )
 
 
 def count_evals(epochs: int, val_interval: int) -> int:
@@ -78,8 +94,12 @@ def count_evals(epochs: int, val_interval: int) -> int:
 
 def predicted_seconds(shape: RunShape, images_per_s: float, eval_s: float) -> float:
     """Seconds that ``shape`` takes at ``images_per_s`` training images per second and ``eval_s`` per evaluation."""
-    return (shape.images / images_per_s + shape.epochs * EPOCH_SECONDS
-            + count_evals(shape.epochs, shape.val_interval) * eval_s + FINISH_SECONDS)
+    return (
+        shape.images / images_per_s
+        + shape.epochs * EPOCH_SECONDS
+        + count_evals(shape.epochs, shape.val_interval) * eval_s
+        + FINISH_SECONDS
+    )
 
 
 def _with_epochs(recipe: RunShape, epochs: int, images_per_epoch: int) -> RunShape:
@@ -110,8 +130,10 @@ def fit_to_budget(recipe: RunShape, seconds_left: float, images_per_s: float, ev
         if per_epoch >= min_images or (epochs == 1 and per_epoch >= batch):
             shape = _with_epochs(recipe, epochs, min(per_epoch, recipe.images_per_epoch))
             return BudgetPlan(shape, False, seconds_left, predicted_seconds(shape, images_per_s, eval_s))
-    raise ConfigError(f"--time-budget: {seconds_left:.0f} s are left, too little to train one batch and evaluate "
-                      f"on this machine ({images_per_s:.1f} images/s, {eval_s:.1f} s per evaluation)")
+    raise ConfigError(
+        f"--time-budget: {seconds_left:.0f} s are left, too little to train one batch and evaluate "
+        f"on this machine ({images_per_s:.1f} images/s, {eval_s:.1f} s per evaluation)"
+    )
 
 
 def measure_speed(cfg: TrainConfig, rank: int, world: int) -> tuple[float, float]:
@@ -126,17 +148,37 @@ def measure_speed(cfg: TrainConfig, rank: int, world: int) -> tuple[float, float
 
     steps = PROBE_WARMUP_STEPS + PROBE_STEPS
     with tempfile.TemporaryDirectory(prefix="ssdkit-budget-") as folder:
-        probe = dataclasses.replace(cfg, synthetic_train_size=steps * cfg.batch_size, epochs=1, lr_decay_epochs=[],
-                                    warmup_epochs=0.0, synthetic_val_size=PROBE_EVAL_BATCHES * cfg.batch_size,
-                                    lr=cfg.lr * 1e-3, output=folder, resume=None, time_budget=0, progress=False)
+        probe = dataclasses.replace(
+            cfg,
+            synthetic_train_size=steps * cfg.batch_size,
+            epochs=1,
+            lr_decay_epochs=[],
+            warmup_epochs=0.0,
+            synthetic_val_size=PROBE_EVAL_BATCHES * cfg.batch_size,
+            lr=cfg.lr * 1e-3,
+            output=folder,
+            resume=None,
+            time_budget=0,
+            progress=False,
+        )
         parts = build_run(probe, rank, world)
         parts.prepare_epoch(0)
         parts.train_loader.sampler.set_epoch(0)
         marks: list[float] = []
-        train_one_epoch(parts.train_net, parts.train_loader, parts.loss_fn, parts.optimizer, parts.scheduler,
-                        parts.device, 0, parts.scaler, parts.amp_dtype, log_interval=10 ** 9, progress=False,
-                        on_step=lambda state: marks.append(time.perf_counter()) if len(marks) < PROBE_WARMUP_STEPS
-                        else None)
+        train_one_epoch(
+            parts.train_net,
+            parts.train_loader,
+            parts.loss_fn,
+            parts.optimizer,
+            parts.scheduler,
+            parts.device,
+            0,
+            parts.scaler,
+            parts.amp_dtype,
+            log_interval=10**9,
+            progress=False,
+            on_step=lambda state: marks.append(time.perf_counter()) if len(marks) < PROBE_WARMUP_STEPS else None,
+        )
         train_s = torch.tensor([time.perf_counter() - marks[-1]], dtype=torch.float64)
         eval_s = 0.0
         if rank == 0:
@@ -162,14 +204,24 @@ def apply_time_budget(cfg: TrainConfig, say: Callable[[str], None], rank: int, w
         return cfg
     started = float(cfg.extra.get(START_KEY, time.time()))
     images_per_s, eval_s = measure_speed(cfg, rank, world)
-    recipe = RunShape(cfg.epochs, cfg.synthetic_train_size, tuple(cfg.lr_decay_epochs), cfg.synthetic_dense_epochs,
-                      cfg.val_interval, cfg.batch_size)
+    recipe = RunShape(
+        cfg.epochs,
+        cfg.synthetic_train_size,
+        tuple(cfg.lr_decay_epochs),
+        cfg.synthetic_dense_epochs,
+        cfg.val_interval,
+        cfg.batch_size,
+    )
     budget_s = cfg.time_budget * 60.0
     plan = fit_to_budget(recipe, budget_s - (time.time() - started), images_per_s, eval_s)
     if rank == 0:
         say(plan.describe(recipe, budget_s, images_per_s, eval_s))
     shape = plan.shape
-    return dataclasses.replace(cfg, epochs=shape.epochs, synthetic_train_size=shape.images_per_epoch,
-                               lr_decay_epochs=list(shape.lr_decay_epochs), synthetic_dense_epochs=shape.dense_epochs,
-                               val_interval=shape.val_interval)
-
+    return dataclasses.replace(
+        cfg,
+        epochs=shape.epochs,
+        synthetic_train_size=shape.images_per_epoch,
+        lr_decay_epochs=list(shape.lr_decay_epochs),
+        synthetic_dense_epochs=shape.dense_epochs,
+        val_interval=shape.val_interval,
+    )

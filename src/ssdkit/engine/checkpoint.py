@@ -7,6 +7,7 @@ done in it and the epoch's running loss sums, and ``ranks``: every process's RNG
 loss window, so that a resumed run continues with exactly the batches, random numbers and logged losses of the
 run left alone.
 """
+
 from __future__ import annotations
 
 import os
@@ -25,10 +26,17 @@ def rng_state() -> dict[str, Any]:
     py_state = random.getstate()
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
-        "python": {"version": py_state[0], "state": list(py_state[1]),
-                   "gauss": py_state[2] if py_state[2] is not None else None},
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "gauss": float(np_state[4]),
+        },
+        "python": {
+            "version": py_state[0],
+            "state": list(py_state[1]),
+            "gauss": py_state[2] if py_state[2] is not None else None,
+        },
     }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
@@ -85,8 +93,17 @@ class Checkpointer:
     ``guard`` may be None.
     """
 
-    def __init__(self, folder: str, net, optimizer, scheduler, scaler=None, guard=None,
-                 meta: dict[str, Any] | None = None, enabled: bool = True):
+    def __init__(
+        self,
+        folder: str,
+        net,
+        optimizer,
+        scheduler,
+        scaler=None,
+        guard=None,
+        meta: dict[str, Any] | None = None,
+        enabled: bool = True,
+    ):
         self.folder = folder
         self.net, self.optimizer, self.scheduler, self.scaler, self.guard = net, optimizer, scheduler, scaler, guard
         self.meta = dict(meta or {})
@@ -95,17 +112,28 @@ class Checkpointer:
     def path(self, name: str) -> str:
         return os.path.join(self.folder, name)
 
-    def save(self, name: str, epoch_done: int, best: float, progress: dict[str, Any] | None = None,
-             ranks: list[dict[str, Any]] | None = None, bad_samples: list | None = None) -> str | None:
+    def save(
+        self,
+        name: str,
+        epoch_done: int,
+        best: float,
+        progress: dict[str, Any] | None = None,
+        ranks: list[dict[str, Any]] | None = None,
+        bad_samples: list | None = None,
+    ) -> str | None:
         """Write ``name`` atomically; ``epoch_done`` is the last finished epoch (0-based, -1 for none)."""
         if not self.enabled:
             return None
         payload = {
-            "model": self.net.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "model": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "epoch": epoch_done, "best_map": best, "rng": rng_state(),
-            "bad_samples": [list(e) for e in bad_samples or ()], **self.meta,
+            "epoch": epoch_done,
+            "best_map": best,
+            "rng": rng_state(),
+            "bad_samples": [list(e) for e in bad_samples or ()],
+            **self.meta,
         }
         if progress is not None:
             payload["progress"] = progress
@@ -129,6 +157,10 @@ class Checkpointer:
             self.guard.load_state_dict(rank_state["guard"])
         set_rng_state(rank_state["rng"] if rank_state else ckpt["rng"])
         progress = ckpt.get("progress")
-        return {"start_epoch": int(progress["epoch"]) if progress else int(ckpt["epoch"]) + 1,
-                "best": float(ckpt.get("best_map", -1.0)), "progress": progress, "rank_state": rank_state,
-                "bad_samples": [tuple(e) for e in ckpt.get("bad_samples", ())]}
+        return {
+            "start_epoch": int(progress["epoch"]) if progress else int(ckpt["epoch"]) + 1,
+            "best": float(ckpt.get("best_map", -1.0)),
+            "progress": progress,
+            "rank_state": rank_state,
+            "bad_samples": [tuple(e) for e in ckpt.get("bad_samples", ())],
+        }

@@ -5,14 +5,26 @@ synthetic set has a CPU recipe, ``voc``/``coco``/``voc-folder`` GluonCV's), valu
 size, its matching IoU) from the model's preset in :mod:`ssdkit.models.presets`. The resolved config is what runs and
 what every checkpoint stores. Why the synthetic recipe is what it is: ``docs/synthetic-recipe.md``.
 """
+
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["TrainConfig", "resolve_config", "ConfigError", "DATASETS", "LOSS_NORMS", "INITS", "DECODERS", "preset",
-           "scaled_decay_epochs", "scale_epochs", "SYNTHETIC_TRAIN_OBJECTS"]
+__all__ = [
+    "TrainConfig",
+    "resolve_config",
+    "ConfigError",
+    "DATASETS",
+    "LOSS_NORMS",
+    "INITS",
+    "DECODERS",
+    "preset",
+    "scaled_decay_epochs",
+    "scale_epochs",
+    "SYNTHETIC_TRAIN_OBJECTS",
+]
 
 DATASETS = ("synthetic", "voc", "coco", "voc-folder")
 LOSS_NORMS = ("batch", "sample")
@@ -43,11 +55,11 @@ class TrainConfig:
     pretrained: str | None = None
     synthetic_train_size: int = 4000
     synthetic_val_size: int = 500
-    synthetic_fresh: bool = True   # new synthetic training images every epoch (False: the same set each epoch)
+    synthetic_fresh: bool = True  # new synthetic training images every epoch (False: the same set each epoch)
     # objects per synthetic *training* image in the first synthetic_dense_epochs epochs, [min, max] (None:
     # SYNTHETIC_TRAIN_OBJECTS); later epochs, and the val split, have the data set's own 1-10
     synthetic_train_objects: list[int] | None = None
-    synthetic_dense_epochs: int | None = None   # None: the epochs before the first LR decay
+    synthetic_dense_epochs: int | None = None  # None: the epochs before the first LR decay
     # the recipe (None: from the data set's preset)
     epochs: int | None = None
     batch_size: int | None = None
@@ -69,15 +81,15 @@ class TrainConfig:
     amp: bool | None = None  # None: auto (bfloat16 on CPUs with native bf16, float16 on CUDA)
     compile: bool = False  # torch.compile the model for training (pays a compile time at the start)
     num_workers: int | None = None
-    procs: int | None = None       # training processes (data parallel); batch_size is split among them
+    procs: int | None = None  # training processes (data parallel); batch_size is split among them
     seed: int = 233
     # minutes from fit() to the final table (synthetic data only; None: the preset's, 0: train the whole recipe);
     # the run measures its speed first and shrinks the recipe to fit (see engine/budget.py)
     time_budget: float | None = None
     output: str | None = None
-    resume: str | None = None      # a checkpoint, or "auto": the output folder's last.pt when there is one
-    checkpoint_steps: int = 0      # also save last.pt every N steps inside an epoch (0: at epoch ends only)
-    max_bad_steps: int = 10        # stop after this many steps in a row with a non-finite loss or gradient
+    resume: str | None = None  # a checkpoint, or "auto": the output folder's last.pt when there is one
+    checkpoint_steps: int = 0  # also save last.pt every N steps inside an epoch (0: at epoch ends only)
+    max_bad_steps: int = 10  # stop after this many steps in a row with a non-finite loss or gradient
     val_interval: int | None = None
     save_interval: int = 10
     log_interval: int = 20
@@ -89,7 +101,7 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         names = {f.name for f in dataclasses.fields(cls)}
         d = dict(d)
         # configs saved before the field existed trained on the data set's own 1-10 objects per image
@@ -103,19 +115,66 @@ _PRESETS: dict[str, dict[str, Any]] = {
     # images every epoch (synthetic_fresh, so no augmentation), a larger lr after one warmup epoch, batch 16 split
     # over two processes (one per core, each making its own data), step decay, and a 10-minute time budget that
     # shrinks the recipe on a slower machine.
-    "synthetic": dict(model="ssd_tiny_synthetic", optimizer="sgd", batch_size=16, epochs=16, lr=0.08,
-                      lr_decay_epochs=[12, 14], warmup_epochs=1.0, num_workers=0, val_interval=8, augment="none",
-                      procs=2, time_budget=10.0),
+    "synthetic": dict(
+        model="ssd_tiny_synthetic",
+        optimizer="sgd",
+        batch_size=16,
+        epochs=16,
+        lr=0.08,
+        lr_decay_epochs=[12, 14],
+        warmup_epochs=1.0,
+        num_workers=0,
+        val_interval=8,
+        augment="none",
+        procs=2,
+        time_budget=10.0,
+    ),
     # GluonCV's train_ssd.py
-    "voc": dict(optimizer="sgd", batch_size=32, amp=False, model="ssd_300_vgg16_atrous_voc", epochs=GLUONCV_EPOCHS,
-                lr=1e-3, warmup_epochs=0.0, num_workers=4, val_interval=1, train_splits="2007_trainval,2012_trainval",
-                val_splits="2007_test", augment="gluoncv", procs=1),
-    "voc-folder": dict(optimizer="sgd", batch_size=32, amp=False, model="ssd_300_vgg16_atrous_custom",
-                       epochs=GLUONCV_EPOCHS, lr=1e-3, warmup_epochs=0.0, num_workers=4, val_interval=1,
-                       train_splits="train", val_splits="val", augment="gluoncv", procs=1),
-    "coco": dict(optimizer="sgd", batch_size=32, amp=False, model="ssd_300_vgg16_atrous_coco", epochs=GLUONCV_EPOCHS,
-                 lr=1e-3, warmup_epochs=0.0, num_workers=4, val_interval=10, train_splits="instances_train2017",
-                 val_splits="instances_val2017", augment="gluoncv", procs=1),
+    "voc": dict(
+        optimizer="sgd",
+        batch_size=32,
+        amp=False,
+        model="ssd_300_vgg16_atrous_voc",
+        epochs=GLUONCV_EPOCHS,
+        lr=1e-3,
+        warmup_epochs=0.0,
+        num_workers=4,
+        val_interval=1,
+        train_splits="2007_trainval,2012_trainval",
+        val_splits="2007_test",
+        augment="gluoncv",
+        procs=1,
+    ),
+    "voc-folder": dict(
+        optimizer="sgd",
+        batch_size=32,
+        amp=False,
+        model="ssd_300_vgg16_atrous_custom",
+        epochs=GLUONCV_EPOCHS,
+        lr=1e-3,
+        warmup_epochs=0.0,
+        num_workers=4,
+        val_interval=1,
+        train_splits="train",
+        val_splits="val",
+        augment="gluoncv",
+        procs=1,
+    ),
+    "coco": dict(
+        optimizer="sgd",
+        batch_size=32,
+        amp=False,
+        model="ssd_300_vgg16_atrous_coco",
+        epochs=GLUONCV_EPOCHS,
+        lr=1e-3,
+        warmup_epochs=0.0,
+        num_workers=4,
+        val_interval=10,
+        train_splits="instances_train2017",
+        val_splits="instances_val2017",
+        augment="gluoncv",
+        procs=1,
+    ),
 }
 
 
@@ -184,8 +243,15 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"--on-bad-sample must be 'skip' or 'error', got {out.on_bad_sample!r}")
     if out.augment not in ("gluoncv", "light", "none"):
         raise ConfigError(f"--augment must be gluoncv, light or none, got {out.augment!r}")
-    for name in ("epochs", "batch_size", "synthetic_train_size", "synthetic_val_size", "val_interval",
-                 "save_interval", "log_interval"):
+    for name in (
+        "epochs",
+        "batch_size",
+        "synthetic_train_size",
+        "synthetic_val_size",
+        "val_interval",
+        "save_interval",
+        "log_interval",
+    ):
         if getattr(out, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(out, name)}")
     if not 0 < out.match_iou <= 1:
@@ -201,14 +267,19 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     if out.procs < 1:
         raise ConfigError(f"--procs must be at least 1, got {out.procs}")
     if out.batch_size % out.procs:
-        raise ConfigError(f"--batch-size {out.batch_size} must be a multiple of --procs {out.procs} "
-                          f"(every process takes batch-size / procs images a step)")
+        raise ConfigError(
+            f"--batch-size {out.batch_size} must be a multiple of --procs {out.procs} "
+            f"(every process takes batch-size / procs images a step)"
+        )
     objects = out.synthetic_train_objects
     if objects is None:
         objects = SYNTHETIC_TRAIN_OBJECTS
-    if (not isinstance(objects, (list, tuple)) or len(objects) != 2
-            or not all(isinstance(n, int) and not isinstance(n, bool) for n in objects)
-            or not 1 <= objects[0] <= objects[1]):
+    if (
+        not isinstance(objects, (list, tuple))
+        or len(objects) != 2
+        or not all(isinstance(n, int) and not isinstance(n, bool) for n in objects)
+        or not 1 <= objects[0] <= objects[1]
+    ):
         raise ConfigError(f"--synthetic-train-objects must be MIN,MAX with 1 <= MIN <= MAX, got {objects!r}")
     out.synthetic_train_objects = [int(objects[0]), int(objects[1])]
     if out.synthetic_dense_epochs is None:

@@ -1,4 +1,5 @@
 """``ssdkit export``: a checkpoint or zoo model to an ONNX or TorchScript file with decoding and NMS inside."""
+
 from __future__ import annotations
 
 import os
@@ -45,8 +46,15 @@ def _check_writable(output: str) -> None:
         raise ConfigError(f"--output {output} is a folder; give a file name such as model.onnx")
 
 
-def export_model(output: str, checkpoint: str | None = None, model: str | None = None, pretrained: str | None = None,
-                 fmt: str = "onnx", opset: int | None = None, raw: bool = False) -> dict:
+def export_model(
+    output: str,
+    checkpoint: str | None = None,
+    model: str | None = None,
+    pretrained: str | None = None,
+    fmt: str = "onnx",
+    opset: int | None = None,
+    raw: bool = False,
+) -> dict:
     """Export and return a summary (file, format, model, classes, input size, outputs)."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
@@ -55,8 +63,9 @@ def export_model(output: str, checkpoint: str | None = None, model: str | None =
     try:
         from ..export import export_onnx, export_torchscript
     except ImportError as err:
-        raise ConfigError(f"exporting needs onnx, onnxruntime and onnxscript (pip install 'ssdkit[onnx]'): {err}"
-                          ) from None
+        raise ConfigError(
+            f"exporting needs onnx, onnxruntime and onnxscript (pip install 'ssdkit[onnx]'): {err}"
+        ) from None
     try:
         if fmt == "onnx":
             from ..export.onnx_export import DEFAULT_OPSET
@@ -69,5 +78,11 @@ def export_model(output: str, checkpoint: str | None = None, model: str | None =
     except OSError as err:
         raise ConfigError(f"cannot write {output}: {err.strerror or err}") from None
     outputs = ["cls_preds", "box_preds", "anchors"] if raw else ["ids", "scores", "boxes"]
-    return {"file": output, "format": fmt, "model": net.name, "classes": list(net.classes),
-            "input": [None, 3, size, size], "outputs": outputs}
+    return {
+        "file": output,
+        "format": fmt,
+        "model": net.name,
+        "classes": list(net.classes),
+        "input": [None, 3, size, size],
+        "outputs": outputs,
+    }

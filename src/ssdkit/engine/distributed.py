@@ -13,6 +13,7 @@ CPU, NCCL with one GPU per process on CUDA), and returns rank 0's result:
 Gradients are averaged by ``DistributedDataParallel``; the loss's batch-wise normalization sums the positives of
 all processes (:func:`ssdkit.loss.global_positive_count`), as GluonCV does across devices.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -27,8 +28,19 @@ from typing import Any, Callable
 import torch
 import torch.distributed as dist
 
-__all__ = ["launch", "run_in_processes", "torchrun_env", "is_distributed", "world_size", "all_reduce_sum",
-           "gather_bad_samples", "gather_objects", "broadcast_object", "ProcessFailed", "TorchrunEnv"]
+__all__ = [
+    "launch",
+    "run_in_processes",
+    "torchrun_env",
+    "is_distributed",
+    "world_size",
+    "all_reduce_sum",
+    "gather_bad_samples",
+    "gather_objects",
+    "broadcast_object",
+    "ProcessFailed",
+    "TorchrunEnv",
+]
 
 # long enough for rank 0 to evaluate a large validation set while the others wait at their next collective
 _TIMEOUT = datetime.timedelta(hours=6)
@@ -90,8 +102,12 @@ def torchrun_env() -> TorchrunEnv | None:
     if not all(k in env for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")):
         return None
     world = int(env["WORLD_SIZE"])
-    return TorchrunEnv(rank=int(env["RANK"]), world=world, local_rank=int(env.get("LOCAL_RANK", 0)),
-                       local_world=int(env.get("LOCAL_WORLD_SIZE", world)))
+    return TorchrunEnv(
+        rank=int(env["RANK"]),
+        world=world,
+        local_rank=int(env.get("LOCAL_RANK", 0)),
+        local_world=int(env.get("LOCAL_WORLD_SIZE", world)),
+    )
 
 
 def _free_port() -> int:
@@ -105,8 +121,14 @@ def _env_store(rank: int, world: int) -> dist.Store:
     of each torchrun restart under their own prefix: torchrun keeps one store across restarts, and a restarted
     rank could otherwise read a dead rank's address left by the previous attempt."""
     agent = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == "True"
-    store = dist.TCPStore(os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"]), world,
-                          is_master=not agent and rank == 0, timeout=_TIMEOUT, multi_tenant=True)
+    store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        world,
+        is_master=not agent and rank == 0,
+        timeout=_TIMEOUT,
+        multi_tenant=True,
+    )
     return dist.PrefixStore(f"ssdkit/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
@@ -115,14 +137,14 @@ def _init(rank: int, world: int, local_rank: int, init_method: str, device_type:
     if device_type == "cuda":
         torch.cuda.set_device(local_rank % max(1, torch.cuda.device_count()))
     if init_method == "env://":
-        dist.init_process_group(backend, store=_env_store(rank, world), rank=rank, world_size=world,
-                                timeout=_TIMEOUT)
+        dist.init_process_group(backend, store=_env_store(rank, world), rank=rank, world_size=world, timeout=_TIMEOUT)
     else:
         dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world, timeout=_TIMEOUT)
 
 
 def _exit_with_parent(parent: int) -> None:
     """A child of a killed rank 0 (SIGKILL, a lost machine) would wait in its next collective for hours: end it."""
+
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(1.0)
@@ -131,8 +153,9 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="ssdkit-parent-watch").start()
 
 
-def _child(fn, cfg_dict: dict[str, Any], rank: int, world: int, port: int, device_type: str, errors,
-           parent: int) -> None:
+def _child(
+    fn, cfg_dict: dict[str, Any], rank: int, world: int, port: int, device_type: str, errors, parent: int
+) -> None:
     from .config import TrainConfig
 
     _exit_with_parent(parent)
@@ -160,8 +183,12 @@ def run_in_processes(fn: Callable, cfg, say: Callable[[str], None], device_type:
     # procs > 1 needs the usual ``if __name__ == "__main__":`` guard.
     ctx = mp.get_context("spawn")
     errors = ctx.SimpleQueue()
-    children = [ctx.Process(target=_child, args=(fn, cfg.to_dict(), rank, world, port, device_type, errors, os.getpid()),
-                            daemon=False) for rank in range(1, world)]  # may start DataLoader workers
+    children = [
+        ctx.Process(
+            target=_child, args=(fn, cfg.to_dict(), rank, world, port, device_type, errors, os.getpid()), daemon=False
+        )
+        for rank in range(1, world)
+    ]  # may start DataLoader workers
     for p in children:
         p.start()
     finished = False

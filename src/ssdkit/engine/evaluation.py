@@ -1,4 +1,5 @@
 """Using a trained checkpoint: rebuild its model, evaluate it on a data set, run it on image files."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,9 +32,16 @@ def load_trained_model(path: str, device: torch.device, decoder: str | None = No
     return net.to(device).eval(), cfg, ckpt
 
 
-def evaluate_checkpoint(path: str, dataset: str | None = None, data_root: str | None = None,
-                        val_splits: str | None = None, decoder: str | None = None, batch_size: int | None = None,
-                        device: str = "auto", num_workers: int = 0) -> tuple[list[str], list[float], str]:
+def evaluate_checkpoint(
+    path: str,
+    dataset: str | None = None,
+    data_root: str | None = None,
+    val_splits: str | None = None,
+    decoder: str | None = None,
+    batch_size: int | None = None,
+    device: str = "auto",
+    num_workers: int = 0,
+) -> tuple[list[str], list[float], str]:
     """Evaluate ``path`` on its own validation split or on the given one: ``(names, values, table)``."""
     from ..metrics.report import format_ap_table
 
@@ -61,8 +69,14 @@ def evaluate_checkpoint(path: str, dataset: str | None = None, data_root: str | 
 
 
 @torch.no_grad()
-def predict_images(path: str | None, images: Sequence[str], score_thresh: float = 0.3, output: str | None = None,
-                   device: str = "auto", onnx: str | None = None) -> list[dict[str, Any]]:
+def predict_images(
+    path: str | None,
+    images: Sequence[str],
+    score_thresh: float = 0.3,
+    output: str | None = None,
+    device: str = "auto",
+    onnx: str | None = None,
+) -> list[dict[str, Any]]:
     """Detect objects in ``images`` with the checkpoint ``path`` or the ONNX file ``onnx`` (ONNX Runtime); boxes
     in original pixels. Writes ``<name>.pred.png`` with the boxes drawn by ``ssdkit.viz.plot_bbox``."""
     from ..data.errors import BadSampleError
@@ -89,6 +103,7 @@ def predict_images(path: str | None, images: Sequence[str], score_thresh: float 
         def detect(x):
             ids, scores, boxes = net.detect(x.to(dev))
             return ids[..., 0].cpu(), scores[..., 0].cpu(), boxes.cpu()
+
     out_dir = output or os.path.join(os.path.dirname(os.path.abspath(path or onnx)), "predictions")
     try:
         os.makedirs(out_dir, exist_ok=True)
@@ -109,8 +124,10 @@ def predict_images(path: str | None, images: Sequence[str], score_thresh: float 
         kept[:, 0::2] = kept[:, 0::2].clamp(0, w)
         kept[:, 1::2] = kept[:, 1::2].clamp(0, h)
         kept_ids = ids[0, keep].long()
-        dets = [{"label": classes[int(i)], "score": round(float(s), 4), "box_xyxy": [round(float(v), 1) for v in b]}
-                for i, s, b in zip(kept_ids.tolist(), scores[0, keep].tolist(), kept)]
+        dets = [
+            {"label": classes[int(i)], "score": round(float(s), 4), "box_xyxy": [round(float(v), 1) for v in b]}
+            for i, s, b in zip(kept_ids.tolist(), scores[0, keep].tolist(), kept)
+        ]
         picture = os.path.join(out_dir, os.path.splitext(os.path.basename(image_path))[0] + ".pred.png")
         try:
             save_detections(image, picture, kept, scores[0, keep], kept_ids, class_names=classes)
@@ -127,14 +144,17 @@ def load_onnx_detector(path: str):
     try:
         from ..export.runtime import OnnxRuntimeDetector
     except ImportError as err:
-        raise ConfigError(f"running ONNX files needs onnx and onnxruntime (pip install 'ssdkit[onnx]'): {err}") from None
+        raise ConfigError(
+            f"running ONNX files needs onnx and onnxruntime (pip install 'ssdkit[onnx]'): {err}"
+        ) from None
     try:
         return OnnxRuntimeDetector(path)
     except ValueError as err:
         raise ConfigError(f"{path}: {err}") from None
     except Exception as err:  # protobuf's decode errors and ONNX Runtime's load errors have no common base
-        raise ConfigError(f"{path} is not a readable ONNX file ({type(err).__name__}: {str(err).splitlines()[0]})"
-                          ) from None
+        raise ConfigError(
+            f"{path} is not a readable ONNX file ({type(err).__name__}: {str(err).splitlines()[0]})"
+        ) from None
 
 
 def _empty_boxes(h: int, w: int):

@@ -16,6 +16,7 @@ then counts the steps whose loss itself was not finite (an overflow of the scale
 not counted). The scaler lowers its scale on such a step too: it cannot tell the two apart.
 An optimizer without a fused kernel falls back to reading the flag on the host (one synchronisation a step).
 """
+
 from __future__ import annotations
 
 import torch
@@ -24,14 +25,19 @@ __all__ = ["NonFiniteGuard"]
 
 
 class NonFiniteGuard:
-    def __init__(self, optimizer: torch.optim.Optimizer, device: torch.device, patience: int = 10,
-                 scaler: torch.amp.GradScaler | None = None):
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        device: torch.device,
+        patience: int = 10,
+        scaler: torch.amp.GradScaler | None = None,
+    ):
         self.optimizer = optimizer
         self.patience = int(patience)
         self.scaler = scaler
         self.fused = bool(optimizer.defaults.get("fused"))
-        self.found_inf = torch.zeros((), device=device)     # this step: 1.0 when skipped
-        self.bad_loss = torch.zeros((), device=device)      # this step: 1.0 when the loss was not finite
+        self.found_inf = torch.zeros((), device=device)  # this step: 1.0 when skipped
+        self.bad_loss = torch.zeros((), device=device)  # this step: 1.0 when the loss was not finite
         self._one = torch.ones((), device=device)
         # skipped steps, current streak, step count, step where the streak reached patience (-1: never)
         self.counters = torch.tensor([0.0, 0.0, 0.0, -1.0], device=device, dtype=torch.float64)

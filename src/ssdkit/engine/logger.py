@@ -1,5 +1,6 @@
 """Run logging: ``metrics.csv`` (one row per evaluation), ``epochs.csv`` (one row per epoch: loss, lr, speed),
 TensorBoard scalars, PNG plots of loss (every epoch's mean) and mAP (every evaluation)."""
+
 from __future__ import annotations
 
 import csv
@@ -54,13 +55,17 @@ class RunLogger:
         """``(epoch, mean training loss)`` of every finished epoch (of the evaluated ones for runs logged before
         ``epochs.csv`` existed)."""
         rows = self.epoch_rows or self.eval_rows
-        return sorted((int(float(r["epoch"])), float(r["train_loss"])) for r in rows
-                      if r.get("train_loss") not in (None, ""))
+        return sorted(
+            (int(float(r["epoch"])), float(r["train_loss"])) for r in rows if r.get("train_loss") not in (None, "")
+        )
 
     def eval_points(self, metric_key: str) -> list[tuple[int, float]]:
         """``(epoch, metric)`` of every evaluation."""
-        return sorted((int(float(r["epoch"])), float(r[metric_key])) for r in self.eval_rows
-                      if r.get(metric_key) not in (None, "", "nan"))
+        return sorted(
+            (int(float(r["epoch"])), float(r[metric_key]))
+            for r in self.eval_rows
+            if r.get(metric_key) not in (None, "", "nan")
+        )
 
     def plot(self, metric_key: str) -> list[str]:
         """Write ``loss.png`` (every epoch's mean loss, and the logged steps) and ``map.png`` (every evaluation);
@@ -76,8 +81,15 @@ class RunLogger:
                 ax.plot(*zip(*self.train_curve), lw=0.8, alpha=0.45, color="tab:blue", label="logged steps")
             if loss_rows:
                 # a mean over epoch e covers [e - 1, e]: drawn at its middle, on top of the steps it averages
-                ax.plot([e - 0.5 for e, _ in loss_rows], [v for _, v in loss_rows], "o-", color="tab:orange", lw=2,
-                        ms=5, label="epoch mean")
+                ax.plot(
+                    [e - 0.5 for e, _ in loss_rows],
+                    [v for _, v in loss_rows],
+                    "o-",
+                    color="tab:orange",
+                    lw=2,
+                    ms=5,
+                    label="epoch mean",
+                )
             ax.set_title("training loss")
             _style_epoch_axis(ax, [e for e, _ in loss_rows])
             ax.set_ylabel("loss (per positive anchor)")

@@ -4,6 +4,7 @@ Every process of a run (one or many) draws its share of the epoch's permutation,
 ``(seed, epoch)``. ``set_start(n)`` skips this process's first ``n`` samples of the epoch without loading them, so
 a run resumed from a checkpoint taken after ``k`` steps replays exactly the batches that were left.
 """
+
 from __future__ import annotations
 
 import itertools

@@ -1,4 +1,5 @@
 """Learning-rate schedule: optional linear warmup, then GluonCV's step decay, stepped once per iteration."""
+
 from __future__ import annotations
 
 import bisect
@@ -9,8 +10,9 @@ import torch
 __all__ = ["step_decay_factor", "make_scheduler"]
 
 
-def step_decay_factor(iteration: int, iters_per_epoch: int, decay_epochs: Sequence[int], decay: float,
-                      warmup_iters: int = 0) -> float:
+def step_decay_factor(
+    iteration: int, iters_per_epoch: int, decay_epochs: Sequence[int], decay: float, warmup_iters: int = 0
+) -> float:
     """LR multiplier at ``iteration`` (0-based): linear warmup from 1/warmup_iters, then ``decay`` at each epoch
     of ``decay_epochs`` (applied from the first iteration of that epoch, as GluonCV's ``train_ssd.py``)."""
     epoch = iteration // max(1, iters_per_epoch)
@@ -20,9 +22,15 @@ def step_decay_factor(iteration: int, iters_per_epoch: int, decay_epochs: Sequen
     return factor
 
 
-def make_scheduler(optimizer: torch.optim.Optimizer, iters_per_epoch: int, decay_epochs: Sequence[int],
-                   decay: float, warmup_epochs: float = 0.0) -> torch.optim.lr_scheduler.LambdaLR:
+def make_scheduler(
+    optimizer: torch.optim.Optimizer,
+    iters_per_epoch: int,
+    decay_epochs: Sequence[int],
+    decay: float,
+    warmup_epochs: float = 0.0,
+) -> torch.optim.lr_scheduler.LambdaLR:
     warmup_iters = int(round(warmup_epochs * iters_per_epoch))
     decay_epochs = list(decay_epochs)
     return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda it: step_decay_factor(it, iters_per_epoch, decay_epochs, decay, warmup_iters))
+        optimizer, lambda it: step_decay_factor(it, iters_per_epoch, decay_epochs, decay, warmup_iters)
+    )

@@ -7,6 +7,7 @@ The step reads nothing back to the host: no ``.item()``, no Python ``bool`` of a
 makes) the scaler hands its inf check to the optimizer's kernel instead of reading it on the host, so the step
 stays asynchronous on CUDA. The caller reads the returned losses when it logs (every N steps).
 """
+
 from __future__ import annotations
 
 import torch
@@ -39,9 +40,18 @@ def step_memory_format(device: torch.device, amp_dtype: torch.dtype | None) -> t
     return torch.channels_last if amp_dtype is not None or device.type == "cpu" else torch.contiguous_format
 
 
-def train_step(net, loss_fn, optimizer, images: Tensor, cls_targets: Tensor, box_targets: Tensor,
-               amp_dtype: torch.dtype | None = None, scaler: torch.amp.GradScaler | None = None,
-               world: int = 1, memory_format: torch.memory_format | None = None) -> Tensor:
+def train_step(
+    net,
+    loss_fn,
+    optimizer,
+    images: Tensor,
+    cls_targets: Tensor,
+    box_targets: Tensor,
+    amp_dtype: torch.dtype | None = None,
+    scaler: torch.amp.GradScaler | None = None,
+    world: int = 1,
+    memory_format: torch.memory_format | None = None,
+) -> Tensor:
     """Train ``net`` on one batch; returns ``Tensor[3]`` float32 on the device: (loss, cls_loss, box_loss) of
     the batch, detached.
 

@@ -12,6 +12,7 @@ by, so the choice never sees them.
   selection split when the first byte of ``sha1(str(image_id))`` is even, else in the report split (about half
   each, stable across machines and runs).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,15 +23,56 @@ from typing import Mapping, Sequence
 
 from .config import ConfigError, TrainConfig
 
-__all__ = ["SPLITS", "REPORT_SEED_OFFSET", "t_quantile_975", "mean_ci", "paired_stats", "verdict", "split_of_id",
-           "split_indices", "split_config", "choose_lr", "evaluate_split"]
+__all__ = [
+    "SPLITS",
+    "REPORT_SEED_OFFSET",
+    "t_quantile_975",
+    "mean_ci",
+    "paired_stats",
+    "verdict",
+    "split_of_id",
+    "split_indices",
+    "split_config",
+    "choose_lr",
+    "evaluate_split",
+]
 
 SPLITS = ("selection", "report")
 REPORT_SEED_OFFSET = 2_000_003
 
 # two-sided 95% Student t quantiles, df = 1..30
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+_T975 = (
+    12.706,
+    4.303,
+    3.182,
+    2.776,
+    2.571,
+    2.447,
+    2.365,
+    2.306,
+    2.262,
+    2.228,
+    2.201,
+    2.179,
+    2.160,
+    2.145,
+    2.131,
+    2.120,
+    2.110,
+    2.101,
+    2.093,
+    2.086,
+    2.080,
+    2.074,
+    2.069,
+    2.064,
+    2.060,
+    2.056,
+    2.052,
+    2.048,
+    2.045,
+    2.042,
+)
 
 
 def t_quantile_975(df: int) -> float:
@@ -40,7 +82,7 @@ def t_quantile_975(df: int) -> float:
     if df <= len(_T975):
         return _T975[df - 1]
     z = 1.959964
-    return z + (z ** 3 + z) / (4 * df) + (5 * z ** 5 + 16 * z ** 3 + 3 * z) / (96 * df ** 2)
+    return z + (z**3 + z) / (4 * df) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * df**2)
 
 
 def mean_ci(values: Sequence[float]) -> dict[str, float]:
@@ -60,9 +102,17 @@ def paired_stats(better: Sequence[float], worse: Sequence[float]) -> dict[str, f
         raise ValueError("paired_stats needs two equally long, non-empty lists")
     b, w = mean_ci(better), mean_ci(worse)
     d = mean_ci([x - y for x, y in zip(better, worse)])
-    return {"n": d["n"], "better_mean": b["mean"], "better_std": b["std"], "worse_mean": w["mean"],
-            "worse_std": w["std"], "diff_mean": d["mean"], "diff_std": d["std"], "ci_low": d["ci_low"],
-            "ci_high": d["ci_high"]}
+    return {
+        "n": d["n"],
+        "better_mean": b["mean"],
+        "better_std": b["std"],
+        "worse_mean": w["mean"],
+        "worse_std": w["std"],
+        "diff_mean": d["mean"],
+        "diff_std": d["std"],
+        "ci_low": d["ci_low"],
+        "ci_high": d["ci_high"],
+    }
 
 
 def verdict(stats: Mapping[str, float]) -> str:
@@ -95,8 +145,10 @@ def split_config(cfg: TrainConfig, split: str) -> TrainConfig:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if cfg.dataset == "coco":
-        raise ConfigError("ssdkit ablate splits the validation images of synthetic, voc and voc-folder data only "
-                          "(COCO's metric scores every annotated image)")
+        raise ConfigError(
+            "ssdkit ablate splits the validation images of synthetic, voc and voc-folder data only "
+            "(COCO's metric scores every annotated image)"
+        )
     if cfg.dataset == "synthetic" and split == "report":
         return dataclasses.replace(cfg, seed=cfg.seed + REPORT_SEED_OFFSET)
     return cfg

@@ -4,6 +4,7 @@
 or ``torchrun``), and in each of them assembles the run's parts once (:func:`.builders.build_run`) and hands them
 to :func:`train`, the epoch loop, which takes those objects and no configuration.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,7 +20,7 @@ import torch
 
 from ..boxes import clip_boxes_xyxy
 from ..loss import SSDMultiBoxLoss
-from .budget import START_KEY, apply_time_budget
+from .budget import apply_time_budget
 from .builders import RunParts, build_run, metric_key, prepare_config, select_device
 from .checkpoint import rng_state, set_rng_state
 from .config import TrainConfig
@@ -46,7 +47,7 @@ class FitResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     bad_samples: str = ""
     table: str = ""
-    stopped: str = ""   # "SIGTERM" when a signal ended the run early (its state is in last.pt)
+    stopped: str = ""  # "SIGTERM" when a signal ended the run early (its state is in last.pt)
     rank: int = 0
 
 
@@ -64,8 +65,13 @@ class EpochState:
     stop: str = ""
 
     def progress(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "steps": self.steps, "images": self.images, "seconds": self.seconds,
-                "sums": list(self.sums)}
+        return {
+            "epoch": self.epoch,
+            "steps": self.steps,
+            "images": self.images,
+            "seconds": self.seconds,
+            "sums": list(self.sums),
+        }
 
 
 class _StopOnSignal:
@@ -104,12 +110,25 @@ def _lr_at(scheduler, step: int) -> float:
     return float(scheduler.get_last_lr()[0])
 
 
-def train_one_epoch(net, loader, loss_fn: SSDMultiBoxLoss, optimizer, scheduler, device: torch.device, epoch: int,
-                    scaler: torch.amp.GradScaler | None = None, amp_dtype: torch.dtype | None = None,
-                    log_interval: int = 20, on_log: Callable[[int, dict[str, float]], None] | None = None,
-                    bad_samples=None, progress: bool = True, guard: NonFiniteGuard | None = None,
-                    state: EpochState | None = None, on_step: Callable[[EpochState], None] | None = None,
-                    stop: _StopOnSignal | None = None) -> dict[str, float]:
+def train_one_epoch(
+    net,
+    loader,
+    loss_fn: SSDMultiBoxLoss,
+    optimizer,
+    scheduler,
+    device: torch.device,
+    epoch: int,
+    scaler: torch.amp.GradScaler | None = None,
+    amp_dtype: torch.dtype | None = None,
+    log_interval: int = 20,
+    on_log: Callable[[int, dict[str, float]], None] | None = None,
+    bad_samples=None,
+    progress: bool = True,
+    guard: NonFiniteGuard | None = None,
+    state: EpochState | None = None,
+    on_step: Callable[[EpochState], None] | None = None,
+    stop: _StopOnSignal | None = None,
+) -> dict[str, float]:
     """One pass over ``loader``; returns the epoch's mean ``loss``, ``cls_loss``, ``box_loss``, ``images_per_s``,
     ``steps`` and ``skipped`` (steps the guard skipped).
 
@@ -155,8 +174,7 @@ def train_one_epoch(net, loader, loss_fn: SSDMultiBoxLoss, optimizer, scheduler,
             guard.step()
         scheduler.step()
         bad = guard.bad_loss if scaler is not None else guard.found_inf
-        row = torch.cat((torch.stack((loss.detach(), cls_total.detach(), box_total.detach())).float(),
-                         one_zero))
+        row = torch.cat((torch.stack((loss.detach(), cls_total.detach(), box_total.detach())).float(), one_zero))
         state.window += torch.where(bad > 0, skip_row, row)
         state.steps += 1
         state.images += images.shape[0] * world
@@ -170,15 +188,23 @@ def train_one_epoch(net, loader, loss_fn: SSDMultiBoxLoss, optimizer, scheduler,
     _reduce_window(state, guard, scheduler, optimizer, stop, epoch, None, bar, start)
     state.seconds = max(time.perf_counter() - start, 1e-9)
     counted = max(state.sums[3], 1.0)
-    return {"loss": state.sums[0] / counted, "cls_loss": state.sums[1] / counted, "box_loss": state.sums[2] / counted,
-            "images_per_s": state.images / state.seconds, "steps": state.steps, "skipped": int(state.sums[4])}
+    return {
+        "loss": state.sums[0] / counted,
+        "cls_loss": state.sums[1] / counted,
+        "box_loss": state.sums[2] / counted,
+        "images_per_s": state.images / state.seconds,
+        "steps": state.steps,
+        "skipped": int(state.sums[4]),
+    }
 
 
-def _reduce_window(state: EpochState, guard: NonFiniteGuard, scheduler, optimizer, stop, epoch: int, on_log,
-                   bar, start: float) -> None:
+def _reduce_window(
+    state: EpochState, guard: NonFiniteGuard, scheduler, optimizer, stop, epoch: int, on_log, bar, start: float
+) -> None:
     """Sum the loss windows of all processes into ``state.sums`` (with the stop flags), log, check the guard."""
-    flags = torch.stack((guard.counters[3] >= 0, torch.tensor(bool(stop and stop.requested),
-                                                               device=guard.counters.device))).double()
+    flags = torch.stack(
+        (guard.counters[3] >= 0, torch.tensor(bool(stop and stop.requested), device=guard.counters.device))
+    ).double()
     packed = all_reduce_sum(torch.cat((state.window.double(), flags))).cpu().tolist()
     state.window.zero_()
     world = world_size()  # every rank counts the same steps: the step counts are per rank, the losses summed
@@ -193,7 +219,8 @@ def _reduce_window(state: EpochState, guard: NonFiniteGuard, scheduler, optimize
             f"stopping: {guard.patience} steps in a row had a non-finite loss or gradient (the last at step {at}, "
             f"epoch {epoch + 1}, learning rate {_lr_at(scheduler, at):.6g}; {counts['skipped']} skipped in all); "
             f"likely causes: a learning rate too high for this batch size (lower --lr or lengthen --warmup-epochs), "
-            f"boxes or images that are broken, or float16 overflow (try --no-amp)")
+            f"boxes or images that are broken, or float16 overflow (try --no-amp)"
+        )
     if on_log is None or window[3] + window[4] == 0:
         return
     counted = max(window[3], 1.0)
@@ -201,16 +228,23 @@ def _reduce_window(state: EpochState, guard: NonFiniteGuard, scheduler, optimize
     if window[3] and not all(math.isfinite(v) for v in values):
         values = [float("nan")] * 3
     rate = state.images / max(time.perf_counter() - start, 1e-9)
-    logged = {"loss": values[0], "cls_loss": values[1], "box_loss": values[2],
-              "lr": optimizer.param_groups[0]["lr"], "images_per_s": rate, "skipped": window[4]}
+    logged = {
+        "loss": values[0],
+        "cls_loss": values[1],
+        "box_loss": values[2],
+        "lr": optimizer.param_groups[0]["lr"],
+        "images_per_s": rate,
+        "skipped": window[4],
+    }
     if hasattr(bar, "set_postfix"):
         bar.set_postfix(loss=f"{values[0]:.3f}", img_s=f"{rate:.1f}")
     on_log(state.steps, logged)
 
 
 @torch.no_grad()
-def evaluate(net, loader, metric, device: torch.device, bad_samples=None, progress: bool = False,
-             decoder: str | None = None) -> tuple[list[str], list[float]]:
+def evaluate(
+    net, loader, metric, device: torch.device, bad_samples=None, progress: bool = False, decoder: str | None = None
+) -> tuple[list[str], list[float]]:
     """Detect on every batch of ``loader`` and feed ``metric``; boxes are clipped to the input size as GluonCV's
     ``validate()``. ``decoder`` switches the class decoder for this evaluation only."""
     net.eval()
@@ -226,8 +260,15 @@ def evaluate(net, loader, metric, device: torch.device, bad_samples=None, progre
             ids, scores, bboxes = net.detect(images)
             h, w = images.shape[-2:]
             bboxes = clip_boxes_xyxy(bboxes, w, h)
-            metric.update(bboxes.cpu(), ids.cpu(), scores.cpu(), batch["gt_boxes"], batch["gt_ids"],
-                          batch["difficult"], **_metric_extras(metric, batch))
+            metric.update(
+                bboxes.cpu(),
+                ids.cpu(),
+                scores.cpu(),
+                batch["gt_boxes"],
+                batch["gt_ids"],
+                batch["difficult"],
+                **_metric_extras(metric, batch),
+            )
     finally:
         net.postprocessor.decoder = old_decoder
     return metric.get()
@@ -270,8 +311,13 @@ def _start_epoch(parts: RunParts, epoch: int, progress: dict | None, rank_state:
     batches.sampler.set_epoch(epoch)
     state = EpochState(epoch)
     if progress is not None and int(progress["epoch"]) == epoch:
-        state = EpochState(epoch, steps=int(progress["steps"]), images=int(progress["images"]),
-                           seconds=float(progress["seconds"]), sums=[float(v) for v in progress["sums"]])
+        state = EpochState(
+            epoch,
+            steps=int(progress["steps"]),
+            images=int(progress["images"]),
+            seconds=float(progress["seconds"]),
+            sums=[float(v) for v in progress["sums"]],
+        )
         batches.sampler.set_start(state.steps * batches.batch_size)
         if rank_state is not None:
             state.window = rank_state["window"].clone()
@@ -306,11 +352,12 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
         rank_state = restored["rank_state"]
         bad.extend(restored["bad_samples"])
         where = f", step {progress['steps']}" if progress else ""
-        say(f"resumed from {parts.resume_path} at epoch "
-            f"{start_epoch + 1}{where}")
-    say(f"training {parts.checkpointer.meta['model_name']} on {plan.dataset} ({len(parts.train_set)} train / {len(parts.val_set)} val "
-        f"images, {len(parts.classes)} classes) for {plan.epochs} epochs on {parts.device}"
-        f"{f' in {parts.world} processes' if parts.world > 1 else ''}; run folder: {plan.output}")
+        say(f"resumed from {parts.resume_path} at epoch {start_epoch + 1}{where}")
+    say(
+        f"training {parts.checkpointer.meta['model_name']} on {plan.dataset} ({len(parts.train_set)} train / "
+        f"{len(parts.val_set)} val images, {len(parts.classes)} classes) for {plan.epochs} epochs on {parts.device}"
+        f"{f' in {parts.world} processes' if parts.world > 1 else ''}; run folder: {plan.output}"
+    )
     for note in parts.notes:
         say(note)
     iters = len(parts.train_loader)
@@ -322,8 +369,10 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
         if logger is not None:
             logger.log_train(e * iters + step, e + step / iters, values)
         if values["skipped"]:
-            say(f"epoch {e + 1} step {step}: skipped {int(values['skipped'])} step(s) with a non-finite loss or "
-                f"gradient ({parts.guard.read()['skipped']} so far)")
+            say(
+                f"epoch {e + 1} step {step}: skipped {int(values['skipped'])} step(s) with a non-finite loss or "
+                f"gradient ({parts.guard.read()['skipped']} so far)"
+            )
 
     def on_step(state: EpochState) -> None:
         if plan.checkpoint_steps and state.steps % plan.checkpoint_steps == 0 and state.steps < iters:
@@ -335,23 +384,47 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
                 state = _start_epoch(parts, epoch, progress, rank_state)
                 progress = rank_state = None
                 stats = train_one_epoch(
-                    parts.train_net, parts.train_loader, parts.loss_fn, parts.optimizer, parts.scheduler,
-                    parts.device, epoch, parts.scaler, parts.amp_dtype, plan.log_interval,
-                    lambda s, v, e=epoch: on_log(s, v, e), bad, plan.progress, parts.guard, state, on_step, stop)
+                    parts.train_net,
+                    parts.train_loader,
+                    parts.loss_fn,
+                    parts.optimizer,
+                    parts.scheduler,
+                    parts.device,
+                    epoch,
+                    parts.scaler,
+                    parts.amp_dtype,
+                    plan.log_interval,
+                    lambda s, v, e=epoch: on_log(s, v, e),
+                    bad,
+                    plan.progress,
+                    parts.guard,
+                    state,
+                    on_step,
+                    stop,
+                )
                 if state.stop and state.steps < iters:
                     _save(parts, ["last.pt"], epoch - 1, best, bad, state)
                     stopped = state.stop
-                    say(f"{stopped}: stopped in epoch {epoch + 1} after step {state.steps}; its state is in "
-                        f"{parts.checkpointer.path('last.pt')} (continue with --resume auto or --resume <that file>)")
+                    say(
+                        f"{stopped}: stopped in epoch {epoch + 1} after step {state.steps}; its state is in "
+                        f"{parts.checkpointer.path('last.pt')} (continue with --resume auto or --resume <that file>)"
+                    )
                     break
-                row: dict[str, Any] = {"epoch": epoch + 1, "lr": parts.optimizer.param_groups[0]["lr"],
-                                       "train_loss": stats["loss"], "train_cls_loss": stats["cls_loss"],
-                                       "train_box_loss": stats["box_loss"], "images_per_s": stats["images_per_s"],
-                                       "skipped_steps": stats["skipped"]}
+                row: dict[str, Any] = {
+                    "epoch": epoch + 1,
+                    "lr": parts.optimizer.param_groups[0]["lr"],
+                    "train_loss": stats["loss"],
+                    "train_cls_loss": stats["cls_loss"],
+                    "train_box_loss": stats["box_loss"],
+                    "images_per_s": stats["images_per_s"],
+                    "skipped_steps": stats["skipped"],
+                }
                 if logger is not None:
                     logger.log_epoch(row)
-                msg = (f"epoch {epoch + 1}/{plan.epochs}  loss {stats['loss']:.4f} (cls {stats['cls_loss']:.4f}, "
-                       f"box {stats['box_loss']:.4f})  {stats['images_per_s']:.1f} img/s")
+                msg = (
+                    f"epoch {epoch + 1}/{plan.epochs}  loss {stats['loss']:.4f} (cls {stats['cls_loss']:.4f}, "
+                    f"box {stats['box_loss']:.4f})  {stats['images_per_s']:.1f} img/s"
+                )
                 if stats["skipped"]:
                     msg += f"  {stats['skipped']} step(s) skipped (non-finite)"
                 improved = False
@@ -379,8 +452,10 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
         kept = f"; the last good checkpoint is {last}" if os.path.isfile(last) else ""
         raise NonFiniteStop(f"{err}{kept}") from None
     except KeyboardInterrupt:
-        say(f"interrupted during epoch {epoch + 1}; the last saved state is in "
-            f"{parts.checkpointer.path('last.pt')} (continue with --resume)")
+        say(
+            f"interrupted during epoch {epoch + 1}; the last saved state is in "
+            f"{parts.checkpointer.path('last.pt')} (continue with --resume)"
+        )
         raise
     finally:
         if logger is not None:
@@ -390,6 +465,15 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
         say(table)
     if len(bad):
         say(bad.summary())
-    return FitResult(output=plan.output, best_map=best, last_map=last_map, epochs_run=epoch + 1 - start_epoch,
-                     seconds=time.perf_counter() - t0, history=logger.eval_rows if logger else [],
-                     bad_samples=bad.summary(), table=table, stopped=stopped, rank=parts.rank)
+    return FitResult(
+        output=plan.output,
+        best_map=best,
+        last_map=last_map,
+        epochs_run=epoch + 1 - start_epoch,
+        seconds=time.perf_counter() - t0,
+        history=logger.eval_rows if logger else [],
+        bad_samples=bad.summary(),
+        table=table,
+        stopped=stopped,
+        rank=parts.rank,
+    )

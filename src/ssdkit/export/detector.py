@@ -10,6 +10,7 @@ data-dependent step, NMS, is the method ``suppress``: a greedy loop over an IoU 
 ``DeployDetector`` (TorchScript files that load without ssdkit), the ``ssdkit::class_nms`` operator in
 ``OnnxDetector`` (exported as ONNX's ``NonMaxSuppression``).
 """
+
 from __future__ import annotations
 
 import copy
@@ -52,7 +53,7 @@ def greedy_class_nms(boxes_xyxy: Tensor, ids: Tensor, valid: Tensor, iou_thresh:
     keep = valid.clone()
     count = int(valid.sum(dim=1).max()) if k > 0 else 0  # valid candidates are a prefix
     for i in range(count):
-        keep = keep & ~(suppress[:, i, :] & keep[:, i:i + 1])
+        keep = keep & ~(suppress[:, i, :] & keep[:, i : i + 1])
     return keep
 
 
@@ -150,14 +151,22 @@ class OnnxDetector(DeployDetector):
         return torch.ops.ssdkit.class_nms(boxes_xyxy, ids, valid, self.nms_thresh, self.num_classes, self.post_nms)
 
 
-def preprocessing_info(net: nn.Module, height: int, width: int, mean: Sequence[float],
-                       std: Sequence[float]) -> dict:
+def preprocessing_info(net: nn.Module, height: int, width: int, mean: Sequence[float], std: Sequence[float]) -> dict:
     """What a consumer of an exported file needs besides the file: classes and the input preprocessing."""
     pp = net.postprocessor
-    return {"model": net.name, "classes": list(net.classes), "input_size": [int(height), int(width)],
-            "mean": [float(m) for m in mean], "std": [float(s) for s in std], "scale": 1 / 255,
-            "preprocessing": "RGB resized to input_size ignoring aspect (MXNet interp=9: bicubic when enlarging both "
-                             "sides, area when shrinking both, else bilinear; rounded to uint8), times scale, minus "
-                             "mean, divided by std, NCHW float32",
-            "decoder": pp.decoder, "score_thresh": float(pp.score_thresh), "nms_thresh": float(pp.nms_thresh),
-            "nms_topk": int(pp.nms_topk), "post_nms": int(pp.post_nms)}
+    return {
+        "model": net.name,
+        "classes": list(net.classes),
+        "input_size": [int(height), int(width)],
+        "mean": [float(m) for m in mean],
+        "std": [float(s) for s in std],
+        "scale": 1 / 255,
+        "preprocessing": "RGB resized to input_size ignoring aspect (MXNet interp=9: bicubic when enlarging both "
+        "sides, area when shrinking both, else bilinear; rounded to uint8), times scale, minus "
+        "mean, divided by std, NCHW float32",
+        "decoder": pp.decoder,
+        "score_thresh": float(pp.score_thresh),
+        "nms_thresh": float(pp.nms_thresh),
+        "nms_topk": int(pp.nms_topk),
+        "post_nms": int(pp.post_nms),
+    }

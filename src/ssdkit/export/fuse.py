@@ -4,6 +4,7 @@ Folding is exact up to float rounding: in eval mode ``bn(conv(x)) = conv'(x)`` w
 and ``b' = (b - m) * g / sqrt(v + eps) + beta`` (``g = 1`` for MXNet-style fixed-gamma BatchNorm). Pairs are
 found as neighbours inside ``nn.Sequential`` containers (MobileNet, the extra blocks); other BatchNorm layers stay.
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,8 +37,12 @@ def fold_batchnorm(module: nn.Module) -> int:
         names = list(seq._modules)
         for first, second in zip(names, names[1:]):
             conv, bn = seq._modules[first], seq._modules[second]
-            if (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats
-                    and bn.running_mean is not None):
+            if (
+                isinstance(conv, nn.Conv2d)
+                and isinstance(bn, nn.BatchNorm2d)
+                and bn.track_running_stats
+                and bn.running_mean is not None
+            ):
                 seq._modules[first] = _folded(conv, bn)
                 seq._modules[second] = nn.Identity()
                 count += 1

@@ -14,8 +14,9 @@ __all__ = ["class_nms", "onnx_translation"]
 
 
 @torch.library.custom_op("ssdkit::class_nms", mutates_args=())
-def class_nms(boxes_xyxy: Tensor, ids: Tensor, valid: Tensor, iou_thresh: float, num_classes: int,
-              max_per_class: int) -> Tensor:
+def class_nms(
+    boxes_xyxy: Tensor, ids: Tensor, valid: Tensor, iou_thresh: float, num_classes: int, max_per_class: int
+) -> Tensor:
     """``boxes_xyxy Tensor[N, K, 4]``, ``ids Tensor[N, K]`` (0..C-1), ``valid Tensor[N, K]`` bool, candidates in
     score order -> keep ``Tensor[N, K]`` bool. ``max_per_class`` bounds the survivors of each class and image
     (the first ones in order are the same with any bound)."""
@@ -43,19 +44,25 @@ def onnx_translation():
     from onnxscript import FLOAT, INT64
     from onnxscript import opset18 as op
 
-    def class_nms_onnx(boxes_xyxy: FLOAT, ids: INT64, valid, iou_thresh: float, num_classes: int,
-                       max_per_class: int):
+    def class_nms_onnx(boxes_xyxy: FLOAT, ids: INT64, valid, iou_thresh: float, num_classes: int, max_per_class: int):
         shape = op.Shape(ids)  # [N, K]
         k = op.Shape(ids, start=1, end=2)
-        classes = op.Reshape(op.Range(op.Constant(value_int=0), op.Constant(value_int=num_classes),
-                                      op.Constant(value_int=1)), op.Constant(value_ints=[1, -1, 1]))
+        classes = op.Reshape(
+            op.Range(op.Constant(value_int=0), op.Constant(value_int=num_classes), op.Constant(value_int=1)),
+            op.Constant(value_ints=[1, -1, 1]),
+        )
         mine = op.And(op.Equal(op.Unsqueeze(ids, [1]), classes), op.Unsqueeze(valid, [1]))  # [N, C, K]
-        rank = op.Cast(op.Range(op.Squeeze(k, [0]), op.Constant(value_int=0), op.Constant(value_int=-1)),
-                       to=1)  # K .. 1 as float
+        rank = op.Cast(
+            op.Range(op.Squeeze(k, [0]), op.Constant(value_int=0), op.Constant(value_int=-1)), to=1
+        )  # K .. 1 as float
         scores = op.Where(mine, rank, op.Constant(value_float=-1.0))
         selected = op.NonMaxSuppression(
-            boxes_xyxy, scores, op.Constant(value_ints=[max_per_class if max_per_class > 0 else 1 << 30]),
-            op.Constant(value_floats=[iou_thresh]), op.Constant(value_floats=[0.0]))  # [M, 3]
+            boxes_xyxy,
+            scores,
+            op.Constant(value_ints=[max_per_class if max_per_class > 0 else 1 << 30]),
+            op.Constant(value_floats=[iou_thresh]),
+            op.Constant(value_floats=[0.0]),
+        )  # [M, 3]
         where = op.Gather(selected, op.Constant(value_ints=[0, 2]), axis=1)  # [M, 2]: image, candidate
         hits = op.Expand(op.Constant(value_int=1), op.Shape(selected, start=0, end=1))
         keep = op.ScatterND(op.Expand(op.Constant(value_int=0), shape), where, hits)

@@ -5,6 +5,7 @@ are ``ids [N, P]``, ``scores [N, P]``, ``boxes [N, P, 4]`` (input pixels, -1 pad
 ``cls_preds [N, A, C+1]``, ``box_preds [N, A, 4]`` and the constant ``anchors [A, 4]`` (cx, cy, w, h). The file's
 metadata (``ssdkit`` key, JSON) holds the class names and the preprocessing (input size, mean, std).
 """
+
 from __future__ import annotations
 
 import copy
@@ -36,15 +37,24 @@ class _RawWithAnchors(nn.Module):
 
 
 def _prepare(net: nn.Module) -> nn.Module:
-    """A float32 eval copy without gradients: exporting traces the network, which must not touch the caller's anchor cache."""
+    """A float32 eval copy without gradients: exporting traces the network, which must not touch the caller's
+    anchor cache."""
     net = copy.deepcopy(net).float().eval().requires_grad_(False)
     net._anchor_cache = {}
     return net
 
 
-def export_onnx(net: nn.Module, path: str, *, height: int | None = None, width: int | None = None,
-                opset: int = DEFAULT_OPSET, raw: bool = False, mean: Sequence[float] = (0.485, 0.456, 0.406),
-                std: Sequence[float] = (0.229, 0.224, 0.225)) -> str:
+def export_onnx(
+    net: nn.Module,
+    path: str,
+    *,
+    height: int | None = None,
+    width: int | None = None,
+    opset: int = DEFAULT_OPSET,
+    raw: bool = False,
+    mean: Sequence[float] = (0.485, 0.456, 0.406),
+    std: Sequence[float] = (0.229, 0.224, 0.225),
+) -> str:
     """Write ``net`` (an ``SSD``) to ``path`` as ONNX; checks the file with ``onnx.checker``. Returns ``path``."""
     import onnx
 
@@ -60,10 +70,19 @@ def export_onnx(net: nn.Module, path: str, *, height: int | None = None, width: 
     batch = torch.export.Dim("batch", min=1, max=4096)
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
-        program = torch.onnx.export(module, (example,), dynamo=True, input_names=["images"], output_names=outputs,
-                                    dynamic_shapes={"images": {0: batch}}, opset_version=opset,
-                                    custom_translation_table=onnx_translation(), external_data=False,
-                                    optimize=True, verbose=False)
+        program = torch.onnx.export(
+            module,
+            (example,),
+            dynamo=True,
+            input_names=["images"],
+            output_names=outputs,
+            dynamic_shapes={"images": {0: batch}},
+            opset_version=opset,
+            custom_translation_table=onnx_translation(),
+            external_data=False,
+            optimize=True,
+            verbose=False,
+        )
     model = program.model_proto
     info = preprocessing_info(net, height, width, mean, std)
     info["outputs"] = "raw" if raw else "detections"
@@ -75,9 +94,16 @@ def export_onnx(net: nn.Module, path: str, *, height: int | None = None, width: 
     return path
 
 
-def export_torchscript(net: nn.Module, path: str, *, height: int | None = None, width: int | None = None,
-                       raw: bool = False, mean: Sequence[float] = (0.485, 0.456, 0.406),
-                       std: Sequence[float] = (0.229, 0.224, 0.225)) -> str:
+def export_torchscript(
+    net: nn.Module,
+    path: str,
+    *,
+    height: int | None = None,
+    width: int | None = None,
+    raw: bool = False,
+    mean: Sequence[float] = (0.485, 0.456, 0.406),
+    std: Sequence[float] = (0.229, 0.224, 0.225),
+) -> str:
     """Write ``net`` to ``path`` as TorchScript, loadable with ``torch.jit.load`` alone (no ssdkit, no
     torchvision). The network is traced, the post-processing scripted; ``extra_files["ssdkit.json"]`` holds the
     metadata. Returns ``path``."""

@@ -1,4 +1,5 @@
 """Running an exported ONNX detector with ONNX Runtime."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -16,8 +17,7 @@ class OnnxRuntimeDetector:
     ``classes``, ``input_size`` (H, W), ``mean`` and ``std`` come from the file's metadata.
     """
 
-    def __init__(self, path: str, providers: list[str] | None = None, threads: int | None = None,
-                 spin: bool = True):
+    def __init__(self, path: str, providers: list[str] | None = None, threads: int | None = None, spin: bool = True):
         import onnx
         import onnxruntime as ort
 
@@ -30,8 +30,9 @@ class OnnxRuntimeDetector:
             options.intra_op_num_threads = int(threads)
         if not spin:  # idle threads sleep: better on a CPU shared with other work
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(model.SerializeToString(), options,
-                                            providers=providers or ["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(
+            model.SerializeToString(), options, providers=providers or ["CPUExecutionProvider"]
+        )
         self.classes = tuple(self.info["classes"])
         self.input_size = tuple(int(v) for v in self.info["input_size"])
         self.mean = tuple(self.info["mean"])

@@ -5,6 +5,7 @@
 * :class:`COCODetectionMetric`: COCO AP through pycocotools;
 * :func:`format_ap_table` / :func:`metrics_to_dict`: per-class AP tables and JSON-ready dicts.
 """
+
 from .coco import COCODetectionMetric
 from .report import format_ap_table, metrics_to_dict
 from .voc import VOC07MApMetric, VOCMApMetric

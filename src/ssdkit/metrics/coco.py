@@ -14,6 +14,7 @@ Conventions (GluonCV 0.10.5):
 * ``COCOeval(..., "bbox")`` runs with its defaults (10 IoU thresholds, 100 detections per image); its
   printing is captured in :attr:`COCODetectionMetric.summary`.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,6 +40,7 @@ def _quiet(fn, *args, **kwargs):
 
 def _load_coco(path: str | os.PathLike):
     from pycocotools.coco import COCO
+
     if not os.path.isfile(path):
         raise ValueError(f"COCO annotation file not found: {path}")
     return _quiet(COCO, os.fspath(path))
@@ -60,9 +62,15 @@ class COCODetectionMetric:
             category names.
     """
 
-    def __init__(self, dataset_or_coco: Any, data_shape: Sequence[int] | None = None,
-                 score_thresh: float = 0.05, *, contiguous_id_to_json: Sequence[int] | Mapping[int, int] | None = None,
-                 class_names: Sequence[str] | None = None) -> None:
+    def __init__(
+        self,
+        dataset_or_coco: Any,
+        data_shape: Sequence[int] | None = None,
+        score_thresh: float = 0.05,
+        *,
+        contiguous_id_to_json: Sequence[int] | Mapping[int, int] | None = None,
+        class_names: Sequence[str] | None = None,
+    ) -> None:
         source = dataset_or_coco
         if isinstance(source, (str, os.PathLike)):
             coco = _load_coco(source)
@@ -75,8 +83,10 @@ class COCODetectionMetric:
         elif hasattr(source, "getImgIds") and hasattr(source, "loadRes"):
             coco = source
         else:
-            raise ValueError("dataset_or_coco must be a data set with a .coco attribute, a pycocotools COCO "
-                             f"object or an annotation json path, got {type(source).__name__}")
+            raise ValueError(
+                "dataset_or_coco must be a data set with a .coco attribute, a pycocotools COCO "
+                f"object or an annotation json path, got {type(source).__name__}"
+            )
         self.coco = coco
         cat_ids = sorted(coco.getCatIds())
         if contiguous_id_to_json is None:
@@ -114,8 +124,16 @@ class COCODetectionMetric:
         self._current = 0
         self._seen: set[int] = set()
 
-    def update(self, pred_bboxes: Any, pred_labels: Any, pred_scores: Any, *args: Any,
-               image_ids: Sequence[int] | None = None, orig_sizes: Any = None, **kwargs: Any) -> None:
+    def update(
+        self,
+        pred_bboxes: Any,
+        pred_labels: Any,
+        pred_scores: Any,
+        *args: Any,
+        image_ids: Sequence[int] | None = None,
+        orig_sizes: Any = None,
+        **kwargs: Any,
+    ) -> None:
         """Record a batch of detections.
 
         Args:
@@ -132,9 +150,11 @@ class COCODetectionMetric:
         b = boxes.shape[0]
         if image_ids is None:
             if self._current + b > len(self._img_ids):
-                raise ValueError(f"update: {self._current + b} images recorded but the data set has "
-                                 f"{len(self._img_ids)}; pass image_ids explicitly")
-            ids = self._img_ids[self._current:self._current + b]
+                raise ValueError(
+                    f"update: {self._current + b} images recorded but the data set has "
+                    f"{len(self._img_ids)}; pass image_ids explicitly"
+                )
+            ids = self._img_ids[self._current : self._current + b]
         else:
             ids = [int(i) for i in _to_numpy(image_ids, "image_ids").reshape(-1)]
             if len(ids) != b:
@@ -160,8 +180,9 @@ class COCODetectionMetric:
         height, width = self.data_shape
         return np.array([[float(w) / width, float(h) / height] for h, w in hw], dtype=np.float64)
 
-    def _image_results(self, img_id: int, boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray,
-                       scale: np.ndarray) -> list[dict]:
+    def _image_results(
+        self, img_id: int, boxes: np.ndarray, labels: np.ndarray, scores: np.ndarray, scale: np.ndarray
+    ) -> list[dict]:
         """COCO result dicts of one image: ``boxes [N, 4]``, ``labels [N]``, ``scores [N]``."""
         valid = labels >= 0
         lab = labels[valid].astype(np.int64)
@@ -173,20 +194,26 @@ class COCODetectionMetric:
         box[:, [0, 2]] *= scale[0]
         box[:, [1, 3]] *= scale[1]
         box[:, 2:4] -= box[:, :2] - 1  # w = x2 - (x1 - 1), as GluonCV
-        return [{"image_id": int(img_id), "category_id": self.contiguous_id_to_json[int(c)],
-                 "bbox": bb, "score": sc}
-                for c, bb, sc in zip(lab.tolist(), box.tolist(), score.tolist())]
+        return [
+            {"image_id": int(img_id), "category_id": self.contiguous_id_to_json[int(c)], "bbox": bb, "score": sc}
+            for c, bb, sc in zip(lab.tolist(), box.tolist(), score.tolist())
+        ]
 
     def _evaluate(self):
         from pycocotools.cocoeval import COCOeval
+
         gt = self.coco
         if self._results:
             dt = _quiet(gt.loadRes, [dict(r) for r in self._results])
         else:  # pycocotools cannot load an empty result list: build an empty result set
             from pycocotools.coco import COCO
+
             dt = COCO()
-            dt.dataset = {"images": list(gt.dataset.get("images", [])),
-                          "categories": copy.deepcopy(gt.dataset.get("categories", [])), "annotations": []}
+            dt.dataset = {
+                "images": list(gt.dataset.get("images", [])),
+                "categories": copy.deepcopy(gt.dataset.get("categories", [])),
+                "annotations": [],
+            }
             _quiet(dt.createIndex)
         coco_eval = COCOeval(gt, dt, "bbox")
         out = io.StringIO()
@@ -204,8 +231,11 @@ class COCODetectionMetric:
         [0, 1]; nan where COCO has nothing to measure (a class or size range without gts)."""
         missing = [i for i in self._img_ids if i not in self._seen and self.coco.imgToAnns.get(i)]
         if missing:
-            warnings.warn(f"COCODetectionMetric: {len(missing)} annotated images of {len(self._img_ids)} got no "
-                          "update; their objects count as missed", stacklevel=2)
+            warnings.warn(
+                f"COCODetectionMetric: {len(missing)} annotated images of {len(self._img_ids)} got no "
+                "update; their objects count as missed",
+                stacklevel=2,
+            )
         coco_eval, self.summary = self._evaluate()
         self.coco_eval = coco_eval
         precision = coco_eval.eval["precision"]  # [iou, recall, class, area, max dets]
@@ -223,8 +253,8 @@ class COCODetectionMetric:
         for k in sorted(self.contiguous_id_to_json):
             names.append(f"AP/{self.class_names[len(names)]}")
             column = cat_index[self.contiguous_id_to_json[k]]
-            values.append(mean_valid(precision[iou_lo:iou_hi + 1, :, column, all_area, max_dets_100]))
+            values.append(mean_valid(precision[iou_lo : iou_hi + 1, :, column, all_area, max_dets_100]))
         stats = [float(s) if s > -1 else float("nan") for s in coco_eval.stats[1:6]]
         names += ["AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AP"]
-        values += stats + [mean_valid(precision[iou_lo:iou_hi + 1, :, :, all_area, max_dets_100])]
+        values += stats + [mean_valid(precision[iou_lo : iou_hi + 1, :, :, all_area, max_dets_100])]
         return names, values

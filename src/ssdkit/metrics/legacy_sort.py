@@ -7,6 +7,7 @@ AVX-512/AVX2 machines, which orders ties differently from the NumPy 1.2x that Gl
 (median-of-three quicksort, insertion sort below 17 items, heapsort past the depth limit). It only does that work
 where the answer can differ: segments whose tied items are interchangeable are finished with a stable sort.
 """
+
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -33,9 +34,9 @@ def stable_argsort(values: np.ndarray, descending: bool = False) -> np.ndarray:
     if v.dtype == np.float32:
         bits = (v + np.float32(0)).view(np.uint32)  # + 0 turns -0.0 into +0.0, which compares equal
         primary = np.where(bits >> np.uint32(31), ~bits, bits | np.uint32(0x80000000))
-    elif v.dtype.kind in "iub" and v.min() >= 0 and v.max() < 2 ** 16 and not descending:
+    elif v.dtype.kind in "iub" and v.min() >= 0 and v.max() < 2**16 and not descending:
         return np.argsort(v.astype(np.uint16), kind="stable")  # a radix sort
-    elif v.dtype.kind in "iub" and n < 2 ** 32 and v.min() >= 0 and v.max() < 2 ** 32:
+    elif v.dtype.kind in "iub" and n < 2**32 and v.min() >= 0 and v.max() < 2**32:
         primary = v.astype(np.uint32)
     else:
         order = np.argsort(v, kind="stable")
@@ -117,9 +118,9 @@ def _introsort(ranks: np.ndarray, tags: np.ndarray, perm: np.ndarray) -> None:
                 else:
                     pi = _partition_python(ranks, perm, pl, pr)
                 cdepth -= 1
-                t = tags[perm[pl:pr + 1]]
-                left_open = _has_tracked_pair(t[:pi - pl])
-                right_open = _has_tracked_pair(t[pi - pl + 1:])
+                t = tags[perm[pl : pr + 1]]
+                left_open = _has_tracked_pair(t[: pi - pl])
+                right_open = _has_tracked_pair(t[pi - pl + 1 :])
                 # NumPy keeps working on the smaller side and pushes the larger one.
                 if pi - pl < pr - pi:
                     if right_open:
@@ -147,9 +148,11 @@ def _has_tracked_pair(tags: np.ndarray) -> bool:
 
 def _swapper(seg: Any, val: Any) -> Callable[[int, int], None]:
     """``swap(i, j)`` exchanging items i and j of a segment (``seg`` the permutation, ``val`` its ranks)."""
+
     def swap(i: int, j: int) -> None:
         seg[i], seg[j] = seg[j], seg[i]
         val[i], val[j] = val[j], val[i]
+
     return swap
 
 
@@ -167,7 +170,7 @@ def _median_of_three(val: Any, swap: Callable[[int, int], None], hi: int) -> int
 
 def _partition_python(ranks: np.ndarray, perm: np.ndarray, pl: int, pr: int) -> int:
     """One quicksort partition of ``perm[pl:pr + 1]`` item by item; returns the pivot's final index."""
-    seg = perm[pl:pr + 1].tolist()
+    seg = perm[pl : pr + 1].tolist()
     val = ranks[seg].tolist()
     swap = _swapper(seg, val)
     hi = pr - pl
@@ -186,7 +189,7 @@ def _partition_python(ranks: np.ndarray, perm: np.ndarray, pl: int, pr: int) -> 
             break
         swap(i, j)
     swap(i, hi - 1)
-    perm[pl:pr + 1] = seg
+    perm[pl : pr + 1] = seg
     return pl + i
 
 
@@ -198,7 +201,7 @@ def _partition_numpy(ranks: np.ndarray, perm: np.ndarray, pl: int, pr: int) -> i
     until the scans cross at the first k with ``ge[k] >= le[k]``. The left scan then ends on
     ``min(ge[k], le[k - 1])`` (``le[k - 1]`` holds a swapped-in item ``>= pivot``).
     """
-    seg = perm[pl:pr + 1]  # a view: swaps write through to perm
+    seg = perm[pl : pr + 1]  # a view: swaps write through to perm
     val = ranks[seg]
     swap = _swapper(seg, val)
     hi = pr - pl
@@ -206,7 +209,7 @@ def _partition_numpy(ranks: np.ndarray, perm: np.ndarray, pl: int, pr: int) -> i
     vp = val[m]
     swap(m, hi - 1)
     ge = np.flatnonzero(val[1:hi] >= vp) + 1
-    le = np.flatnonzero(val[:hi - 1] <= vp)[::-1]
+    le = np.flatnonzero(val[: hi - 1] <= vp)[::-1]
     k = min(ge.size, le.size)
     crossed = int(np.argmax(ge[:k] >= le[:k]))  # always exists: ge ends at hi - 1, le ends at 0
     if crossed:
@@ -226,7 +229,7 @@ def _heapsort_segment(ranks: np.ndarray, perm: np.ndarray, pl: int, pr: int) -> 
     n = pr - pl + 1
     if n < 2:
         return
-    heap = [0] + perm[pl:pr + 1].tolist()
+    heap = [0] + perm[pl : pr + 1].tolist()
     val = dict(zip(heap[1:], ranks[heap[1:]].tolist()))
 
     def sift(item: int, i: int, size: int) -> None:
@@ -250,7 +253,7 @@ def _heapsort_segment(ranks: np.ndarray, perm: np.ndarray, pl: int, pr: int) -> 
         heap[size] = heap[1]
         size -= 1
         sift(item, 1, size)
-    perm[pl:pr + 1] = heap[1:]
+    perm[pl : pr + 1] = heap[1:]
 
 
 def legacy_descending(scores: np.ndarray, key: Any = None) -> np.ndarray:

@@ -1,4 +1,5 @@
 """Per-class AP tables: a fixed-width Markdown table for logs and READMEs, and a dict for JSON."""
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,7 @@ def _check(names: Sequence[str], values: Sequence[float]) -> list[float]:
     return out
 
 
-def format_ap_table(names: Sequence[str], values: Sequence[float], title: str | None = None,
-                    digits: int = 4) -> str:
+def format_ap_table(names: Sequence[str], values: Sequence[float], title: str | None = None, digits: int = 4) -> str:
     """A Markdown table (aligned, so it also reads as plain text) of ``(names, values)`` as returned by a
     metric's ``get()``: one row per entry in order, so the summary (mAP / AP) comes last.
 

@@ -23,6 +23,7 @@ Tie order: GluonCV sorts with ``np.argsort`` (introsort, not stable), and with e
 order changes both the greedy matching and the precision curve; :mod:`ssdkit.metrics.legacy_sort` reproduces
 NumPy 1.23's permutation.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -39,6 +40,7 @@ __all__ = ["VOC07MApMetric", "VOCMApMetric", "legacy_argsort", "match_detections
 # ----------------------------------------------------------------------------------------------------
 # Inputs
 # ----------------------------------------------------------------------------------------------------
+
 
 def _to_numpy(x: Any, name: str) -> np.ndarray:
     if hasattr(x, "detach") and hasattr(x, "cpu"):  # torch.Tensor
@@ -90,8 +92,9 @@ def _stack_padded(rows: Sequence[np.ndarray], width: int, fill: float, name: str
     return out
 
 
-def _batch(boxes: Any, labels: Any, extra: Any, name: str, extra_fill: float
-           ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+def _batch(
+    boxes: Any, labels: Any, extra: Any, name: str, extra_fill: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Normalise ``boxes``/``labels``/``extra`` (scores or difficult flags) to ``[B, N, 4]``, ``[B, N]``."""
     if isinstance(boxes, (list, tuple)):
         arrays = [_to_numpy(b, f"{name}_bboxes") for b in boxes]
@@ -103,8 +106,9 @@ def _batch(boxes: Any, labels: Any, extra: Any, name: str, extra_fill: float
         lab_rows = _per_image(labels, structure, f"{name}_labels")
         for i, (bx, lb) in enumerate(zip(box_rows, lab_rows)):
             if bx.size != 4 * lb.size:
-                raise ValueError(f"image {i}: {name}_bboxes has {bx.size / 4:g} boxes but {name}_labels "
-                                 f"has {lb.size} labels")
+                raise ValueError(
+                    f"image {i}: {name}_bboxes has {bx.size / 4:g} boxes but {name}_labels has {lb.size} labels"
+                )
         lab_arr = _stack_padded(lab_rows, 1, -1, f"{name}_labels")[..., 0]
         ext_arr = None
         if extra is not None:
@@ -113,8 +117,9 @@ def _batch(boxes: Any, labels: Any, extra: Any, name: str, extra_fill: float
     else:
         box_arr = _to_numpy(boxes, f"{name}_bboxes")
         if box_arr.ndim != 3 or box_arr.shape[-1] != 4:
-            raise ValueError(f"{name}_bboxes must have shape [B, N, 4] (or be a list of per-image [N, 4]), "
-                             f"got {box_arr.shape}")
+            raise ValueError(
+                f"{name}_bboxes must have shape [B, N, 4] (or be a list of per-image [N, 4]), got {box_arr.shape}"
+            )
         lab_arr = _to_numpy(labels, f"{name}_labels")
         ext_arr = None if extra is None else _to_numpy(extra, f"{name} scores/difficults")
     b, n = box_arr.shape[:2]
@@ -134,9 +139,16 @@ def _check_rows(a: np.ndarray, b: int, n: int, name: str) -> np.ndarray:
 # Matching (one batch) and AP
 # ----------------------------------------------------------------------------------------------------
 
-def match_detections(pred_bboxes: np.ndarray, pred_labels: np.ndarray, pred_scores: np.ndarray,
-                     gt_bboxes: np.ndarray, gt_labels: np.ndarray, gt_difficults: np.ndarray | None,
-                     iou_thresh: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+
+def match_detections(
+    pred_bboxes: np.ndarray,
+    pred_labels: np.ndarray,
+    pred_scores: np.ndarray,
+    gt_bboxes: np.ndarray,
+    gt_labels: np.ndarray,
+    gt_difficults: np.ndarray | None,
+    iou_thresh: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Classify every valid detection of a batch as TP (1), FP (0) or ignored (-1), GluonCV's way.
 
     Args: ``pred_bboxes [B, N, 4]``, ``pred_labels [B, N]``, ``pred_scores [B, N]``, ``gt_bboxes [B, M, 4]``,
@@ -258,6 +270,7 @@ def voc_ap(rec: np.ndarray | None, prec: np.ndarray | None) -> float:
 # Metric classes
 # ----------------------------------------------------------------------------------------------------
 
+
 class VOCMApMetric:
     """Pascal VOC mAP with GluonCV semantics (area under the precision envelope, VOC2010+ style).
 
@@ -290,8 +303,15 @@ class VOCMApMetric:
         self._n_pos = np.zeros(0, dtype=np.int64)
         self._num_seen = 0  # largest label seen (pred or gt) + 1
 
-    def update(self, pred_bboxes: Any, pred_labels: Any, pred_scores: Any,
-               gt_bboxes: Any, gt_labels: Any, gt_difficults: Any = None) -> None:
+    def update(
+        self,
+        pred_bboxes: Any,
+        pred_labels: Any,
+        pred_scores: Any,
+        gt_bboxes: Any,
+        gt_labels: Any,
+        gt_difficults: Any = None,
+    ) -> None:
         """Add a batch of detections and ground truths.
 
         Args:
@@ -316,8 +336,7 @@ class VOCMApMetric:
             raise ValueError("pred_scores contains NaN for a non-padding detection")
         self._check_labels(p_lab[valid], "pred_labels")
         self._check_labels(g_lab[g_lab >= 0], "gt_labels")
-        labels, scores, matches, n_pos = match_detections(
-            p_box, p_lab, p_score, g_box, g_lab, g_diff, self.iou_thresh)
+        labels, scores, matches, n_pos = match_detections(p_box, p_lab, p_score, g_box, g_lab, g_diff, self.iou_thresh)
         if n_pos.size > self._n_pos.size:
             n_pos[: self._n_pos.size] += self._n_pos
             self._n_pos = n_pos
@@ -332,8 +351,9 @@ class VOCMApMetric:
 
     def _check_labels(self, labels: np.ndarray, name: str) -> None:
         if self.class_names is not None and labels.size and labels.astype(np.int64).max() >= len(self.class_names):
-            raise ValueError(f"{name} has class id {int(labels.max())}, but class_names lists only "
-                             f"{len(self.class_names)} classes")
+            raise ValueError(
+                f"{name} has class id {int(labels.max())}, but class_names lists only {len(self.class_names)} classes"
+            )
 
     def _average_precision(self, rec: np.ndarray | None, prec: np.ndarray | None) -> float:
         return voc_ap(rec, prec)
@@ -352,7 +372,7 @@ class VOCMApMetric:
         recs: list[np.ndarray | None] = []
         precs: list[np.ndarray | None] = []
         for c in range(num):
-            idx = by_class[bounds[c]:bounds[c + 1]]
+            idx = by_class[bounds[c] : bounds[c + 1]]
             match = matches[idx]
             # Where ignored (-1) detections sit among equal scores cannot change the AP (they repeat the
             # previous precision/recall point), so only ties between a TP and an FP are tracked exactly.

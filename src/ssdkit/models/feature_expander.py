@@ -19,6 +19,7 @@ Shape legend: B batch; sizes for a 512 input.
 Backbone layers keep torchvision-style initialisation (Kaiming-normal fan_out convs, BN 1/0); the extras
 get GluonCV's effective initialisation (``init_weights(extra, "uniform")``) in the model builders.
 """
+
 from __future__ import annotations
 
 from typing import Sequence
@@ -30,8 +31,7 @@ from torch import Tensor, nn
 
 from ..init import init_weights
 
-__all__ = ["FixedGammaBatchNorm2d", "ResNet50V1Body", "MobileNetV1Body", "FeatureExpander",
-           "EXPANDER_FILTERS"]
+__all__ = ["FixedGammaBatchNorm2d", "ResNet50V1Body", "MobileNetV1Body", "FeatureExpander", "EXPANDER_FILTERS"]
 
 EXPANDER_FILTERS = (512, 512, 256, 256)
 
@@ -62,8 +62,16 @@ class FixedGammaBatchNorm2d(nn.BatchNorm2d):
             factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         track = not self.training or self.track_running_stats
-        return F.batch_norm(x, self.running_mean if track else None, self.running_var if track else None,
-                            None, self.bias, use_batch_stats, factor, self.eps)
+        return F.batch_norm(
+            x,
+            self.running_mean if track else None,
+            self.running_var if track else None,
+            None,
+            self.bias,
+            use_batch_stats,
+            factor,
+            self.eps,
+        )
 
 
 class ResNet50V1Body(nn.Module):
@@ -103,24 +111,37 @@ class ResNet50V1Body(nn.Module):
 
 def _with_bias(conv: nn.Conv2d) -> nn.Conv2d:
     """A copy of ``conv`` with a zero bias (same weight tensor, stride and padding)."""
-    new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                    conv.dilation, conv.groups, bias=True)
+    new = nn.Conv2d(
+        conv.in_channels,
+        conv.out_channels,
+        conv.kernel_size,
+        conv.stride,
+        conv.padding,
+        conv.dilation,
+        conv.groups,
+        bias=True,
+    )
     new.weight = conv.weight
     nn.init.zeros_(new.bias)
     return new
 
 
 # (depthwise channels, pointwise channels, stride) of the 13 depthwise-separable blocks of MobileNet 1.0
-_MOBILENET_BLOCKS = tuple(zip(
-    (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024),
-    (64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024),
-    (1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1),
-))
+_MOBILENET_BLOCKS = tuple(
+    zip(
+        (32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024),
+        (64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024, 1024),
+        (1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1),
+    )
+)
 
 
 def _conv_bn_relu(in_ch: int, out_ch: int, kernel: int, stride: int, padding: int, groups: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(in_ch, out_ch, kernel, stride, padding, groups=groups, bias=False),
-            nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
+    return [
+        nn.Conv2d(in_ch, out_ch, kernel, stride, padding, groups=groups, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+    ]
 
 
 class MobileNetV1Body(nn.Module):
@@ -141,23 +162,32 @@ class MobileNetV1Body(nn.Module):
 
     def forward(self, x: Tensor) -> list[Tensor]:
         a, b = self.tap_indices
-        c4 = self.features[:a + 1](x)
-        c5 = self.features[a + 1:b + 1](c4)
+        c4 = self.features[: a + 1](x)
+        c5 = self.features[a + 1 : b + 1](c4)
         return [c4, c5]
 
 
 def _extra_block(in_ch: int, filters: int, trans_ch: int) -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(in_ch, trans_ch, 1, bias=False), FixedGammaBatchNorm2d(trans_ch), nn.ReLU(inplace=True),
-        nn.Conv2d(trans_ch, filters, 3, 2, 1, bias=False), FixedGammaBatchNorm2d(filters), nn.ReLU(inplace=True),
+        nn.Conv2d(in_ch, trans_ch, 1, bias=False),
+        FixedGammaBatchNorm2d(trans_ch),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(trans_ch, filters, 3, 2, 1, bias=False),
+        FixedGammaBatchNorm2d(filters),
+        nn.ReLU(inplace=True),
     )
 
 
 class FeatureExpander(nn.Module):
     """``body`` taps followed by extra blocks: ``Tensor[B, 3, H, W] -> list of len(taps) + len(filters) maps``."""
 
-    def __init__(self, body: nn.Module, filters: Sequence[int] = EXPANDER_FILTERS, min_depth: int = 128,
-                 reduce_ratio: float = 1.0):
+    def __init__(
+        self,
+        body: nn.Module,
+        filters: Sequence[int] = EXPANDER_FILTERS,
+        min_depth: int = 128,
+        reduce_ratio: float = 1.0,
+    ):
         super().__init__()
         self.body = body
         in_ch = body.out_channels[-1]

@@ -22,6 +22,7 @@ names are the symbol names (``X`` is a per-process counter, usually 0). In stage
 convs/BNs 0-2 (body) and 3 (downsample); block ``B >= 1`` owns ``4 + 3 (B - 1) + j``, j = 0, 1, 2.
 Files written by ``mx.model.save_checkpoint`` prefix names with ``arg:`` / ``aux:``; those are removed.
 """
+
 from __future__ import annotations
 
 import re
@@ -31,8 +32,14 @@ __all__ = ["map_gluon_ssd_names", "strip_arg_aux", "GLUON_CONSTANT"]
 
 GLUON_CONSTANT = re.compile(r"^(anchor_generators\.\d+\.anchors|(features\.)?init_scale)$")
 
-_BN_FIELDS = {"gamma": "weight", "beta": "bias", "running_mean": "running_mean", "running_var": "running_var",
-              "moving_mean": "running_mean", "moving_var": "running_var"}
+_BN_FIELDS = {
+    "gamma": "weight",
+    "beta": "bias",
+    "running_mean": "running_mean",
+    "running_var": "running_var",
+    "moving_mean": "running_mean",
+    "moving_var": "running_var",
+}
 _RESNET_PARTS = (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3"))
 _RESNET_DOWNSAMPLE = ("downsample.0", "downsample.1")
 
@@ -84,8 +91,9 @@ def _expand_name(m: re.Match) -> str:
     return f"features.extras.{index}.{position}.{_field(kind, field)}"
 
 
-def map_gluon_ssd_names(state: Mapping[str, object]
-                        ) -> tuple[dict[str, object], dict[str, object], list[str], dict[str, str]]:
+def map_gluon_ssd_names(
+    state: Mapping[str, object],
+) -> tuple[dict[str, object], dict[str, object], list[str], dict[str, str]]:
     """Split a GluonCV SSD state ``{gluon name: array}`` into ``(ssdkit state, constants, notes, origin)``.
 
     Names that match no rule pass through unchanged (a strict load then names them); ``notes`` lists

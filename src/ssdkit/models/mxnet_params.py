@@ -23,6 +23,7 @@ One array:
 The reader trusts nothing in the file: every count, dimension and byte size is checked against the bytes
 that are left before anything is allocated, and nothing is ever executed (no pickle).
 """
+
 from __future__ import annotations
 
 import os
@@ -31,8 +32,16 @@ from typing import BinaryIO
 
 import numpy as np
 
-__all__ = ["read_mxnet_params", "is_mxnet_params", "ParamsFormatError", "LIST_MAGIC", "NDARRAY_V1_MAGIC",
-           "NDARRAY_V2_MAGIC", "NDARRAY_V3_MAGIC", "MXNET_DTYPES"]
+__all__ = [
+    "read_mxnet_params",
+    "is_mxnet_params",
+    "ParamsFormatError",
+    "LIST_MAGIC",
+    "NDARRAY_V1_MAGIC",
+    "NDARRAY_V2_MAGIC",
+    "NDARRAY_V3_MAGIC",
+    "MXNET_DTYPES",
+]
 
 LIST_MAGIC = 0x112
 NDARRAY_V1_MAGIC = 0xF993FAC8
@@ -40,9 +49,18 @@ NDARRAY_V2_MAGIC = 0xF993FAC9
 NDARRAY_V3_MAGIC = 0xF993FACA
 
 MXNET_DTYPES: dict[int, np.dtype] = {
-    0: np.dtype("<f4"), 1: np.dtype("<f8"), 2: np.dtype("<f2"), 3: np.dtype("u1"), 4: np.dtype("<i4"),
-    5: np.dtype("i1"), 6: np.dtype("<i8"), 7: np.dtype("?"), 8: np.dtype("<i2"), 9: np.dtype("<u2"),
-    10: np.dtype("<u4"), 11: np.dtype("<u8"),
+    0: np.dtype("<f4"),
+    1: np.dtype("<f8"),
+    2: np.dtype("<f2"),
+    3: np.dtype("u1"),
+    4: np.dtype("<i4"),
+    5: np.dtype("i1"),
+    6: np.dtype("<i8"),
+    7: np.dtype("?"),
+    8: np.dtype("<i2"),
+    9: np.dtype("<u2"),
+    10: np.dtype("<u4"),
+    11: np.dtype("<u8"),
 }
 _MAX_NDIM = 32  # MXNet shapes have far fewer dimensions; more is a corrupt or foreign file
 _MIN_ARRAY_BYTES = 8  # magic + the smallest shape record
@@ -65,8 +83,9 @@ class _Reader:
 
     def take(self, n: int, what: str) -> bytes:
         if n < 0 or n > self.left:
-            raise ParamsFormatError(f"{what} needs {n} bytes at offset {self.pos} but only {self.left} are left "
-                                    f"(truncated file?)")
+            raise ParamsFormatError(
+                f"{what} needs {n} bytes at offset {self.pos} but only {self.left} are left (truncated file?)"
+            )
         data = self.f.read(n)
         if len(data) != n:
             raise ParamsFormatError(f"{what}: read {len(data)} of {n} bytes at offset {self.pos}")
@@ -80,8 +99,9 @@ class _Reader:
         """``n`` bytes into a fresh writable ``uint8`` buffer, allocated only once ``n`` is known to be in the file
         (``np.empty``: no zero-filling pass before the read)."""
         if n > self.left:
-            raise ParamsFormatError(f"{what} claims {n} data bytes at offset {self.pos} but only {self.left} are "
-                                    f"left (truncated file?)")
+            raise ParamsFormatError(
+                f"{what} claims {n} data bytes at offset {self.pos} but only {self.left} are left (truncated file?)"
+            )
         buf = np.empty(n, np.uint8)
         got = self.f.readinto(memoryview(buf)) if n else 0
         if got != n:
@@ -140,8 +160,10 @@ def _read_list(f: BinaryIO, size: int) -> list[tuple[str, np.ndarray | None]]:
         raise ParamsFormatError(f"only {size} bytes, shorter than the 16-byte header of an MXNet NDArray list")
     magic, _reserved = r.unpack("QQ", "header")
     if magic != LIST_MAGIC:
-        raise ParamsFormatError(f"header {magic:#x} is not MXNet's NDArray-list magic {LIST_MAGIC:#x} "
-                                f"(not a .params file written by MXNet/Gluon)")
+        raise ParamsFormatError(
+            f"header {magic:#x} is not MXNet's NDArray-list magic {LIST_MAGIC:#x} "
+            f"(not a .params file written by MXNet/Gluon)"
+        )
     (count,) = r.unpack("Q", "array count")
     if count * _MIN_ARRAY_BYTES > r.left:
         raise ParamsFormatError(f"the header claims {count} arrays but only {r.left} bytes follow (truncated file?)")

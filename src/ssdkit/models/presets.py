@@ -12,6 +12,7 @@ the training defaults that belong to a model (``match_iou``), as timm keeps its 
 ``*_custom`` models take GluonCV's sizes for the custom variant (the COCO sizes, except MobileNet which
 uses the VOC ones, as GluonCV does).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -22,16 +23,88 @@ from .tiny import DEFAULT_SYNTHETIC_CLASSES, TINY_ANCHORS, TINY_DATA_SHAPE, TINY
 
 __all__ = ["VOC_CLASSES", "COCO_CLASSES", "ModelPreset", "PRESETS"]
 
-COCO_CLASSES = ("person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat",
-                "traffic light", "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog",
-                "horse", "sheep", "cow", "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella",
-                "handbag", "tie", "suitcase", "frisbee", "skis", "snowboard", "sports ball", "kite",
-                "baseball bat", "baseball glove", "skateboard", "surfboard", "tennis racket", "bottle",
-                "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple", "sandwich", "orange",
-                "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch", "potted plant", "bed",
-                "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard", "cell phone",
-                "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
-                "teddy bear", "hair drier", "toothbrush")
+COCO_CLASSES = (
+    "person",
+    "bicycle",
+    "car",
+    "motorcycle",
+    "airplane",
+    "bus",
+    "train",
+    "truck",
+    "boat",
+    "traffic light",
+    "fire hydrant",
+    "stop sign",
+    "parking meter",
+    "bench",
+    "bird",
+    "cat",
+    "dog",
+    "horse",
+    "sheep",
+    "cow",
+    "elephant",
+    "bear",
+    "zebra",
+    "giraffe",
+    "backpack",
+    "umbrella",
+    "handbag",
+    "tie",
+    "suitcase",
+    "frisbee",
+    "skis",
+    "snowboard",
+    "sports ball",
+    "kite",
+    "baseball bat",
+    "baseball glove",
+    "skateboard",
+    "surfboard",
+    "tennis racket",
+    "bottle",
+    "wine glass",
+    "cup",
+    "fork",
+    "knife",
+    "spoon",
+    "bowl",
+    "banana",
+    "apple",
+    "sandwich",
+    "orange",
+    "broccoli",
+    "carrot",
+    "hot dog",
+    "pizza",
+    "donut",
+    "cake",
+    "chair",
+    "couch",
+    "potted plant",
+    "bed",
+    "dining table",
+    "toilet",
+    "tv",
+    "laptop",
+    "mouse",
+    "remote",
+    "keyboard",
+    "cell phone",
+    "microwave",
+    "oven",
+    "toaster",
+    "sink",
+    "refrigerator",
+    "book",
+    "clock",
+    "vase",
+    "scissors",
+    "teddy bear",
+    "hair drier",
+    "toothbrush",
+)
 
 _R3 = (1, 2, 0.5)
 _R5 = (1, 2, 0.5, 3, 1.0 / 3)
@@ -40,11 +113,9 @@ _RATIOS_7 = (_R3,) + (_R5,) * 4 + (_R3,) * 2
 
 VGG300_VOC = AnchorSpec((30, 60, 111, 162, 213, 264, 315), _RATIOS_6, (8, 16, 32, 64, 100, 300))
 VGG300_COCO = AnchorSpec((21, 45, 99, 153, 207, 261, 315), _RATIOS_6, (8, 16, 32, 64, 100, 300))
-VGG512 = AnchorSpec((51.2, 76.8, 153.6, 230.4, 307.2, 384.0, 460.8, 537.6), _RATIOS_7,
-                    (8, 16, 32, 64, 128, 256, 512))
+VGG512 = AnchorSpec((51.2, 76.8, 153.6, 230.4, 307.2, 384.0, 460.8, 537.6), _RATIOS_7, (8, 16, 32, 64, 128, 256, 512))
 R512_VOC = AnchorSpec((51.2, 102.4, 189.4, 276.4, 363.52, 450.6, 492), _RATIOS_6, (16, 32, 64, 128, 256, 512))
-R512_COCO = AnchorSpec((51.2, 133.12, 215.04, 296.96, 378.88, 460.8, 542.72), _RATIOS_6,
-                       (16, 32, 64, 128, 256, 512))
+R512_COCO = AnchorSpec((51.2, 133.12, 215.04, 296.96, 378.88, 460.8, 542.72), _RATIOS_6, (16, 32, 64, 128, 256, 512))
 
 
 @dataclass(frozen=True)
@@ -81,13 +152,22 @@ def _zoo() -> dict[str, ModelPreset]:
     for prefix, backbone, size, voc, coco, custom, extras_init in rows:
         table[prefix + "voc"] = ModelPreset(prefix + "voc", backbone, size, voc, VOC_CLASSES, extras_init)
         table[prefix + "coco"] = ModelPreset(prefix + "coco", backbone, size, coco, COCO_CLASSES, extras_init)
-        table[prefix + "custom"] = ModelPreset(prefix + "custom", backbone, size, custom, None, extras_init,
-                                               transfer_prefix=prefix)
-    table["ssd_tiny_synthetic"] = ModelPreset("ssd_tiny_synthetic", "tiny", TINY_DATA_SHAPE, TINY_ANCHORS, None,
-                                              "kaiming_fan_out", default_classes=DEFAULT_SYNTHETIC_CLASSES,
-                                              match_iou=TINY_MATCH_IOU)
-    table["ssd_tiny_custom"] = ModelPreset("ssd_tiny_custom", "tiny", TINY_DATA_SHAPE, TINY_ANCHORS, None,
-                                           "kaiming_fan_out", match_iou=TINY_MATCH_IOU)
+        table[prefix + "custom"] = ModelPreset(
+            prefix + "custom", backbone, size, custom, None, extras_init, transfer_prefix=prefix
+        )
+    table["ssd_tiny_synthetic"] = ModelPreset(
+        "ssd_tiny_synthetic",
+        "tiny",
+        TINY_DATA_SHAPE,
+        TINY_ANCHORS,
+        None,
+        "kaiming_fan_out",
+        default_classes=DEFAULT_SYNTHETIC_CLASSES,
+        match_iou=TINY_MATCH_IOU,
+    )
+    table["ssd_tiny_custom"] = ModelPreset(
+        "ssd_tiny_custom", "tiny", TINY_DATA_SHAPE, TINY_ANCHORS, None, "kaiming_fan_out", match_iou=TINY_MATCH_IOU
+    )
     return table
 
 

@@ -7,6 +7,7 @@ the scheme of extras and heads), then ``pretrained_base`` (an ImageNet file for 
 ``pretrained`` (a whole model: GluonCV ``.params`` or an ssdkit state dict / checkpoint, which makes
 ``pretrained_base`` moot).
 """
+
 from __future__ import annotations
 
 import os
@@ -40,6 +41,7 @@ def register_model(name: str, builder: Callable[..., nn.Module] | None = None):
 
     Usable as ``register_model("name", fn)`` or as a decorator ``@register_model("name")``.
     """
+
     def _add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         if name in _REGISTRY:
             raise ValueError(f"model {name!r} is already registered")
@@ -54,9 +56,13 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def get_model(name: str, pretrained: str | os.PathLike | bool = False,
-              pretrained_base: str | os.PathLike | bool = False, classes: Sequence[str] | None = None,
-              **kwargs) -> nn.Module:
+def get_model(
+    name: str,
+    pretrained: str | os.PathLike | bool = False,
+    pretrained_base: str | os.PathLike | bool = False,
+    classes: Sequence[str] | None = None,
+    **kwargs,
+) -> nn.Module:
     """Build zoo model ``name``.
 
     Args:
@@ -81,24 +87,37 @@ def _as_path(value, what: str, model: str):
     if value is False or value is None:
         return None
     if value is True:
-        raise ValueError(f"{model}: {what}=True would mean downloading weights, which ssdkit never does; "
-                         f"pass a local file path instead")
+        raise ValueError(
+            f"{model}: {what}=True would mean downloading weights, which ssdkit never does; "
+            f"pass a local file path instead"
+        )
     if not isinstance(value, (str, os.PathLike)):
         raise ValueError(f"{model}: {what} must be False or a file path, got {value!r}")
     return os.fspath(value)
 
 
-def build_from_preset(preset: ModelPreset, *, pretrained=False, pretrained_base=False,
-                      classes: Sequence[str] | None = None, init: str | None = None, decoder: str = "per_class",
-                      nms_thresh: float = 0.45, nms_topk: int = 400, post_nms: int = 100,
-                      transfer: str | None = None, **backbone_kwargs) -> SSD:
+def build_from_preset(
+    preset: ModelPreset,
+    *,
+    pretrained=False,
+    pretrained_base=False,
+    classes: Sequence[str] | None = None,
+    init: str | None = None,
+    decoder: str = "per_class",
+    nms_thresh: float = 0.45,
+    nms_topk: int = 400,
+    post_nms: int = 100,
+    transfer: str | None = None,
+    **backbone_kwargs,
+) -> SSD:
     name = preset.name
     pretrained = _as_path(pretrained, "pretrained", name)
     pretrained_base = _as_path(pretrained_base, "pretrained_base", name)
     if init is not None and init not in INIT_SCHEMES:
         raise ValueError(f"{name}: unknown init scheme {init!r}; choose one of {', '.join(INIT_SCHEMES)}")
-    common: dict[str, Any] = dict(init=init, decoder=decoder, nms_thresh=nms_thresh, nms_topk=nms_topk,
-                                  post_nms=post_nms)
+    common: dict[str, Any] = dict(
+        init=init, decoder=decoder, nms_thresh=nms_thresh, nms_topk=nms_topk, post_nms=post_nms
+    )
 
     if transfer is not None:
         if preset.transfer_prefix is None:
@@ -106,8 +125,10 @@ def build_from_preset(preset: ModelPreset, *, pretrained=False, pretrained_base=
         if transfer not in ("voc", "coco"):
             raise ValueError(f"{name}: transfer must be 'voc' or 'coco', got {transfer!r}")
         if pretrained is None:
-            raise ValueError(f"{name}: transfer={transfer!r} needs pretrained=<file of "
-                             f"{preset.transfer_prefix}{transfer}> (nothing is downloaded)")
+            raise ValueError(
+                f"{name}: transfer={transfer!r} needs pretrained=<file of "
+                f"{preset.transfer_prefix}{transfer}> (nothing is downloaded)"
+            )
         if classes is None:
             raise ValueError(f"{name} needs classes=[...]")
         source = PRESETS[preset.transfer_prefix + transfer]
@@ -119,8 +140,10 @@ def build_from_preset(preset: ModelPreset, *, pretrained=False, pretrained_base=
     state = None
     if preset.classes is not None:
         if classes is not None and tuple(classes) != preset.classes:
-            raise ValueError(f"{name} has fixed classes ({len(preset.classes)} {name.rsplit('_', 1)[-1]} classes); "
-                             f"use the *_custom model or net.reset_class() for other classes")
+            raise ValueError(
+                f"{name} has fixed classes ({len(preset.classes)} {name.rsplit('_', 1)[-1]} classes); "
+                f"use the *_custom model or net.reset_class() for other classes"
+            )
         classes = preset.classes
     elif classes is None:
         if pretrained is not None:
@@ -134,9 +157,19 @@ def build_from_preset(preset: ModelPreset, *, pretrained=False, pretrained_base=
         features: Any = BACKBONES[preset.backbone](**backbone_kwargs)
     except TypeError as e:
         raise ValueError(f"{name}: unexpected keyword arguments {sorted(backbone_kwargs)}") from e
-    net = SSD(features, features.out_channels, preset.anchor_spec, classes, data_shape=preset.data_shape,
-              name=name, decoder=decoder, nms_thresh=nms_thresh, nms_topk=nms_topk, post_nms=post_nms,
-              head_init=init or "xavier")
+    net = SSD(
+        features,
+        features.out_channels,
+        preset.anchor_spec,
+        classes,
+        data_shape=preset.data_shape,
+        name=name,
+        decoder=decoder,
+        nms_thresh=nms_thresh,
+        nms_topk=nms_topk,
+        post_nms=post_nms,
+        head_init=init or "xavier",
+    )
     for extra in features.added_layers():
         init_weights(extra, init or preset.extras_init)
     if pretrained is not None:
@@ -148,9 +181,12 @@ def build_from_preset(preset: ModelPreset, *, pretrained=False, pretrained_base=
 
 def _register_presets() -> None:
     for preset_name, preset in PRESETS.items():
+
         def builder(pretrained=False, pretrained_base=False, classes=None, _preset=preset, **kw):
-            return build_from_preset(_preset, pretrained=pretrained, pretrained_base=pretrained_base,
-                                     classes=classes, **kw)
+            return build_from_preset(
+                _preset, pretrained=pretrained, pretrained_base=pretrained_base, classes=classes, **kw
+            )
+
         builder.__name__ = preset_name.replace(".", "_")
         builder.__doc__ = f"Build ``{preset_name}`` (see ``ssdkit.models.get_model``)."
         register_model(preset_name, builder)

@@ -14,6 +14,7 @@ sizes of each forward (input pixels, preset steps), cached per (feature sizes, d
 Parameter names follow GluonCV (``features.*``, ``class_predictors.i.predictor.*``,
 ``box_predictors.i.predictor.*``), so converted GluonCV parameters map by name.
 """
+
 from __future__ import annotations
 
 import warnings
@@ -72,16 +73,31 @@ class SSD(nn.Module):
         head_init: init scheme of the heads (``reset_class`` reuses it for new class heads).
     """
 
-    def __init__(self, features: nn.Module, feature_channels: Sequence[int], anchor_spec: AnchorSpec,
-                 classes: Sequence[str], *, data_shape: int, name: str = "ssd",
-                 stds: Sequence[float] = BOX_STDS, nms_thresh: float = 0.45, nms_topk: int = 400,
-                 post_nms: int = 100, decoder: str = "per_class", head_init: str = "xavier",
-                 predictor_kernel: int = 3, predictor_pad: int = 1):
+    def __init__(
+        self,
+        features: nn.Module,
+        feature_channels: Sequence[int],
+        anchor_spec: AnchorSpec,
+        classes: Sequence[str],
+        *,
+        data_shape: int,
+        name: str = "ssd",
+        stds: Sequence[float] = BOX_STDS,
+        nms_thresh: float = 0.45,
+        nms_topk: int = 400,
+        post_nms: int = 100,
+        decoder: str = "per_class",
+        head_init: str = "xavier",
+        predictor_kernel: int = 3,
+        predictor_pad: int = 1,
+    ):
         super().__init__()
         classes = _check_classes(classes)
         if len(feature_channels) != anchor_spec.num_layers:
-            raise ValueError(f"{name}: {len(feature_channels)} feature maps but the anchor preset has "
-                             f"{anchor_spec.num_layers} layers")
+            raise ValueError(
+                f"{name}: {len(feature_channels)} feature maps but the anchor preset has "
+                f"{anchor_spec.num_layers} layers"
+            )
         self.features = features
         self.feature_channels = tuple(int(c) for c in feature_channels)
         self.anchor_spec = anchor_spec
@@ -93,13 +109,16 @@ class SSD(nn.Module):
         per_pos = anchor_spec.anchors_per_position()
         self.class_predictors = nn.ModuleList(
             ConvPredictor(c, k * (len(classes) + 1), predictor_kernel, predictor_pad)
-            for c, k in zip(self.feature_channels, per_pos))
+            for c, k in zip(self.feature_channels, per_pos)
+        )
         self.box_predictors = nn.ModuleList(
-            ConvPredictor(c, k * 4, predictor_kernel, predictor_pad) for c, k in zip(self.feature_channels, per_pos))
+            ConvPredictor(c, k * 4, predictor_kernel, predictor_pad) for c, k in zip(self.feature_channels, per_pos)
+        )
         for head in (*self.class_predictors, *self.box_predictors):
             init_weights(head, head_init)
-        self.postprocessor = _make_postprocessor(len(classes), self.stds, decoder=decoder, nms_thresh=nms_thresh,
-                                                 nms_topk=nms_topk, post_nms=post_nms)
+        self.postprocessor = _make_postprocessor(
+            len(classes), self.stds, decoder=decoder, nms_thresh=nms_thresh, nms_topk=nms_topk, post_nms=post_nms
+        )
         self._anchor_cache: dict = {}
 
     # ------------------------------------------------------------------ properties
@@ -114,8 +133,9 @@ class SSD(nn.Module):
         return extras + list(self.class_predictors) + list(self.box_predictors)
 
     # ------------------------------------------------------------------ forward
-    def anchors_for(self, feature_shapes: Sequence[tuple[int, int]], device=None,
-                    dtype: torch.dtype = torch.float32) -> Tensor:
+    def anchors_for(
+        self, feature_shapes: Sequence[tuple[int, int]], device=None, dtype: torch.dtype = torch.float32
+    ) -> Tensor:
         """Anchors ``Tensor[1, A, 4]`` (cx, cy, w, h) for the given feature sizes, cached."""
         key = (tuple(tuple(int(v) for v in s) for s in feature_shapes), torch.device(device or "cpu"), dtype)
         anchors = self._anchor_cache.get(key)
@@ -160,16 +180,20 @@ class SSD(nn.Module):
             raise ValueError(f"{self.name}: expected input Tensor[B, 3, H, W], got shape {tuple(x.shape)}")
         feats = self.features(x)
         if len(feats) != len(self.class_predictors):
-            raise ValueError(f"{self.name}: backbone gave {len(feats)} feature maps, heads expect "
-                             f"{len(self.class_predictors)}")
+            raise ValueError(
+                f"{self.name}: backbone gave {len(feats)} feature maps, heads expect {len(self.class_predictors)}"
+            )
         batch = x.shape[0]
         cls_preds = torch.cat([_flatten_nhwc(cp(f)) for f, cp in zip(feats, self.class_predictors)], dim=1)
         box_preds = torch.cat([_flatten_nhwc(bp(f)) for f, bp in zip(feats, self.box_predictors)], dim=1)
         cls_preds = cls_preds.reshape(batch, -1, self.num_classes + 1)
         box_preds = box_preds.reshape(batch, -1, 4)
         # anchors stay float32 (float64 for float64 inputs) even under autocast: they are pixel coordinates
-        anchors = self.anchors_for([tuple(f.shape[-2:]) for f in feats], device=x.device,
-                                   dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+        anchors = self.anchors_for(
+            [tuple(f.shape[-2:]) for f in feats],
+            device=x.device,
+            dtype=torch.float64 if x.dtype == torch.float64 else torch.float32,
+        )
         return cls_preds, box_preds, anchors
 
     @torch.no_grad()
@@ -213,13 +237,12 @@ class SSD(nn.Module):
                 with torch.no_grad():
                     for new_p, old_p in ((head.predictor.weight, conv.weight), (head.predictor.bias, conv.bias)):
                         for n_idx, o_idx in mapping.items():
-                            new_p[n_idx + 1::new_c1] = old_p[o_idx + 1::old_c1]
+                            new_p[n_idx + 1 :: new_c1] = old_p[o_idx + 1 :: old_c1]
                         new_p[0::new_c1] = old_p[0::old_c1]
             new_heads.append(head)
         self.class_predictors = nn.ModuleList(new_heads)
         self.classes = classes
-        self.postprocessor = _make_postprocessor(len(classes), self.stds,
-                                                 **_postprocessor_settings(self.postprocessor))
+        self.postprocessor = _make_postprocessor(len(classes), self.stds, **_postprocessor_settings(self.postprocessor))
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, data_shape={self.data_shape}, num_classes={self.num_classes}"
@@ -251,8 +274,10 @@ def _resolve_reuse(reuse_weights, old_classes: Sequence[str], new_classes: Seque
             if name in new_classes and name in old_classes:
                 out[new_classes.index(name)] = old_classes.index(name)
             else:
-                warnings.warn(f"{name!r} not found in old class names {list(old_classes)} or new class names "
-                              f"{list(new_classes)}", stacklevel=3)
+                warnings.warn(
+                    f"{name!r} not found in old class names {list(old_classes)} or new class names {list(new_classes)}",
+                    stacklevel=3,
+                )
         return out
     raise ValueError(f"reuse_weights must be a dict, a list of names or None, got {type(reuse_weights).__name__}")
 

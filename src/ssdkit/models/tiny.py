@@ -26,6 +26,7 @@ step 8, 60 at 16, ...), so almost every object of 8 to 100 pixels overlaps some 
 
 Why each of these choices, with the runs that measured it: ``docs/synthetic-recipe.md``.
 """
+
 from __future__ import annotations
 
 from torch import Tensor, nn
@@ -37,14 +38,16 @@ __all__ = ["DEFAULT_SYNTHETIC_CLASSES", "TINY_ANCHORS", "TINY_DATA_SHAPE", "TINY
 
 DEFAULT_SYNTHETIC_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring")
 TINY_DATA_SHAPE = 128
-TINY_ANCHORS = AnchorSpec(sizes=(10, 20, 36, 60, 92, 120, 128), ratios=((1,),) * 6,
-                          steps=(4, 8, 16, 32, 64, 128))
+TINY_ANCHORS = AnchorSpec(sizes=(10, 20, 36, 60, 92, 120, 128), ratios=((1,),) * 6, steps=(4, 8, 16, 32, 64, 128))
 TINY_MATCH_IOU = 0.4
 
 
 def _cbr(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, bias=False),
-            nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
+    return [
+        nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, bias=False),
+        nn.BatchNorm2d(out_ch),
+        nn.ReLU(inplace=True),
+    ]
 
 
 def _extra(in_ch: int, mid_ch: int, out_ch: int) -> nn.Sequential:
@@ -58,8 +61,9 @@ class TinyExtractor(nn.Module):
 
     def __init__(self):
         super().__init__()
-        self.stem = nn.Sequential(*_cbr(3, 32, 3, 2), *_cbr(32, 64, 3, 2),
-                                  *(layer for _ in range(4) for layer in _cbr(64, 64, 3)))
+        self.stem = nn.Sequential(
+            *_cbr(3, 32, 3, 2), *_cbr(32, 64, 3, 2), *(layer for _ in range(4) for layer in _cbr(64, 64, 3))
+        )
         self.stage3 = nn.Sequential(*_cbr(64, 128, 3, 2), *_cbr(128, 128, 3))
         self.stage4 = nn.Sequential(*_cbr(128, 192, 3, 2), *_cbr(192, 192, 3))
         self.extras = nn.ModuleList([_extra(192, 64, 128), _extra(128, 64, 128), _extra(128, 64, 128)])

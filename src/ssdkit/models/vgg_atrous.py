@@ -16,6 +16,7 @@ Module names equal GluonCV's parameter names (``stages.5.0`` is fc6, ``stages.5.
 ``norm4.scale``, ``extras.i.0`` / ``extras.i.2``). Every conv is initialised with Kaiming-normal fan_out
 (= MXNet Xavier(gaussian, out, 2)), biases zero.
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,23 +26,34 @@ from torch import Tensor, nn
 from ..constants import IMAGENET_STD
 from ..init import init_weights
 
-__all__ = ["L2Norm", "VGGAtrousExtractor", "VGG16_LAYERS", "VGG16_FILTERS", "EXTRA_SPECS",
-           "vgg16_atrous_300", "vgg16_atrous_512"]
+__all__ = [
+    "L2Norm",
+    "VGGAtrousExtractor",
+    "VGG16_LAYERS",
+    "VGG16_FILTERS",
+    "EXTRA_SPECS",
+    "vgg16_atrous_300",
+    "vgg16_atrous_512",
+]
 
 VGG16_LAYERS = (2, 2, 3, 3, 3)
 VGG16_FILTERS = (64, 128, 256, 512, 512)
 
 # (out channels, kernel, stride, pad) of the two convs of each extra block.
 EXTRA_SPECS = {
-    300: (((256, 1, 1, 0), (512, 3, 2, 1)),
-          ((128, 1, 1, 0), (256, 3, 2, 1)),
-          ((128, 1, 1, 0), (256, 3, 1, 0)),
-          ((128, 1, 1, 0), (256, 3, 1, 0))),
-    512: (((256, 1, 1, 0), (512, 3, 2, 1)),
-          ((128, 1, 1, 0), (256, 3, 2, 1)),
-          ((128, 1, 1, 0), (256, 3, 2, 1)),
-          ((128, 1, 1, 0), (256, 3, 2, 1)),
-          ((128, 1, 1, 0), (256, 4, 1, 1))),
+    300: (
+        ((256, 1, 1, 0), (512, 3, 2, 1)),
+        ((128, 1, 1, 0), (256, 3, 2, 1)),
+        ((128, 1, 1, 0), (256, 3, 1, 0)),
+        ((128, 1, 1, 0), (256, 3, 1, 0)),
+    ),
+    512: (
+        ((256, 1, 1, 0), (512, 3, 2, 1)),
+        ((128, 1, 1, 0), (256, 3, 2, 1)),
+        ((128, 1, 1, 0), (256, 3, 2, 1)),
+        ((128, 1, 1, 0), (256, 3, 2, 1)),
+        ((128, 1, 1, 0), (256, 4, 1, 1)),
+    ),
 }
 
 
@@ -58,8 +70,9 @@ class L2Norm(nn.Module):
         return x * torch.rsqrt(x.pow(2).sum(dim=1, keepdim=True) + self.eps) * self.scale
 
 
-def _conv_relu(in_ch: int, out_ch: int, kernel: int, stride: int = 1, padding: int = 0,
-               dilation: int = 1) -> list[nn.Module]:
+def _conv_relu(
+    in_ch: int, out_ch: int, kernel: int, stride: int = 1, padding: int = 0, dilation: int = 1
+) -> list[nn.Module]:
     return [nn.Conv2d(in_ch, out_ch, kernel, stride, padding, dilation=dilation), nn.ReLU(inplace=True)]
 
 
@@ -70,8 +83,7 @@ class VGGAtrousExtractor(nn.Module):
         super().__init__()
         if len(layers) != 5 or len(filters) != 5:
             raise ValueError("VGG atrous needs 5 stages")
-        self.register_buffer("init_scale", torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1) * 255.0,
-                             persistent=False)
+        self.register_buffer("init_scale", torch.tensor(IMAGENET_STD).reshape(1, 3, 1, 1) * 255.0, persistent=False)
         stages = []
         in_ch = 3
         for n, f in zip(layers, filters):
@@ -81,8 +93,7 @@ class VGGAtrousExtractor(nn.Module):
                 in_ch = f
             stages.append(nn.Sequential(*mods))
         # fc6 (dilated 3x3) and fc7 (1x1) as convs
-        stages.append(nn.Sequential(*_conv_relu(in_ch, 1024, 3, padding=6, dilation=6),
-                                    *_conv_relu(1024, 1024, 1)))
+        stages.append(nn.Sequential(*_conv_relu(in_ch, 1024, 3, padding=6, dilation=6), *_conv_relu(1024, 1024, 1)))
         self.stages = nn.ModuleList(stages)
         self.norm4 = L2Norm(filters[3], 20.0)
         extra_blocks = []

@@ -23,6 +23,7 @@ ImageNet bases (``pretrained_base``):
 Keys of a full ssdkit model (``features.body.*`` / ``features.*``) are accepted for the base too. A file that
 does not fit raises ``WeightsError`` naming the file and the first offending keys and shapes.
 """
+
 from __future__ import annotations
 
 import os
@@ -36,8 +37,17 @@ from torch import Tensor, nn
 from .gluon_names import map_gluon_ssd_names
 from .mxnet_params import ParamsFormatError, is_mxnet_params, read_mxnet_params
 
-__all__ = ["WeightsError", "read_weights", "gluon_to_torch_names", "load_state_strict", "load_pretrained_base",
-           "load_checkpoint_weights", "checkpoint_classes", "reduce_vgg16_fc", "check_gluon_constants"]
+__all__ = [
+    "WeightsError",
+    "read_weights",
+    "gluon_to_torch_names",
+    "load_state_strict",
+    "load_pretrained_base",
+    "load_checkpoint_weights",
+    "checkpoint_classes",
+    "reduce_vgg16_fc",
+    "check_gluon_constants",
+]
 
 _SHOW = 5
 
@@ -59,8 +69,11 @@ def read_weights(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
             raise WeightsError(str(e)) from None
         empty = [k for k, v in arrays.items() if v is None]
         if empty or not arrays:
-            raise WeightsError(f"weight file {path!r} holds no parameters" if not arrays else
-                               f"weight file {path!r}: empty arrays under {empty[:_SHOW]}")
+            raise WeightsError(
+                f"weight file {path!r} holds no parameters"
+                if not arrays
+                else f"weight file {path!r}: empty arrays under {empty[:_SHOW]}"
+            )
         return {k: torch.from_numpy(v) for k, v in arrays.items()}, {"format": "mxnet"}
     if path.endswith(".npz"):
         try:
@@ -112,9 +125,14 @@ def gluon_to_torch_names(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 # ----------------------------------------------------------------------------------------------- checking
-def load_state_strict(module: nn.Module, state: Mapping[str, Tensor], source: str, *,
-                      may_be_missing: Callable[[str], bool] = lambda k: False,
-                      origin: Mapping[str, str] | None = None) -> None:
+def load_state_strict(
+    module: nn.Module,
+    state: Mapping[str, Tensor],
+    source: str,
+    *,
+    may_be_missing: Callable[[str], bool] = lambda k: False,
+    origin: Mapping[str, str] | None = None,
+) -> None:
     """Copy ``state`` into ``module``; every module key must be given unless ``may_be_missing(key)``.
 
     Raises ``WeightsError`` naming ``source`` and the first missing, unexpected and mismatched keys (as the
@@ -127,10 +145,12 @@ def load_state_strict(module: nn.Module, state: Mapping[str, Tensor], source: st
 
     target = module.state_dict()
     unexpected = [shown(k) for k in state if k not in target]
-    missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked")
-               and not may_be_missing(k)]
-    mismatched = [f"{shown(k)}: file {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
-                  for k in state if k in target and tuple(state[k].shape) != tuple(target[k].shape)]
+    missing = [k for k in target if k not in state and not k.endswith("num_batches_tracked") and not may_be_missing(k)]
+    mismatched = [
+        f"{shown(k)}: file {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
+        for k in state
+        if k in target and tuple(state[k].shape) != tuple(target[k].shape)
+    ]
     if unexpected or missing or mismatched:
         parts = []
         if mismatched:
@@ -148,13 +168,13 @@ def load_state_strict(module: nn.Module, state: Mapping[str, Tensor], source: st
 def _strip_prefix(state: Mapping[str, Tensor], prefixes: tuple[str, ...]) -> dict[str, Tensor]:
     for p in prefixes:
         if state and all(k.startswith(p) for k in state):
-            return {k[len(p):]: v for k, v in state.items()}
+            return {k[len(p) :]: v for k, v in state.items()}
     return dict(state)
 
 
 def _select_prefix(state: Mapping[str, Tensor], prefix: str) -> dict[str, Tensor]:
     """Keys under ``prefix`` if there are any (prefix removed), else ``state`` unchanged."""
-    sub = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    sub = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     return sub if sub else dict(state)
 
 
@@ -163,8 +183,7 @@ _TV_VGG16_CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
 _OUR_VGG16_CONVS = tuple(f"stages.{s}.{j}" for s, n in enumerate((2, 2, 3, 3, 3)) for j in range(0, 2 * n, 2))
 
 
-def reduce_vgg16_fc(fc6_weight: Tensor, fc6_bias: Tensor, fc7_weight: Tensor,
-                    fc7_bias: Tensor) -> dict[str, Tensor]:
+def reduce_vgg16_fc(fc6_weight: Tensor, fc6_bias: Tensor, fc7_weight: Tensor, fc7_bias: Tensor) -> dict[str, Tensor]:
     """torchvision VGG16's fully connected fc6/fc7 as the SSD paper's convolutional fc6/fc7.
 
     fc6 ``Tensor[4096, 25088]`` viewed as ``[4096, 512, 7, 7]``: every 4th output and every 3rd spatial
@@ -172,8 +191,10 @@ def reduce_vgg16_fc(fc6_weight: Tensor, fc6_bias: Tensor, fc7_weight: Tensor,
     column, ``Tensor[1024, 1024, 1, 1]``; biases every 4th. Returned under ssdkit's names (``stages.5.0/2``).
     """
     if tuple(fc6_weight.shape) != (4096, 512 * 7 * 7) or tuple(fc7_weight.shape) != (4096, 4096):
-        raise ValueError(f"expected VGG16 fc6 [4096, 25088] and fc7 [4096, 4096], got {tuple(fc6_weight.shape)} "
-                         f"and {tuple(fc7_weight.shape)}")
+        raise ValueError(
+            f"expected VGG16 fc6 [4096, 25088] and fc7 [4096, 4096], got {tuple(fc6_weight.shape)} "
+            f"and {tuple(fc7_weight.shape)}"
+        )
     return {
         "stages.5.0.weight": fc6_weight.reshape(4096, 512, 7, 7)[::4, :, ::3, ::3].contiguous(),
         "stages.5.0.bias": fc6_bias[::4].contiguous(),
@@ -193,8 +214,12 @@ def _vgg_state(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], Callable[[s
                 key = f"features.{tv_idx}.{suffix}"
                 if key in state:
                     out[f"{ours}.{suffix}"] = state[key]
-        extra = [k for k in state if not k.startswith("classifier.") and
-                 not any(k == f"features.{i}.{s}" for i in _TV_VGG16_CONVS for s in ("weight", "bias"))]
+        extra = [
+            k
+            for k in state
+            if not k.startswith("classifier.")
+            and not any(k == f"features.{i}.{s}" for i in _TV_VGG16_CONVS for s in ("weight", "bias"))
+        ]
         for k in extra:  # unknown keys go through so the check names them
             out[k] = state[k]
         required = _OUR_VGG16_CONVS
@@ -210,8 +235,16 @@ def _vgg_state(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], Callable[[s
     return base, lambda k: not k.startswith(_OUR_VGG16_CONVS)
 
 
-_GLUON_RESNET_BLOCK = {"body.0": "conv1", "body.1": "bn1", "body.3": "conv2", "body.4": "bn2", "body.6": "conv3",
-                       "body.7": "bn3", "downsample.0": "downsample.0", "downsample.1": "downsample.1"}
+_GLUON_RESNET_BLOCK = {
+    "body.0": "conv1",
+    "body.1": "bn1",
+    "body.3": "conv2",
+    "body.4": "bn2",
+    "body.6": "conv3",
+    "body.7": "bn3",
+    "downsample.0": "downsample.0",
+    "downsample.1": "downsample.1",
+}
 
 
 def _resnet_state(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], Callable[[str], bool]]:
@@ -260,8 +293,10 @@ def load_pretrained_base(net: nn.Module, path: str | os.PathLike) -> None:
         elif isinstance(body, MobileNetV1Body):
             target, (state, may_miss) = body, _mobilenet_state(state)
         else:
-            raise WeightsError(f"{getattr(net, 'name', type(net).__name__)} has no ImageNet backbone to load "
-                               f"{source!r} into (pretrained_base is for the VGG / ResNet / MobileNet models)")
+            raise WeightsError(
+                f"{getattr(net, 'name', type(net).__name__)} has no ImageNet backbone to load "
+                f"{source!r} into (pretrained_base is for the VGG / ResNet / MobileNet models)"
+            )
     load_state_strict(target, state, source, may_be_missing=may_miss)
 
 
@@ -276,35 +311,50 @@ def check_gluon_constants(net: nn.Module, constants: Mapping[str, Tensor], sourc
     spec = getattr(net, "anchor_spec", None)
     layers = sorted(int(k.split(".")[1]) for k in constants if k.startswith("anchor_generators."))
     if spec is not None and layers and layers != list(range(spec.num_layers)):
-        raise WeightsError(f"weight file {source!r} has anchors of layers {layers} but {net.name} has "
-                           f"{spec.num_layers} anchor layers (another model's file?)")
+        raise WeightsError(
+            f"weight file {source!r} has anchors of layers {layers} but {net.name} has "
+            f"{spec.num_layers} anchor layers (another model's file?)"
+        )
     problems = []
     for i in layers:
         stored = constants[f"anchor_generators.{i}.anchors"].to(torch.float64)
         k = spec.anchors_per_position()[i]
         if stored.dim() != 5 or stored.shape[2] != stored.shape[3] or stored.shape[4] != 4 * k:
-            problems.append(f"anchor_generators.{i}.anchors: shape {tuple(stored.shape)}, expected "
-                            f"[1, 1, S, S, {4 * k}]")
+            problems.append(
+                f"anchor_generators.{i}.anchors: shape {tuple(stored.shape)}, expected [1, 1, S, S, {4 * k}]"
+            )
             continue
         side = int(stored.shape[2])
-        ours = layer_anchors(side, side, spec.sizes[i], spec.sizes[i + 1], spec.ratios[i], spec.steps[i],
-                             spec.offsets, dtype=torch.float64)
+        ours = layer_anchors(
+            side,
+            side,
+            spec.sizes[i],
+            spec.sizes[i + 1],
+            spec.ratios[i],
+            spec.steps[i],
+            spec.offsets,
+            dtype=torch.float64,
+        )
         diff = float((stored.reshape(-1, 4) - ours).abs().max())
         if diff > 1e-3 + 1e-5 * float(ours.abs().max()):
             problems.append(f"anchor_generators.{i}.anchors differ from {net.name}'s by up to {diff:.4g} px")
     stored_scale = next((v for k, v in constants.items() if k.endswith("init_scale")), None)
     own_scale = getattr(getattr(net, "features", None), "init_scale", None)
     if stored_scale is not None:
-        if own_scale is None or tuple(stored_scale.shape) != tuple(own_scale.shape) or not torch.allclose(
-                stored_scale.to(own_scale.dtype), own_scale, rtol=1e-5, atol=1e-4):
-            problems.append(f"init_scale {stored_scale.flatten().tolist()} does not match the model's "
-                            f"{None if own_scale is None else own_scale.flatten().tolist()}")
+        if (
+            own_scale is None
+            or tuple(stored_scale.shape) != tuple(own_scale.shape)
+            or not torch.allclose(stored_scale.to(own_scale.dtype), own_scale, rtol=1e-5, atol=1e-4)
+        ):
+            problems.append(
+                f"init_scale {stored_scale.flatten().tolist()} does not match the model's "
+                f"{None if own_scale is None else own_scale.flatten().tolist()}"
+            )
     if problems:
         raise WeightsError(f"weight file {source!r} does not fit {net.name}: {'; '.join(problems[:_SHOW])}")
 
 
-def load_checkpoint_weights(net: nn.Module, path: str | os.PathLike,
-                            state: Mapping[str, Tensor] | None = None) -> None:
+def load_checkpoint_weights(net: nn.Module, path: str | os.PathLike, state: Mapping[str, Tensor] | None = None) -> None:
     """Load a full model strictly: an ssdkit state dict / checkpoint, or a GluonCV SSD ``.params`` file
     (Gluon names mapped, stored anchors and ``init_scale`` compared with the model's)."""
     source = os.fspath(path)

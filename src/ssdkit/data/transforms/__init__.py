@@ -18,6 +18,7 @@ Modules:
 - :mod:`.presets.ssd`: GluonCV's names and call convention (``SSDDefaultTrainTransform``,
   ``SSDDefaultValTransform``, ``load_test``).
 """
+
 from ...constants import IMAGENET_MEAN, IMAGENET_STD
 from .color import RandomColorDistort, apply_color_affine, color_distort_affine
 from .geometry import (
@@ -37,10 +38,26 @@ from .opencv_resize import OPENCV_INTERPOLATIONS, mxnet_auto_interpolation, resi
 from .pipelines import DivideBy255, SSDTrainTransform, SSDValTransform
 
 __all__ = [
-    "IMAGENET_MEAN", "IMAGENET_STD", "OPENCV_INTERPOLATIONS", "DEFAULT_CROP_CONSTRAINTS", "PER_BOX_KEYS",
-    "color_distort_affine", "apply_color_affine", "expand_image",
-    "crop_boxes_xyxy", "random_crop_with_constraints", "CropResult", "filter_per_box",
-    "resize_image_cv", "mxnet_auto_interpolation",
-    "RandomColorDistort", "RandomExpand", "RandomIoUCrop", "RandomInterpolationResize",
-    "ResizeCV", "DivideBy255", "SSDTrainTransform", "SSDValTransform",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "OPENCV_INTERPOLATIONS",
+    "DEFAULT_CROP_CONSTRAINTS",
+    "PER_BOX_KEYS",
+    "color_distort_affine",
+    "apply_color_affine",
+    "expand_image",
+    "crop_boxes_xyxy",
+    "random_crop_with_constraints",
+    "CropResult",
+    "filter_per_box",
+    "resize_image_cv",
+    "mxnet_auto_interpolation",
+    "RandomColorDistort",
+    "RandomExpand",
+    "RandomIoUCrop",
+    "RandomInterpolationResize",
+    "ResizeCV",
+    "DivideBy255",
+    "SSDTrainTransform",
+    "SSDValTransform",
 ]

@@ -1,4 +1,5 @@
 """Helpers shared by the transforms: tv_tensors sample access, XYXY box round trips and torch's RNG draws."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -34,16 +35,16 @@ def as_xyxy(boxes: tv_tensors.BoundingBoxes) -> Tensor:
     """The boxes as a plain XYXY ``Tensor[N, 4]``, whatever their format."""
     plain = boxes.as_subclass(Tensor)
     if boxes.format != tv_tensors.BoundingBoxFormat.XYXY:
-        plain = F.convert_bounding_box_format(plain, old_format=boxes.format,
-                                              new_format=tv_tensors.BoundingBoxFormat.XYXY)
+        plain = F.convert_bounding_box_format(
+            plain, old_format=boxes.format, new_format=tv_tensors.BoundingBoxFormat.XYXY
+        )
     return plain
 
 
 def wrap_xyxy(xyxy: Tensor, like: tv_tensors.BoundingBoxes, canvas_size: tuple[int, int]) -> tv_tensors.BoundingBoxes:
     """XYXY ``Tensor[N, 4]`` back to ``BoundingBoxes`` in the format and dtype of ``like`` on a new canvas."""
     if like.format != tv_tensors.BoundingBoxFormat.XYXY:
-        xyxy = F.convert_bounding_box_format(xyxy, old_format=tv_tensors.BoundingBoxFormat.XYXY,
-                                             new_format=like.format)
+        xyxy = F.convert_bounding_box_format(xyxy, old_format=tv_tensors.BoundingBoxFormat.XYXY, new_format=like.format)
     return tv_tensors.wrap(xyxy.to(like.dtype), like=like, canvas_size=(int(canvas_size[0]), int(canvas_size[1])))
 
 

@@ -4,6 +4,7 @@ The four steps (brightness, contrast, saturation, hue) are affine maps of each p
 composed into one 3x3 matrix + offset and applied in a single pass (equal to the step-by-step result up to float32
 rounding). Output float32, never clipped.
 """
+
 from __future__ import annotations
 
 import math
@@ -23,9 +24,13 @@ _YIQ_TO_RGB = ((1.0, 0.956, 0.621), (1.0, -0.272, -0.647), (1.0, -1.107, 1.705))
 _GRAY = (0.299, 0.587, 0.114)
 
 
-def color_distort_affine(brightness: float | None = None, contrast: float | None = None,
-                         saturation: float | None = None, hue: float | None = None,
-                         contrast_first: bool = True) -> tuple[Tensor, Tensor]:
+def color_distort_affine(
+    brightness: float | None = None,
+    contrast: float | None = None,
+    saturation: float | None = None,
+    hue: float | None = None,
+    contrast_first: bool = True,
+) -> tuple[Tensor, Tensor]:
     """Compose GluonCV's colour steps into ``rgb' = A @ rgb + b``; returns ``(A [3, 3], b [3])`` float64.
 
     ``brightness`` delta added first; then contrast -> saturation -> hue when ``contrast_first``,
@@ -44,7 +49,8 @@ def color_distort_affine(brightness: float | None = None, contrast: float | None
         if saturation is None:
             return a, b
         m = saturation * torch.eye(3, dtype=torch.float64) + (1.0 - saturation) * torch.tensor(
-            [_GRAY] * 3, dtype=torch.float64)
+            [_GRAY] * 3, dtype=torch.float64
+        )
         return m @ a, m @ b
 
     def hue_step(a, b):
@@ -55,8 +61,7 @@ def color_distort_affine(brightness: float | None = None, contrast: float | None
         m = torch.tensor(_YIQ_TO_RGB, dtype=torch.float64) @ rot @ torch.tensor(_RGB_TO_YIQ, dtype=torch.float64)
         return m @ a, m @ b
 
-    steps = (contrast_step, saturation_step, hue_step) if contrast_first else (
-        saturation_step, hue_step, contrast_step)
+    steps = (contrast_step, saturation_step, hue_step) if contrast_first else (saturation_step, hue_step, contrast_step)
     for step in steps:
         a, b = step(a, b)
     return a, b
@@ -69,8 +74,11 @@ def apply_color_affine(image: Tensor, a: Tensor, b: Tensor) -> Tensor:
     if c != 3:
         raise ValueError(f"colour distortion needs a 3-channel RGB image, got {c} channels")
     flat = x.reshape(-1, 3, h * w)
-    out = torch.baddbmm(b.to(torch.float32).view(1, 3, 1).expand(flat.shape[0], 3, 1),
-                        a.to(torch.float32).expand(flat.shape[0], 3, 3), flat)
+    out = torch.baddbmm(
+        b.to(torch.float32).view(1, 3, 1).expand(flat.shape[0], 3, 1),
+        a.to(torch.float32).expand(flat.shape[0], 3, 3),
+        flat,
+    )
     return out.reshape(x.shape)
 
 
@@ -83,8 +91,14 @@ class RandomColorDistort(v2.Transform):
     hue: YIQ rotation by ``pi * U(-hue_delta, hue_delta)`` radians (GluonCV's quirk).
     """
 
-    def __init__(self, brightness_delta: float = 32, contrast_range: tuple[float, float] = (0.5, 1.5),
-                 saturation_range: tuple[float, float] = (0.5, 1.5), hue_delta: float = 18, p: float = 0.5):
+    def __init__(
+        self,
+        brightness_delta: float = 32,
+        contrast_range: tuple[float, float] = (0.5, 1.5),
+        saturation_range: tuple[float, float] = (0.5, 1.5),
+        hue_delta: float = 18,
+        p: float = 0.5,
+    ):
         super().__init__()
         self.brightness_delta = brightness_delta
         self.contrast_range = tuple(contrast_range)
@@ -110,8 +124,7 @@ class RandomColorDistort(v2.Transform):
                 values[name] = uniform(*self.saturation_range)
             else:
                 values[name] = math.pi * uniform(-self.hue_delta, self.hue_delta)
-        a, b = color_distort_affine(brightness, values["contrast"], values["saturation"], values["hue"],
-                                    contrast_first)
+        a, b = color_distort_affine(brightness, values["contrast"], values["saturation"], values["hue"], contrast_first)
         return dict(a=a, b=b, brightness=brightness, contrast_first=contrast_first, **values)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:

@@ -7,6 +7,7 @@ drop the matching entries of ``labels``, ``difficult``, ``iscrowd`` and ``area``
 ``torchvision.transforms.v2.RandomIoUCrop`` and ``SanitizeBoundingBoxes`` are not used: the former asks the IoU of
 any one box and the latter drops boxes thinner than 1 pixel, where GluonCV keeps every box of positive size.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,17 @@ from ._tv import as_xyxy, is_image, randint, rewrap, size_pair, uniform, wrap_xy
 from .opencv_resize import OPENCV_INTERPOLATIONS, resize_image_cv
 
 __all__ = [
-    "DEFAULT_CROP_CONSTRAINTS", "PER_BOX_KEYS", "expand_image", "RandomExpand", "CropResult", "crop_boxes_xyxy",
-    "random_crop_with_constraints", "filter_per_box", "RandomIoUCrop", "ResizeCV", "RandomInterpolationResize",
+    "DEFAULT_CROP_CONSTRAINTS",
+    "PER_BOX_KEYS",
+    "expand_image",
+    "RandomExpand",
+    "CropResult",
+    "crop_boxes_xyxy",
+    "random_crop_with_constraints",
+    "filter_per_box",
+    "RandomIoUCrop",
+    "ResizeCV",
+    "RandomInterpolationResize",
 ]
 
 DEFAULT_CROP_CONSTRAINTS = ((0.1, None), (0.3, None), (0.5, None), (0.7, None), (0.9, None), (None, 1.0))
@@ -37,8 +47,10 @@ PER_BOX_KEYS = ("labels", "difficult", "iscrowd", "area")
 # expand
 # ------------------------------------------------------------------------------------------------
 
-def expand_image(image: Tensor, out_height: int, out_width: int, off_x: int, off_y: int,
-                 fill: Sequence[float]) -> Tensor:
+
+def expand_image(
+    image: Tensor, out_height: int, out_width: int, off_x: int, off_y: int, fill: Sequence[float]
+) -> Tensor:
     """Place ``image [C, H, W]`` at ``(off_x, off_y)`` on a ``[C, out_height, out_width]`` canvas of ``fill``.
 
     The canvas keeps the image dtype (a fractional fill is cast, as GluonCV's ``nd.array(fill, dtype)``).
@@ -51,12 +63,13 @@ def expand_image(image: Tensor, out_height: int, out_width: int, off_x: int, off
         raise ValueError(f"offset ({off_x}, {off_y}) does not fit a {w}x{h} image in {out_width}x{out_height}")
     canvas = torch.empty(x.shape[:-2] + (out_height, out_width), dtype=x.dtype)
     canvas.copy_(torch.tensor(fill, dtype=torch.float64).to(x.dtype).view(c, 1, 1).expand_as(canvas))
-    canvas[..., off_y:off_y + h, off_x:off_x + w] = x
+    canvas[..., off_y : off_y + h, off_x : off_x + w] = x
     return canvas
 
 
-def _shift_boxes(boxes: tv_tensors.BoundingBoxes, dx: float, dy: float,
-                 canvas_size: tuple[int, int]) -> tv_tensors.BoundingBoxes:
+def _shift_boxes(
+    boxes: tv_tensors.BoundingBoxes, dx: float, dy: float, canvas_size: tuple[int, int]
+) -> tv_tensors.BoundingBoxes:
     xyxy = as_xyxy(boxes)
     shifted = xyxy + torch.tensor([dx, dy, dx, dy], dtype=xyxy.dtype)
     return wrap_xyxy(shifted, boxes, canvas_size)
@@ -66,8 +79,9 @@ class RandomExpand(v2.Transform):
     """GluonCV's ``random_expand`` with probability ``p``: ratio ``U(1, max_ratio)`` for both axes,
     canvas ``(int(H * r), int(W * r))`` filled with ``fill``, offsets ``randint`` inclusive; boxes shifted."""
 
-    def __init__(self, max_ratio: float = 4.0, fill: Sequence[float] = tuple(m * 255 for m in IMAGENET_MEAN),
-                 p: float = 0.5):
+    def __init__(
+        self, max_ratio: float = 4.0, fill: Sequence[float] = tuple(m * 255 for m in IMAGENET_MEAN), p: float = 0.5
+    ):
         super().__init__()
         self.max_ratio = max_ratio
         self.fill = tuple(float(f) for f in fill)
@@ -87,8 +101,7 @@ class RandomExpand(v2.Transform):
         if isinstance(inpt, tv_tensors.BoundingBoxes):
             return _shift_boxes(inpt, params["off_x"], params["off_y"], (params["height"], params["width"]))
         if is_image(inpt):
-            out = expand_image(inpt, params["height"], params["width"], params["off_x"], params["off_y"],
-                               self.fill)
+            out = expand_image(inpt, params["height"], params["width"], params["off_x"], params["off_y"], self.fill)
             return rewrap(out, inpt)
         return inpt
 
@@ -96,6 +109,7 @@ class RandomExpand(v2.Transform):
 # ------------------------------------------------------------------------------------------------
 # crop
 # ------------------------------------------------------------------------------------------------
+
 
 class CropResult(NamedTuple):
     """``crop_xywh`` = (left, top, width, height) in input pixels; ``boxes_xyxy [M, 4]`` in crop pixels;
@@ -108,8 +122,9 @@ class CropResult(NamedTuple):
     constraint: tuple[float | None, float | None] | None
 
 
-def crop_boxes_xyxy(boxes_xyxy: Tensor, crop_xywh: Sequence[int],
-                    allow_outside_center: bool = False) -> tuple[Tensor, Tensor]:
+def crop_boxes_xyxy(
+    boxes_xyxy: Tensor, crop_xywh: Sequence[int], allow_outside_center: bool = False
+) -> tuple[Tensor, Tensor]:
     """GluonCV's ``bbox.crop``: ``boxes [N, 4]`` -> ``(boxes [M, 4] in crop pixels, keep [N])``.
 
     Keeps boxes whose centre lies in ``[left, right) x [top, bottom)`` (unless
@@ -129,10 +144,17 @@ def crop_boxes_xyxy(boxes_xyxy: Tensor, crop_xywh: Sequence[int],
     return out[keep], keep
 
 
-def random_crop_with_constraints(boxes_xyxy: Tensor, width: int, height: int, min_scale: float = 0.3,
-                                 max_scale: float = 1.0, max_aspect_ratio: float = 2.0,
-                                 constraints: Sequence[tuple[float | None, float | None]] | None = None,
-                                 max_trial: int = 50, generator: torch.Generator | None = None) -> CropResult:
+def random_crop_with_constraints(
+    boxes_xyxy: Tensor,
+    width: int,
+    height: int,
+    min_scale: float = 0.3,
+    max_scale: float = 1.0,
+    max_aspect_ratio: float = 2.0,
+    constraints: Sequence[tuple[float | None, float | None]] | None = None,
+    max_trial: int = 50,
+    generator: torch.Generator | None = None,
+) -> CropResult:
     """GluonCV's ``random_crop_with_constraints`` on ``boxes_xyxy [N, 4]`` in a ``width x height`` image.
 
     For each ``(min_iou, max_iou)`` constraint, up to ``max_trial`` crops are drawn (side scale
@@ -157,15 +179,15 @@ def random_crop_with_constraints(boxes_xyxy: Tensor, width: int, height: int, mi
         t = torch.zeros(0, max_trial, 4, dtype=torch.float64)
     else:
         t = torch.rand(len(constraints), max_trial, 4, generator=generator, dtype=torch.float64)
-    scale = min_scale + (max_scale - min_scale) * t[..., 0]                       # [K, T]
+    scale = min_scale + (max_scale - min_scale) * t[..., 0]  # [K, T]
     ar_lo = torch.clamp(scale * scale, min=1.0 / max_aspect_ratio)
     ar_hi = torch.clamp(1.0 / (scale * scale), max=max_aspect_ratio)
     aspect = ar_lo + (ar_hi - ar_lo) * t[..., 1]
     crop_h = torch.floor(height * scale / aspect.sqrt())
     crop_w = torch.floor(width * scale * aspect.sqrt())
-    crop_t = torch.floor(t[..., 2] * (height - crop_h))   # randrange(H - h): 0 .. H - h - 1
+    crop_t = torch.floor(t[..., 2] * (height - crop_h))  # randrange(H - h): 0 .. H - h - 1
     crop_l = torch.floor(t[..., 3] * (width - crop_w))
-    crops = torch.stack([crop_l, crop_t, crop_w, crop_h], dim=-1)                 # [K, T, 4] xywh
+    crops = torch.stack([crop_l, crop_t, crop_w, crop_h], dim=-1)  # [K, T, 4] xywh
     if n == 0 and len(constraints):
         c = tuple(int(v) for v in crops[0, 0])
         return CropResult(c, boxes.clone(), torch.zeros(0, dtype=torch.bool), tuple(constraints[0]))
@@ -175,7 +197,7 @@ def random_crop_with_constraints(boxes_xyxy: Tensor, width: int, height: int, mi
         iou = iou.reshape(n, len(constraints), max_trial)
         lo_iou = torch.tensor([-math.inf if c[0] is None else float(c[0]) for c in constraints], dtype=torch.float64)
         hi_iou = torch.tensor([math.inf if c[1] is None else float(c[1]) for c in constraints], dtype=torch.float64)
-        ok = (iou.amin(dim=0) >= lo_iou[:, None]) & (iou.amax(dim=0) <= hi_iou[:, None])   # [K, T]
+        ok = (iou.amin(dim=0) >= lo_iou[:, None]) & (iou.amax(dim=0) <= hi_iou[:, None])  # [K, T]
         has_hit = ok.any(dim=1)
         first = ok.to(torch.int8).argmax(dim=1)
         for k in has_hit.nonzero().flatten().tolist():
@@ -190,15 +212,18 @@ def random_crop_with_constraints(boxes_xyxy: Tensor, width: int, height: int, mi
     return CropResult((0, 0, int(width), int(height)), boxes.clone(), torch.ones(n, dtype=torch.bool), None)
 
 
-
-
 def filter_per_box(sample: Any, keep: Tensor) -> Any:
     """Index the per-box entries (``PER_BOX_KEYS``) of every dict in ``sample`` with ``keep``."""
     if isinstance(sample, dict):
         out = {}
         for key, value in sample.items():
-            if (key in PER_BOX_KEYS and isinstance(value, Tensor) and value.ndim >= 1
-                    and value.shape[0] == keep.shape[0] and not isinstance(value, tv_tensors.BoundingBoxes)):
+            if (
+                key in PER_BOX_KEYS
+                and isinstance(value, Tensor)
+                and value.ndim >= 1
+                and value.shape[0] == keep.shape[0]
+                and not isinstance(value, tv_tensors.BoundingBoxes)
+            ):
                 value = value[keep]
             elif isinstance(value, (dict, list, tuple)):
                 value = filter_per_box(value, keep)
@@ -217,8 +242,14 @@ class RandomIoUCrop(v2.Transform):
     removed here together with their ``labels``/``difficult``/``iscrowd``/``area``.
     """
 
-    def __init__(self, min_scale: float = 0.3, max_scale: float = 1.0, max_aspect_ratio: float = 2.0,
-                 constraints: Sequence[tuple[float | None, float | None]] | None = None, max_trial: int = 50):
+    def __init__(
+        self,
+        min_scale: float = 0.3,
+        max_scale: float = 1.0,
+        max_aspect_ratio: float = 2.0,
+        constraints: Sequence[tuple[float | None, float | None]] | None = None,
+        max_trial: int = 50,
+    ):
         super().__init__()
         self.min_scale = min_scale
         self.max_scale = max_scale
@@ -234,8 +265,15 @@ class RandomIoUCrop(v2.Transform):
         h, w = v2.query_size(flat_inputs)
         boxes = v2.get_bounding_boxes(flat_inputs)
         result = random_crop_with_constraints(
-            as_xyxy(boxes), w, h, self.min_scale, self.max_scale, self.max_aspect_ratio,
-            self.constraints, self.max_trial)
+            as_xyxy(boxes),
+            w,
+            h,
+            self.min_scale,
+            self.max_scale,
+            self.max_aspect_ratio,
+            self.constraints,
+            self.max_trial,
+        )
         return dict(result=result)
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
@@ -244,7 +282,7 @@ class RandomIoUCrop(v2.Transform):
         if isinstance(inpt, tv_tensors.BoundingBoxes):
             return wrap_xyxy(result.boxes_xyxy, inpt, (ch, cw))
         if is_image(inpt):
-            out = inpt.as_subclass(Tensor)[..., top:top + ch, left:left + cw]
+            out = inpt.as_subclass(Tensor)[..., top : top + ch, left : left + cw]
             return rewrap(out, inpt)
         return inpt
 
@@ -261,6 +299,7 @@ class RandomIoUCrop(v2.Transform):
 # ------------------------------------------------------------------------------------------------
 # resize
 # ------------------------------------------------------------------------------------------------
+
 
 def _scale_boxes(boxes: tv_tensors.BoundingBoxes, out_h: int, out_w: int) -> tv_tensors.BoundingBoxes:
     in_h, in_w = boxes.canvas_size

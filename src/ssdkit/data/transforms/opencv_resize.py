@@ -6,6 +6,7 @@ shrinking, 8-tap Lanczos, clamped borders). On float images the result matches `
 (area/lanczos <= 2e-4, linear/cubic <= 2e-2 on a 0-255 range); on uint8 images it is rounded and at most 1 grey
 level off (OpenCV's 8-bit fixed point). Code 9 is MXNet's automatic choice (:func:`mxnet_auto_interpolation`).
 """
+
 from __future__ import annotations
 
 import functools
@@ -35,7 +36,7 @@ def _area_shrink_taps(in_size: int, out_size: int) -> tuple[Tensor, Tensor]:
     fsx2 = fsx1 + scale
     cell = torch.clamp(in_size - fsx1, max=scale)
     taps = int(math.ceil(scale)) + 2
-    idx = torch.floor(fsx1).long().unsqueeze(1) + torch.arange(taps).unsqueeze(0)   # [out, T]
+    idx = torch.floor(fsx1).long().unsqueeze(1) + torch.arange(taps).unsqueeze(0)  # [out, T]
     j = idx.to(torch.float64)
     overlap = (torch.minimum(j + 1, fsx2.unsqueeze(1)) - torch.maximum(j, fsx1.unsqueeze(1))).clamp(min=0)
     overlap = torch.where((overlap > 1e-3) & (idx < in_size), overlap.clamp(max=1.0), torch.zeros_like(overlap))
@@ -75,8 +76,11 @@ def _generic_taps(in_size: int, out_size: int, interp: int) -> tuple[Tensor, Ten
         offsets = torch.arange(-3, 5)
         d = fx.unsqueeze(1) - offsets.to(torch.float64).unsqueeze(0)
         safe = torch.where(d == 0, torch.ones_like(d), d)
-        kern = torch.where(d == 0, torch.ones_like(d),
-                           4 * torch.sin(math.pi * safe) * torch.sin(math.pi * safe / 4) / (math.pi ** 2 * safe * safe))
+        kern = torch.where(
+            d == 0,
+            torch.ones_like(d),
+            4 * torch.sin(math.pi * safe) * torch.sin(math.pi * safe / 4) / (math.pi**2 * safe * safe),
+        )
         kern = kern / kern.sum(dim=1, keepdim=True)
         exact = (fx < torch.finfo(torch.float32).eps).unsqueeze(1)
         weights = torch.where(exact, (offsets == 0).to(torch.float64).expand_as(kern), kern)

@@ -18,6 +18,7 @@ names and call convention):
 shrinking both, else linear), quantised to uint8 like OpenCV on a uint8 image, then normalises.
 ``interpolation="bilinear"`` uses ``v2.Resize`` (antialiased, a different filter) instead.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -54,18 +55,25 @@ class SSDTrainTransform(v2.Compose):
     the zoom-out; 1 disables it (useful when objects are already small, e.g. synthetic data at 128).
     """
 
-    def __init__(self, size: int | Sequence[int], mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, expand_max_ratio: float = 4.0):
+    def __init__(
+        self,
+        size: int | Sequence[int],
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        expand_max_ratio: float = 4.0,
+    ):
         size, mean, std = size_pair(size), tuple(mean), tuple(std)
-        super().__init__([
-            RandomColorDistort(),
-            RandomExpand(max_ratio=expand_max_ratio, fill=[m * 255 for m in mean], p=0.5),
-            RandomIoUCrop(),
-            RandomInterpolationResize(size),
-            v2.RandomHorizontalFlip(p=0.5),
-            DivideBy255(),
-            v2.Normalize(mean=list(mean), std=list(std)),
-        ])
+        super().__init__(
+            [
+                RandomColorDistort(),
+                RandomExpand(max_ratio=expand_max_ratio, fill=[m * 255 for m in mean], p=0.5),
+                RandomIoUCrop(),
+                RandomInterpolationResize(size),
+                v2.RandomHorizontalFlip(p=0.5),
+                DivideBy255(),
+                v2.Normalize(mean=list(mean), std=list(std)),
+            ]
+        )
         self.size, self.mean, self.std = size, mean, std
 
 
@@ -77,8 +85,13 @@ class SSDValTransform(v2.Compose):
     ``difficult`` kept.
     """
 
-    def __init__(self, size: int | Sequence[int], mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD, interpolation: str | int = "auto"):
+    def __init__(
+        self,
+        size: int | Sequence[int],
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        interpolation: str | int = "auto",
+    ):
         size, mean, std = size_pair(size), tuple(mean), tuple(std)
         if interpolation == "bilinear":
             resize = v2.Resize(list(size), interpolation=v2.InterpolationMode.BILINEAR, antialias=True)

@@ -3,17 +3,45 @@ per concern: ``runtime`` (device, threads, seeds, autocast), ``model``, ``data``
 data-set registry, loaders), ``optim`` (optimizer, schedule), ``metric`` and ``run`` (every part of one run,
 assembled once). Library errors about the user's files or names become :class:`ConfigError` (one clear line).
 """
-from .data import (build_datasets, build_loader, prepare_train_epoch, split_ids, split_overlap,
-                   synthetic_object_range, train_transform)
+
+from .data import (
+    build_datasets,
+    build_loader,
+    prepare_train_epoch,
+    split_ids,
+    split_overlap,
+    synthetic_object_range,
+    train_transform,
+)
 from .metric import build_metric, metric_key
 from .model import build_model, model_anchors, model_data_shape
 from .optim import build_optimizer, build_scheduler
 from .run import LoopPlan, RunParts, build_run, prepare_config
-from .runtime import (amp_dtype_for, cpu_has_native_bf16, seed_everything, select_device, share_cpu_cores,
-                      worker_init)
+from .runtime import amp_dtype_for, cpu_has_native_bf16, seed_everything, select_device, share_cpu_cores, worker_init
 
-__all__ = ["select_device", "share_cpu_cores", "seed_everything", "worker_init", "cpu_has_native_bf16",
-           "amp_dtype_for", "build_model", "model_anchors", "model_data_shape", "build_datasets", "build_loader",
-           "train_transform", "prepare_train_epoch", "synthetic_object_range", "split_ids", "split_overlap",
-           "build_optimizer", "build_scheduler", "build_metric", "metric_key", "LoopPlan", "RunParts", "build_run",
-           "prepare_config"]
+__all__ = [
+    "select_device",
+    "share_cpu_cores",
+    "seed_everything",
+    "worker_init",
+    "cpu_has_native_bf16",
+    "amp_dtype_for",
+    "build_model",
+    "model_anchors",
+    "model_data_shape",
+    "build_datasets",
+    "build_loader",
+    "train_transform",
+    "prepare_train_epoch",
+    "synthetic_object_range",
+    "split_ids",
+    "split_overlap",
+    "build_optimizer",
+    "build_scheduler",
+    "build_metric",
+    "metric_key",
+    "LoopPlan",
+    "RunParts",
+    "build_run",
+    "prepare_config",
+]

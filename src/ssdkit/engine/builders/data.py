@@ -1,5 +1,6 @@
 """The data of a run: transforms, the two splits (through the data-set registry), loaders and the per-epoch
 set-up of the synthetic set."""
+
 from __future__ import annotations
 
 import os
@@ -12,8 +13,15 @@ from ..config import ConfigError, TrainConfig
 from ..sampler import ResumableSampler, TrainBatches
 from .runtime import worker_init
 
-__all__ = ["train_transform", "synthetic_object_range", "prepare_train_epoch", "build_datasets", "build_loader",
-           "split_ids", "split_overlap"]
+__all__ = [
+    "train_transform",
+    "synthetic_object_range",
+    "prepare_train_epoch",
+    "build_datasets",
+    "build_loader",
+    "split_ids",
+    "split_overlap",
+]
 
 
 def train_transform(augment: str, data_shape: int):
@@ -66,12 +74,24 @@ def build_datasets(cfg: TrainConfig, data_shape: int, train: bool = True, val: b
         if not os.path.isdir(root):
             raise ConfigError(f"--data-root {cfg.data_root}: no such folder")
     request = DatasetRequest(
-        root=root, train_splits=_splits(cfg.train_splits), val_splits=_splits(cfg.val_splits),
-        classes=tuple(cfg.classes) if cfg.classes else None, train_transform=train_transform(cfg.augment, data_shape),
-        val_transform=T.SSDValTransform(data_shape), train=train, val=val, on_bad_sample=cfg.on_bad_sample,
-        seed=cfg.seed, image_size=data_shape,
-        options=dict(train_size=cfg.synthetic_train_size, val_size=cfg.synthetic_val_size, fresh=cfg.synthetic_fresh,
-                     train_objects=synthetic_object_range(cfg, 0)))
+        root=root,
+        train_splits=_splits(cfg.train_splits),
+        val_splits=_splits(cfg.val_splits),
+        classes=tuple(cfg.classes) if cfg.classes else None,
+        train_transform=train_transform(cfg.augment, data_shape),
+        val_transform=T.SSDValTransform(data_shape),
+        train=train,
+        val=val,
+        on_bad_sample=cfg.on_bad_sample,
+        seed=cfg.seed,
+        image_size=data_shape,
+        options=dict(
+            train_size=cfg.synthetic_train_size,
+            val_size=cfg.synthetic_val_size,
+            fresh=cfg.synthetic_fresh,
+            train_objects=synthetic_object_range(cfg, 0),
+        ),
+    )
     try:
         train_set, val_set = kind.factory(request)
     except ConfigError:
@@ -105,9 +125,15 @@ def split_overlap(train_set, val_set) -> int:
     return sum(i in train_keys for i in split_ids(val_set, "val"))
 
 
-def build_loader(dataset, cfg: TrainConfig, train: bool, anchors: torch.Tensor | None = None,
-                 generator: torch.Generator | None = None, shard: tuple[int, int] = (0, 1),
-                 anchor_grid=None) -> DataLoader:
+def build_loader(
+    dataset,
+    cfg: TrainConfig,
+    train: bool,
+    anchors: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+    shard: tuple[int, int] = (0, 1),
+    anchor_grid=None,
+) -> DataLoader:
     """Training loaders compute SSD targets in their workers (``TargetCollate``); evaluation loaders only pad.
 
     A training loader takes ``batch_size / world`` images a step (:class:`TrainBatches`) from its
@@ -117,16 +143,23 @@ def build_loader(dataset, cfg: TrainConfig, train: bool, anchors: torch.Tensor |
 
     rank, world = shard
     workers = cfg.num_workers
-    common = dict(num_workers=workers, worker_init_fn=worker_init if workers else None, generator=generator,
-                  persistent_workers=False, pin_memory=torch.cuda.is_available(),
-                  prefetch_factor=4 if workers else None)
+    common = dict(
+        num_workers=workers,
+        worker_init_fn=worker_init if workers else None,
+        generator=generator,
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
+        prefetch_factor=4 if workers else None,
+    )
     if not train:
         return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, collate_fn=detection_collate, **common)
     from ...targets import SSDTargetGenerator
 
     # no sampling in the targets (negative_mining_ratio=-1): hard negatives are mined in the loss, as GluonCV
-    collate = TargetCollate(anchors, SSDTargetGenerator(iou_thresh=cfg.match_iou, negative_mining_ratio=-1),
-                            anchor_grid=anchor_grid)
-    batches = TrainBatches(ResumableSampler(dataset, num_replicas=world, rank=rank, seed=cfg.seed),
-                           cfg.batch_size // world)
+    collate = TargetCollate(
+        anchors, SSDTargetGenerator(iou_thresh=cfg.match_iou, negative_mining_ratio=-1), anchor_grid=anchor_grid
+    )
+    batches = TrainBatches(
+        ResumableSampler(dataset, num_replicas=world, rank=rank, seed=cfg.seed), cfg.batch_size // world
+    )
     return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, **common)

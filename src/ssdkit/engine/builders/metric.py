@@ -1,4 +1,5 @@
 """The validation metric of a run."""
+
 from __future__ import annotations
 
 from ..config import TrainConfig

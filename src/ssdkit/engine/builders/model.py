@@ -1,4 +1,5 @@
 """The model of a run: a zoo model for the data set's classes, its input size and its anchors."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -28,16 +29,25 @@ def build_model(cfg: TrainConfig, classes: tuple[str, ...] | None):
     kwargs: dict[str, Any] = dict(init=cfg.init, decoder=cfg.decoder)
     fixed = cfg.model.endswith("_voc") or cfg.model.endswith("_coco")
     if fixed and classes is not None and cfg.dataset in ("synthetic", "voc-folder"):
-        raise ConfigError(f"model {cfg.model} has the fixed {cfg.model.rsplit('_', 1)[-1].upper()} classes; "
-                          f"use a *_custom model (e.g. {cfg.model.rsplit('_', 1)[0]}_custom) for your classes")
+        raise ConfigError(
+            f"model {cfg.model} has the fixed {cfg.model.rsplit('_', 1)[-1].upper()} classes; "
+            f"use a *_custom model (e.g. {cfg.model.rsplit('_', 1)[0]}_custom) for your classes"
+        )
     try:
-        net = get_model(cfg.model, pretrained=cfg.pretrained or False, pretrained_base=cfg.pretrained_base or False,
-                        classes=None if fixed else classes, **kwargs)
+        net = get_model(
+            cfg.model,
+            pretrained=cfg.pretrained or False,
+            pretrained_base=cfg.pretrained_base or False,
+            classes=None if fixed else classes,
+            **kwargs,
+        )
     except (ValueError, FileNotFoundError, KeyError) as err:
         raise ConfigError(str(err).strip('"')) from None
     if classes is not None and tuple(net.classes) != tuple(classes):
-        raise ConfigError(f"model {cfg.model} predicts {len(net.classes)} classes but the data set has "
-                          f"{len(classes)}: use a *_custom model")
+        raise ConfigError(
+            f"model {cfg.model} predicts {len(net.classes)} classes but the data set has "
+            f"{len(classes)}: use a *_custom model"
+        )
     return net
 
 

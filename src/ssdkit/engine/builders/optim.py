@@ -1,4 +1,5 @@
 """The optimizer and the learning-rate schedule of a run."""
+
 from __future__ import annotations
 
 import torch

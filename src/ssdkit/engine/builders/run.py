@@ -1,4 +1,5 @@
 """Assemble every part of one process's run from its configuration, once, before the loop starts."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -11,16 +12,15 @@ from typing import Any, Callable
 import torch
 
 from ...loss import SSDMultiBoxLoss
+from ..budget import START_KEY
 from ..checkpoint import Checkpointer, load_checkpoint
 from ..config import ConfigError, TrainConfig, resolve_config
 from ..distributed import torchrun_env
 from ..guard import NonFiniteGuard
 from ..logger import RunLogger
-from .data import (build_datasets, build_loader, prepare_train_epoch, split_ids, split_overlap,
-                   synthetic_object_range)
-from .metric import build_metric, metric_key
-from ..budget import START_KEY
 from ..step import step_memory_format
+from .data import build_datasets, build_loader, prepare_train_epoch, split_ids, split_overlap, synthetic_object_range
+from .metric import build_metric, metric_key
 from .model import build_model, model_anchors, model_data_shape
 from .optim import build_optimizer, build_scheduler
 from .runtime import amp_dtype_for, seed_everything, select_device, share_cpu_cores
@@ -128,8 +128,15 @@ def build_run(cfg: TrainConfig, rank: int, world: int) -> RunParts:
     anchors = model_anchors(net, data_shape, device)
     optimizer = build_optimizer(net, cfg)
     loader_gen = torch.Generator()
-    train_loader = build_loader(train_set, cfg, train=True, anchors=anchors, generator=loader_gen,
-                                shard=(rank, world), anchor_grid=net.anchor_grid_for_input(data_shape))
+    train_loader = build_loader(
+        train_set,
+        cfg,
+        train=True,
+        anchors=anchors,
+        generator=loader_gen,
+        shard=(rank, world),
+        anchor_grid=net.anchor_grid_for_input(data_shape),
+    )
     val_loader = build_loader(val_set, cfg, train=False)
     scheduler = build_scheduler(optimizer, cfg, len(train_loader))
     amp_dtype = amp_dtype_for(device, cfg.amp)
@@ -137,7 +144,8 @@ def build_run(cfg: TrainConfig, rank: int, world: int) -> RunParts:
     train_net = net
     if world > 1:  # the model of every rank starts from rank 0's weights (DDP broadcasts them)
         train_net = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device] if device.type == "cuda" else None)
+            net, device_ids=[device] if device.type == "cuda" else None
+        )
     if cfg.compile:
         train_net = torch.compile(train_net)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
@@ -156,20 +164,49 @@ def build_run(cfg: TrainConfig, rank: int, world: int) -> RunParts:
         dense = min(cfg.synthetic_dense_epochs, cfg.epochs)
         (low, high), (low_after, high_after) = synthetic_object_range(cfg, 0), synthetic_object_range(cfg, dense)
         later = f", then {low_after}-{high_after}" if dense < cfg.epochs else ""
-        notes.append(f"  training images hold {low}-{high} objects in epochs 1-{dense}{later} "
-                     f"(--synthetic-train-objects, --synthetic-dense-epochs)")
-    plan = LoopPlan(epochs=cfg.epochs, seed=cfg.seed, val_interval=cfg.val_interval, save_interval=cfg.save_interval,
-                    log_interval=cfg.log_interval, checkpoint_steps=cfg.checkpoint_steps,
-                    progress=cfg.progress and main, output=cfg.output, dataset=cfg.dataset)
+        notes.append(
+            f"  training images hold {low}-{high} objects in epochs 1-{dense}{later} "
+            f"(--synthetic-train-objects, --synthetic-dense-epochs)"
+        )
+    plan = LoopPlan(
+        epochs=cfg.epochs,
+        seed=cfg.seed,
+        val_interval=cfg.val_interval,
+        save_interval=cfg.save_interval,
+        log_interval=cfg.log_interval,
+        checkpoint_steps=cfg.checkpoint_steps,
+        progress=cfg.progress and main,
+        output=cfg.output,
+        dataset=cfg.dataset,
+    )
     return RunParts(
-        rank=rank, world=world, device=device, net=net, train_net=train_net,
-        loss_fn=SSDMultiBoxLoss(normalization=cfg.loss_norm), optimizer=optimizer, scheduler=scheduler,
-        scaler=scaler, amp_dtype=amp_dtype, guard=guard, train_set=train_set, val_set=val_set, classes=classes,
-        train_loader=train_loader, val_loader=val_loader, loader_gen=loader_gen,
+        rank=rank,
+        world=world,
+        device=device,
+        net=net,
+        train_net=train_net,
+        loss_fn=SSDMultiBoxLoss(normalization=cfg.loss_norm),
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        amp_dtype=amp_dtype,
+        guard=guard,
+        train_set=train_set,
+        val_set=val_set,
+        classes=classes,
+        train_loader=train_loader,
+        val_loader=val_loader,
+        loader_gen=loader_gen,
         prepare_epoch=lambda epoch: prepare_train_epoch(train_set, cfg, epoch),
-        metric=build_metric(cfg, classes, val_set, data_shape), metric_key=metric_key(cfg.dataset),
-        checkpointer=checkpointer, logger=RunLogger(cfg.output) if main else None, plan=plan,
-        resume=load_checkpoint(cfg.resume) if cfg.resume else None, resume_path=cfg.resume, notes=notes)
+        metric=build_metric(cfg, classes, val_set, data_shape),
+        metric_key=metric_key(cfg.dataset),
+        checkpointer=checkpointer,
+        logger=RunLogger(cfg.output) if main else None,
+        plan=plan,
+        resume=load_checkpoint(cfg.resume) if cfg.resume else None,
+        resume_path=cfg.resume,
+        notes=notes,
+    )
 
 
 def _split_notes(cfg: TrainConfig, train_set, val_set) -> list[str]:
@@ -180,7 +217,9 @@ def _split_notes(cfg: TrainConfig, train_set, val_set) -> list[str]:
         notes.append(f"  {holdout}")
     shared = split_overlap(train_set, val_set)
     if shared:
-        notes.append(f"warning: {shared} of the {len(val_set)} validation images are also in the training split "
-                     f"(--train-splits {cfg.train_splits}, --val-splits {cfg.val_splits}); the validation metric "
-                     f"is optimistic")
+        notes.append(
+            f"warning: {shared} of the {len(val_set)} validation images are also in the training split "
+            f"(--train-splits {cfg.train_splits}, --val-splits {cfg.val_splits}); the validation metric "
+            f"is optimistic"
+        )
     return notes

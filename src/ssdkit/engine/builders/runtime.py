@@ -1,4 +1,5 @@
 """Where and how a run computes: the device, CPU threads, seeds and the autocast dtype."""
+
 from __future__ import annotations
 
 import os
@@ -9,8 +10,7 @@ import torch
 
 from ..config import ConfigError
 
-__all__ = ["select_device", "share_cpu_cores", "seed_everything", "worker_init", "cpu_has_native_bf16",
-           "amp_dtype_for"]
+__all__ = ["select_device", "share_cpu_cores", "seed_everything", "worker_init", "cpu_has_native_bf16", "amp_dtype_for"]
 
 
 def select_device(name: str, local_rank: int = 0) -> torch.device:

@@ -9,6 +9,7 @@ tensors where GluonCV returns NDArrays or NumPy arrays. They run ssdkit's pipeli
 randomness is torch's (``torch.manual_seed``), not NumPy's. Differences from GluonCV: ``cls_targets`` are int64
 (GluonCV: float32), and resizes of uint8 images may differ from OpenCV's 8-bit fixed point by one grey level.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -46,8 +47,9 @@ def _sample(src: Any, label: Any) -> tuple[tv_tensors.Image, dict]:
     rows = np.asarray(label, dtype=np.float64)
     if rows.ndim != 2 or rows.shape[1] < 5:
         raise ValueError(f"label must be [N, 5+] (x1, y1, x2, y2, class, ...), got shape {rows.shape}")
-    boxes = tv_tensors.BoundingBoxes(torch.from_numpy(rows[:, :4].copy()), format="XYXY",
-                                     canvas_size=tuple(image.shape[-2:]))
+    boxes = tv_tensors.BoundingBoxes(
+        torch.from_numpy(rows[:, :4].copy()), format="XYXY", canvas_size=tuple(image.shape[-2:])
+    )
     return image, {"boxes": boxes, "labels": torch.from_numpy(rows[:, 4:].copy())}
 
 
@@ -66,10 +68,18 @@ class SSDDefaultTrainTransform:
     makes the targets faster, with the same values; other keyword arguments go to the target generator.
     """
 
-    def __init__(self, width: int, height: int, anchors: Tensor | None = None,
-                 mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, iou_thresh: float = 0.5,
-                 box_norm: Sequence[float] = BOX_STDS, anchor_grid: AnchorGrid | None = None,
-                 **kwargs: Any):
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        anchors: Tensor | None = None,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        iou_thresh: float = 0.5,
+        box_norm: Sequence[float] = BOX_STDS,
+        anchor_grid: AnchorGrid | None = None,
+        **kwargs: Any,
+    ):
         self._pipeline = SSDTrainTransform((int(height), int(width)), mean, std)
         self._anchors = None if anchors is None else torch.as_tensor(anchors).reshape(1, -1, 4).float()
         self._anchor_grid = anchor_grid
@@ -77,8 +87,9 @@ class SSDDefaultTrainTransform:
         if anchors is not None:
             from ....targets import SSDTargetGenerator
 
-            self._target_generator = SSDTargetGenerator(iou_thresh=iou_thresh, stds=tuple(box_norm),
-                                                        negative_mining_ratio=-1, **kwargs)
+            self._target_generator = SSDTargetGenerator(
+                iou_thresh=iou_thresh, stds=tuple(box_norm), negative_mining_ratio=-1, **kwargs
+            )
 
     def __call__(self, src: Any, label: Any) -> tuple[Tensor, Tensor] | tuple[Tensor, Tensor, Tensor]:
         image, target = self._pipeline(*_sample(src, label))
@@ -86,8 +97,9 @@ class SSDDefaultTrainTransform:
         bbox = _label(target)
         if self._target_generator is None:
             return image, bbox
-        cls_targets, box_targets, _ = self._target_generator(self._anchors, None, bbox[None, :, :4],
-                                                             bbox[None, :, 4], anchor_grid=self._anchor_grid)
+        cls_targets, box_targets, _ = self._target_generator(
+            self._anchors, None, bbox[None, :, :4], bbox[None, :, 4], anchor_grid=self._anchor_grid
+        )
         return image, cls_targets[0], box_targets[0]
 
 
@@ -95,8 +107,9 @@ class SSDDefaultValTransform:
     """GluonCV's ``SSDDefaultValTransform(width, height, mean, std)``: ``(src, label)`` -> ``(image float32
     [3, height, width], label float32 [N, L])``, resized with MXNet's ``interp=9`` rule, ``/255``, normalised."""
 
-    def __init__(self, width: int, height: int, mean: Sequence[float] = IMAGENET_MEAN,
-                 std: Sequence[float] = IMAGENET_STD):
+    def __init__(
+        self, width: int, height: int, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+    ):
         self._pipeline = SSDValTransform((int(height), int(width)), mean, std)
 
     def __call__(self, src: Any, label: Any) -> tuple[Tensor, Tensor]:
@@ -117,8 +130,13 @@ def resize_short_within(image: Tensor, short: int, max_size: int, mult_base: int
     return resize_image_cv(image, new_h, new_w, interp)
 
 
-def transform_test(images: Any, short: int = 512, max_size: int = 1024, mean: Sequence[float] = IMAGENET_MEAN,
-                   std: Sequence[float] = IMAGENET_STD) -> tuple[Any, Any]:
+def transform_test(
+    images: Any,
+    short: int = 512,
+    max_size: int = 1024,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> tuple[Any, Any]:
     """GluonCV's ``transform_test``: HWC uint8 image(s) -> ``(x float32 [1, 3, H', W'], orig uint8 [H', W', 3])``.
 
     The short side is resized to ``short`` (long side at most ``max_size``, aspect kept, cubic). One image gives
@@ -136,8 +154,13 @@ def transform_test(images: Any, short: int = 512, max_size: int = 1024, mean: Se
     return tensors, origs
 
 
-def load_test(filenames: str | Sequence[str], short: int = 512, max_size: int = 1024,
-              mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> tuple[Any, Any]:
+def load_test(
+    filenames: str | Sequence[str],
+    short: int = 512,
+    max_size: int = 1024,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> tuple[Any, Any]:
     """GluonCV's ``load_test``: read image file(s), then :func:`transform_test`.
 
     Returns ``(x float32 Tensor[1, 3, H', W'], orig uint8 ndarray [H', W', 3])`` for one file name, or two lists
