@@ -32,7 +32,9 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-DEFAULT_GLUONCV_PYTHON = "/work/.venv-gluoncv/bin/python"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _gluoncv_side import DEFAULT_PYTHON as DEFAULT_GLUONCV_PYTHON  # noqa: E402
+
 MODEL = "ssd_300_vgg16_atrous_voc"
 
 CHILD = r"""

@@ -30,7 +30,9 @@ import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-DEFAULT_GLUONCV_PYTHON = "/work/.venv-gluoncv/bin/python"
+
+from _gluoncv_side import DEFAULT_PYTHON as DEFAULT_GLUONCV_PYTHON  # noqa: E402
+
 VOC_NAMES = (
     "aeroplane",
     "bicycle",

@@ -132,8 +132,8 @@ def test_fresh_per_epoch_new_images_each_epoch_and_same_again_for_that_epoch():
 
 def test_the_images_of_a_seed_do_not_change():
     # Published results (README) were measured on these images: a change to the generator that alters them, e.g.
-    # a reordered random draw or a faster rasteriser that is not exact, must be deliberate. Recorded on the
-    # generator as of session 6; a box may move by a pixel where float rounding differs between CPUs.
+    # a reordered random draw or a faster rasteriser that is not exact, must be deliberate. Recorded with the
+    # generator as it is; a box may move by a pixel where float rounding differs between CPUs.
     ds = SyntheticShapes(100, seed=7, min_objects=3, max_objects=14, fresh_per_epoch=True)
     ds.set_epoch(2)
     expected = {

@@ -22,7 +22,7 @@ from ssdkit.models.weights import check_gluon_constants, reduce_vgg16_fc
 
 DATA = Path(__file__).parent / "data"
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "make_model_fixtures.py"
-REGENERATE = "regenerate with /work/.venv-gluoncv/bin/python tools/make_model_fixtures.py"
+REGENERATE = "regenerate with .venv-gluoncv/bin/python tools/make_model_fixtures.py"
 
 
 def _load_tool():

@@ -2,7 +2,7 @@
 
 Run under the GluonCV virtualenv (never a dependency of ssdkit)::
 
-    /work/.venv-gluoncv/bin/python tools/make_model_fixtures.py [--out tests/data]
+    .venv-gluoncv/bin/python tools/make_model_fixtures.py [--out tests/data]   # tools/make_gluoncv_venv.sh makes it
 
 It writes
 

@@ -10,7 +10,7 @@ __all__ = ["OnnxRuntimeDetector"]
 
 
 class OnnxRuntimeDetector:
-    """An ``ssdkit export`` ONNX file in an ONNX Runtime session (CPU unless ``providers`` say otherwise).
+    """An ``ssdkit export`` ONNX file in an ONNX Runtime InferenceSession (CPU unless ``providers`` say otherwise).
 
     ``detect(images float32 [N, 3, H, W]) -> (ids [N, P], scores [N, P], boxes_xyxy [N, P, 4])`` as numpy arrays,
     -1 padded; ``threads`` sets ONNX Runtime's intra-op threads, ``spin=False`` lets idle ones sleep;
@@ -30,7 +30,7 @@ class OnnxRuntimeDetector:
             options.intra_op_num_threads = int(threads)
         if not spin:  # idle threads sleep: better on a CPU shared with other work
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.session = ort.InferenceSession(
+        self._ort = ort.InferenceSession(
             model.SerializeToString(), options, providers=providers or ["CPUExecutionProvider"]
         )
         self.classes = tuple(self.info["classes"])
@@ -40,5 +40,5 @@ class OnnxRuntimeDetector:
 
     def detect(self, images) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         x = np.ascontiguousarray(np.asarray(images, dtype=np.float32))
-        ids, scores, boxes = self.session.run(["ids", "scores", "boxes"], {"images": x})
+        ids, scores, boxes = self._ort.run(["ids", "scores", "boxes"], {"images": x})
         return ids, scores, boxes
