@@ -159,7 +159,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from ssdkit.engine.trainer import cpu_has_native_bf16
+    from ssdkit.engine.builders import cpu_has_native_bf16
 
     dtypes = []
     for name in args.dtypes.split(","):
