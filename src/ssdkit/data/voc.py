@@ -26,152 +26,21 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import math
 import os
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Sequence
 
-import numpy as np
 import torch
-from defusedxml import ElementTree
 
 from ..constants import VOC_CLASSES
 from .errors import AnnotationReporter, BadSampleError, BadSampleLog, check_policy
 from .image_io import read_image
 from .mixins import PolicyLoading
 from .sample import make_target
+from .voc_xml import VOCAnnotation, load_tree, object_names, parse_voc_xml
 
 __all__ = ["VOC_CLASSES", "VOCAnnotation", "parse_voc_xml", "VOCDetection", "VOCFolder", "holdout_split"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG", ".bmp", ".webp")
-
-
-@dataclass
-class VOCAnnotation:
-    """One parsed XML. ``width``/``height`` are None when ``<size>`` is missing or zero."""
-
-    width: int | None
-    height: int | None
-    boxes_xyxy: np.ndarray  # float32 [G, 4], 0-based
-    labels: np.ndarray  # int64 [G]
-    difficult: np.ndarray  # uint8 [G]
-    filename: str | None = None
-
-
-def _text(elem, tag: str) -> str | None:
-    child = elem.find(tag) if elem is not None else None
-    if child is None or child.text is None:
-        return None
-    return child.text.strip()
-
-
-def _parse_size(root) -> tuple[int | None, int | None]:
-    size = root.find("size")
-    try:
-        width = int(float(_text(size, "width")))
-        height = int(float(_text(size, "height")))
-    except (TypeError, ValueError):
-        return None, None
-    if width <= 0 or height <= 0:
-        return None, None
-    return width, height
-
-
-def _load_tree(path: str):
-    if not os.path.isfile(path):
-        raise BadSampleError(path, "annotation file not found")
-    try:
-        return ElementTree.parse(path).getroot()
-    except Exception as err:  # ParseError and defusedxml's forbidden-construct errors
-        raise BadSampleError(path, f"cannot parse XML ({type(err).__name__}: {err})") from None
-
-
-def _object_names(root, lowercase: bool) -> list[str]:
-    names = []
-    for obj in root.iter("object"):
-        name = _text(obj, "name")
-        if name:
-            names.append(name.lower() if lowercase else name)
-    return names
-
-
-def parse_voc_xml(
-    path: str, class_to_id: dict[str, int], keep_difficult: bool = True, lowercase: bool = True, root=None
-) -> tuple[VOCAnnotation, list[str]]:
-    """Parse one VOC XML file into 0-based boxes.
-
-    Returns ``(annotation, problems)``: ``problems`` describes each box that was dropped or clipped
-    (see the module docstring). Raises :class:`BadSampleError` when the file is missing or does not
-    parse. ``class_to_id`` maps names (after ``strip()``, and ``lower()`` when ``lowercase``) to ids.
-    """
-    if root is None:
-        root = _load_tree(path)
-    width, height = _parse_size(root)
-    boxes, labels, difficult, problems = [], [], [], []
-    for k, obj in enumerate(root.iter("object")):
-        name = _text(obj, "name")
-        if not name:
-            problems.append(f"object {k}: missing <name>")
-            continue
-        if lowercase:
-            name = name.lower()
-        if name not in class_to_id:
-            known = ", ".join(class_to_id)
-            problems.append(f"object {k}: unknown class {name!r} (known classes: {known})")
-            continue
-        try:
-            is_difficult = int(float(_text(obj, "difficult") or 0))
-        except ValueError:
-            is_difficult = 0
-        if is_difficult and not keep_difficult:
-            continue
-        bndbox = obj.find("bndbox")
-        if bndbox is None:
-            problems.append(f"object {k} ({name}): missing <bndbox>")
-            continue
-        coords = []
-        for tag in ("xmin", "ymin", "xmax", "ymax"):
-            raw = _text(bndbox, tag)
-            try:
-                coords.append(float(raw) - 1.0)
-            except (TypeError, ValueError):
-                coords.append(None)
-                problems.append(f"object {k} ({name}): missing or unreadable <{tag}> ({raw!r})")
-                break
-        if None in coords:
-            continue
-        x1, y1, x2, y2 = coords
-        desc = f"object {k} ({name}) box [{x1:g}, {y1:g}, {x2:g}, {y2:g}] (0-based)"
-        if not all(math.isfinite(c) for c in coords):
-            problems.append(f"{desc}: NaN or infinite coordinate")
-            continue
-        if x2 <= x1 or y2 <= y1:
-            problems.append(f"{desc}: degenerate (xmax <= xmin or ymax <= ymin)")
-            continue
-        if width is not None:
-            if x1 >= width or y1 >= height or x2 <= 0 or y2 <= 0:
-                problems.append(f"{desc}: entirely outside the {width}x{height} image")
-                continue
-            if x1 < 0 or y1 < 0 or x2 > width or y2 > height:
-                cx1, cy1 = max(x1, 0.0), max(y1, 0.0)
-                cx2, cy2 = min(x2, float(width)), min(y2, float(height))
-                problems.append(
-                    f"{desc}: partly outside the {width}x{height} image, clipped to "
-                    f"[{cx1:g}, {cy1:g}, {cx2:g}, {cy2:g}]"
-                )
-                x1, y1, x2, y2 = cx1, cy1, cx2, cy2
-        boxes.append((x1, y1, x2, y2))
-        labels.append(class_to_id[name])
-        difficult.append(1 if is_difficult else 0)
-    ann = VOCAnnotation(
-        width=width,
-        height=height,
-        boxes_xyxy=np.asarray(boxes, dtype=np.float32).reshape(-1, 4),
-        labels=np.asarray(labels, dtype=np.int64),
-        difficult=np.asarray(difficult, dtype=np.uint8),
-        filename=_text(root, "filename"),
-    )
-    return ann, problems
 
 
 def _check_classes(classes: Sequence[str]) -> tuple[str, ...]:
@@ -446,8 +315,8 @@ class VOCFolder(_VOCBase):
         names: set[str] = set()
         for path in sorted(glob.glob(os.path.join(ann_dir, "*.xml"))):
             try:
-                trees[path] = _load_tree(path)
+                trees[path] = load_tree(path)
             except BadSampleError:
                 continue  # reported when the file is read as an item
-            names.update(_object_names(trees[path], lowercase=False))
+            names.update(object_names(trees[path], lowercase=False))
         return tuple(sorted(names))

@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import math
 import os
-import signal
-import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
-from ..boxes import clip_boxes_xyxy
 from ..loss import SSDMultiBoxLoss
 from .budget import apply_time_budget
 from .builders import RunParts, build_run, metric_key, prepare_config, select_device
@@ -26,7 +22,10 @@ from .checkpoint import rng_state, set_rng_state
 from .config import TrainConfig
 from .distributed import all_reduce_sum, broadcast_object, gather_bad_samples, gather_objects, launch, world_size
 from .guard import NonFiniteGuard
+from .progress import progress_bar as _progress
+from .signals import StopOnSignal as _StopOnSignal
 from .step import step_memory_format
+from .validate import evaluate
 
 __all__ = ["train_one_epoch", "evaluate", "fit", "train", "FitResult", "EpochState", "NonFiniteStop", "metric_key"]
 
@@ -72,34 +71,6 @@ class EpochState:
             "seconds": self.seconds,
             "sums": list(self.sums),
         }
-
-
-class _StopOnSignal:
-    """Turns SIGTERM (what schedulers send before preemption) into a request the loop reads between steps."""
-
-    def __init__(self):
-        self.requested = ""
-        self._previous = None
-
-    def __enter__(self):
-        if threading.current_thread() is threading.main_thread():
-            self._previous = signal.signal(signal.SIGTERM, self._handle)
-        return self
-
-    def _handle(self, signum, frame):
-        self.requested = "SIGTERM"
-
-    def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)
-
-
-def _progress(iterable, total: int, desc: str, enabled: bool):
-    if not enabled:
-        return iterable
-    from tqdm import tqdm
-
-    return tqdm(iterable, total=total, desc=desc, leave=False, dynamic_ncols=True, file=sys.stderr)
 
 
 def _lr_at(scheduler, step: int) -> float:
@@ -239,47 +210,6 @@ def _reduce_window(
     if hasattr(bar, "set_postfix"):
         bar.set_postfix(loss=f"{values[0]:.3f}", img_s=f"{rate:.1f}")
     on_log(state.steps, logged)
-
-
-@torch.no_grad()
-def evaluate(
-    net, loader, metric, device: torch.device, bad_samples=None, progress: bool = False, decoder: str | None = None
-) -> tuple[list[str], list[float]]:
-    """Detect on every batch of ``loader`` and feed ``metric``; boxes are clipped to the input size as GluonCV's
-    ``validate()``. ``decoder`` switches the class decoder for this evaluation only."""
-    net.eval()
-    metric.reset()
-    old_decoder = net.postprocessor.decoder
-    if decoder is not None:
-        net.postprocessor.decoder = decoder
-    try:
-        for batch in _progress(loader, len(loader), "eval", progress):
-            if bad_samples is not None:
-                bad_samples.record_batch(batch)
-            images = batch["images"].to(device, non_blocking=True)
-            ids, scores, bboxes = net.detect(images)
-            h, w = images.shape[-2:]
-            bboxes = clip_boxes_xyxy(bboxes, w, h)
-            metric.update(
-                bboxes.cpu(),
-                ids.cpu(),
-                scores.cpu(),
-                batch["gt_boxes"],
-                batch["gt_ids"],
-                batch["difficult"],
-                **_metric_extras(metric, batch),
-            )
-    finally:
-        net.postprocessor.decoder = old_decoder
-    return metric.get()
-
-
-def _metric_extras(metric, batch) -> dict[str, Any]:
-    from ..metrics import COCODetectionMetric
-
-    if isinstance(metric, COCODetectionMetric):  # boxes go back to original pixels per image
-        return {"image_ids": batch["image_ids"], "orig_sizes": batch["orig_sizes"]}
-    return {}
 
 
 def fit(cfg: TrainConfig, say: Callable[[str], None] = print) -> FitResult:
