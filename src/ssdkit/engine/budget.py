@@ -163,7 +163,7 @@ def measure_speed(cfg: TrainConfig, rank: int, world: int) -> tuple[float, float
         )
         parts = build_run(probe, rank, world)
         parts.prepare_epoch(0)
-        parts.train_loader.sampler.set_epoch(0)
+        parts.train_loader.batch_sampler.sampler.set_epoch(0)
         marks: list[float] = []
         train_one_epoch(
             parts.train_net,

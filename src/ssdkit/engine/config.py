@@ -110,6 +110,20 @@ class TrainConfig:
 
 
 # per data set: values for the fields left None
+# GluonCV's train_ssd.py recipe, shared by the real data sets
+_GLUONCV_RECIPE: dict[str, Any] = dict(
+    optimizer="sgd",
+    batch_size=32,
+    amp=False,
+    epochs=GLUONCV_EPOCHS,
+    lr=1e-3,
+    warmup_epochs=0.0,
+    num_workers=4,
+    val_interval=1,
+    augment="gluoncv",
+    procs=1,
+)
+
 _PRESETS: dict[str, dict[str, Any]] = {
     # A CPU recipe for the built-in data set, sized for a 2-core CPU: a small model trained from scratch on new
     # images every epoch (synthetic_fresh, so no augmentation), a larger lr after one warmup epoch, batch 16 split
@@ -131,49 +145,18 @@ _PRESETS: dict[str, dict[str, Any]] = {
     ),
     # GluonCV's train_ssd.py
     "voc": dict(
-        optimizer="sgd",
-        batch_size=32,
-        amp=False,
+        _GLUONCV_RECIPE,
         model="ssd_300_vgg16_atrous_voc",
-        epochs=GLUONCV_EPOCHS,
-        lr=1e-3,
-        warmup_epochs=0.0,
-        num_workers=4,
-        val_interval=1,
         train_splits="2007_trainval,2012_trainval",
         val_splits="2007_test",
-        augment="gluoncv",
-        procs=1,
     ),
-    "voc-folder": dict(
-        optimizer="sgd",
-        batch_size=32,
-        amp=False,
-        model="ssd_300_vgg16_atrous_custom",
-        epochs=GLUONCV_EPOCHS,
-        lr=1e-3,
-        warmup_epochs=0.0,
-        num_workers=4,
-        val_interval=1,
-        train_splits="train",
-        val_splits="val",
-        augment="gluoncv",
-        procs=1,
-    ),
+    "voc-folder": dict(_GLUONCV_RECIPE, model="ssd_300_vgg16_atrous_custom", train_splits="train", val_splits="val"),
     "coco": dict(
-        optimizer="sgd",
-        batch_size=32,
-        amp=False,
+        _GLUONCV_RECIPE,
         model="ssd_300_vgg16_atrous_coco",
-        epochs=GLUONCV_EPOCHS,
-        lr=1e-3,
-        warmup_epochs=0.0,
-        num_workers=4,
         val_interval=10,
         train_splits="instances_train2017",
         val_splits="instances_val2017",
-        augment="gluoncv",
-        procs=1,
     ),
 }
 
