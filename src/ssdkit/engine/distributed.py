@@ -212,8 +212,11 @@ def run_in_processes(fn: Callable, cfg, say: Callable[[str], None], device_type:
         for p in children:  # after a failure or Ctrl-C of rank 0 the others cannot go on: stop them
             p.join(timeout=60 if finished else 2)
             if p.is_alive():
-                p.terminate()
-                p.join()
+                p.terminate()  # SIGTERM asks a training child to stop at its next step; a child blocked in a
+                p.join(10)     # collective cannot, so it is killed
+                if p.is_alive():
+                    p.kill()
+                    p.join()
 
 
 def launch(fn: Callable, cfg, say: Callable[[str], None], device_type: str = "cpu"):
