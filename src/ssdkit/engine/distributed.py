@@ -213,7 +213,7 @@ def run_in_processes(fn: Callable, cfg, say: Callable[[str], None], device_type:
             p.join(timeout=60 if finished else 2)
             if p.is_alive():
                 p.terminate()  # SIGTERM asks a training child to stop at its next step; a child blocked in a
-                p.join(10)     # collective cannot, so it is killed
+                p.join(10)  # collective cannot, so it is killed
                 if p.is_alive():
                     p.kill()
                     p.join()
