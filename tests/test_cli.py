@@ -11,7 +11,7 @@ import pytest
 import torch
 from torchvision.io import write_png
 
-CLI = [sys.executable, "-m", "ssdkit.cli"]
+CLI = [sys.executable, "-m", "ssdkit"]
 
 
 def run(*args, timeout=600):
