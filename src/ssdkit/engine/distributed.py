@@ -210,13 +210,22 @@ def run_in_processes(fn: Callable, cfg, say: Callable[[str], None], device_type:
             dist.destroy_process_group()
     finally:
         for p in children:  # after a failure or Ctrl-C of rank 0 the others cannot go on: stop them
-            p.join(timeout=60 if finished else 2)
-            if p.is_alive():
+            if not _exited(p, 60 if finished else 2):
                 p.terminate()  # SIGTERM asks a training child to stop at its next step; a child blocked in a
-                p.join(10)  # collective cannot, so it is killed
-                if p.is_alive():
+                if not _exited(p, 10):  # collective cannot, so it is killed
                     p.kill()
                     p.join()
+
+
+def _exited(process, seconds: float) -> bool:
+    """Whether ``process`` ends within ``seconds``, polled without blocking (``join(timeout)`` can block in
+    ``waitpid`` once the child's sentinel pipe is readable while it still runs)."""
+    deadline = time.monotonic() + seconds
+    while process.is_alive():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def launch(fn: Callable, cfg, say: Callable[[str], None], device_type: str = "cpu"):
