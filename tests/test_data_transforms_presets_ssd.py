@@ -11,11 +11,7 @@ from torchvision import tv_tensors
 
 import ssdkit
 from ssdkit.constants import IMAGENET_STD
-from ssdkit.data.transforms.presets.ssd import (
-    SSDDefaultTrainTransform,
-    SSDDefaultValTransform,
-    load_test,
-)
+from ssdkit.data.transforms.presets.ssd import SSDDefaultTrainTransform, SSDDefaultValTransform, load_test
 
 from conftest import load_tool
 

@@ -23,14 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = [
-    "bipartite_match",
-    "max_first_index",
-    "ssd_match",
-    "naive_samples",
-    "ohem_samples",
-    "background_loss",
-]
+__all__ = ["bipartite_match", "max_first_index", "ssd_match", "naive_samples", "ohem_samples", "background_loss"]
 
 
 def _greedy_block(scores: Tensor, threshold: float) -> Tensor:

@@ -168,18 +168,17 @@ def _cmd_train(args) -> int:
     return 0
 
 
+def _pick(args, *names: str) -> dict:
+    """The named options as keyword arguments."""
+    return {name: getattr(args, name) for name in names}
+
+
 def _cmd_eval(args) -> int:
     from ..engine.evaluation import evaluate_checkpoint
 
     names, values, table = evaluate_checkpoint(
         args.checkpoint,
-        dataset=args.dataset,
-        data_root=args.data_root,
-        val_splits=args.val_splits,
-        decoder=args.decoder,
-        batch_size=args.batch_size,
-        device=args.device,
-        num_workers=args.num_workers,
+        **_pick(args, "dataset", "data_root", "val_splits", "decoder", "batch_size", "device", "num_workers"),
     )
     if args.json:
         from ..metrics.report import metrics_to_dict
@@ -193,14 +192,7 @@ def _cmd_eval(args) -> int:
 def _cmd_predict(args) -> int:
     from ..engine.evaluation import predict_images
 
-    out = predict_images(
-        args.checkpoint,
-        args.images,
-        score_thresh=args.score_thresh,
-        output=args.output,
-        device=args.device,
-        onnx=args.onnx,
-    )
+    out = predict_images(args.checkpoint, args.images, **_pick(args, "score_thresh", "output", "device", "onnx"))
     print(json.dumps(out, indent=2))
     return 0
 
@@ -212,15 +204,7 @@ def _cmd_export(args) -> int:
         from ..engine.config import ConfigError
 
         raise ConfigError("--pretrained goes with --model (a checkpoint holds its own weights)")
-    out = export_model(
-        args.output,
-        checkpoint=args.checkpoint,
-        model=args.model,
-        pretrained=args.pretrained,
-        fmt=args.format,
-        opset=args.opset,
-        raw=args.raw,
-    )
+    out = export_model(args.output, fmt=args.format, **_pick(args, "checkpoint", "model", "pretrained", "opset", "raw"))
     print(json.dumps(out, indent=2))
     return 0
 

@@ -25,6 +25,10 @@ def _float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
+def _int_option(group, flag: str, default: int, text: str) -> None:
+    group.add_argument(flag, type=int, default=default, help=f"{text} (default {default})")
+
+
 def add_train_options(p: argparse.ArgumentParser) -> None:
     """The options of ``ssdkit train`` (shared with ``ssdkit ablate``). Unset options take the data set's preset."""
     from ..engine.config import (
@@ -67,18 +71,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--data-shape", type=int, help="input size in pixels (default: the model's)")
     g.add_argument("--pretrained-base", help="local ImageNet weights file for the backbone (never downloaded)")
     g.add_argument("--pretrained", help="local ssdkit checkpoint to start from")
-    g.add_argument(
-        "--synthetic-train-size",
-        type=int,
-        default=d.synthetic_train_size,
-        help=f"synthetic training images per epoch (default {d.synthetic_train_size})",
-    )
-    g.add_argument(
-        "--synthetic-val-size",
-        type=int,
-        default=d.synthetic_val_size,
-        help=f"images in the synthetic val split (default {d.synthetic_val_size})",
-    )
+    _int_option(g, "--synthetic-train-size", d.synthetic_train_size, "synthetic training images per epoch")
+    _int_option(g, "--synthetic-val-size", d.synthetic_val_size, "images in the synthetic val split")
     g.add_argument(
         "--synthetic-fresh",
         action=argparse.BooleanOptionalAction,
@@ -214,18 +208,8 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         f"synthetic {syn['val_interval']}, or less so that a run "
         f"evaluates at least three times)",
     )
-    g.add_argument(
-        "--save-interval",
-        type=int,
-        default=d.save_interval,
-        help=f"keep epoch_XXXX.pt every N epochs (default {d.save_interval})",
-    )
-    g.add_argument(
-        "--log-interval",
-        type=int,
-        default=d.log_interval,
-        help=f"log the loss every N steps (default {d.log_interval})",
-    )
+    _int_option(g, "--save-interval", d.save_interval, "keep epoch_XXXX.pt every N epochs")
+    _int_option(g, "--log-interval", d.log_interval, "log the loss every N steps")
     g.add_argument(
         "--on-bad-sample",
         choices=("skip", "error"),

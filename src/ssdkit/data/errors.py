@@ -28,14 +28,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
-__all__ = [
-    "BadSampleError",
-    "BadSampleLog",
-    "SkipBadSamples",
-    "check_policy",
-    "load_with_policy",
-    "attach_problems",
-]
+__all__ = ["BadSampleError", "BadSampleLog", "SkipBadSamples", "check_policy", "load_with_policy", "attach_problems"]
 
 LOGGER = logging.getLogger("ssdkit.data")
 POLICIES = ("skip", "error")
@@ -221,12 +214,7 @@ class SkipBadSamples:
 
     def __getitem__(self, index: int):
         sample, _, problems = load_with_policy(
-            self.dataset.__getitem__,
-            index,
-            len(self.dataset),
-            self.on_bad_sample,
-            self.bad_sample_log,
-            self._known_bad,
+            self.dataset.__getitem__, index, len(self.dataset), self.on_bad_sample, self.bad_sample_log, self._known_bad
         )
         return attach_problems(sample, problems) if self.on_bad_sample == "skip" else sample
 

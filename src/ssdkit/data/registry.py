@@ -117,24 +117,19 @@ def _voc(req: DatasetRequest):
 def _voc_folder(req: DatasetRequest):
     from .voc import VOCFolder
 
-    train_set = val_set = None
-    if req.train:
-        train_set = VOCFolder(
-            req.root,
-            classes=req.classes,
-            split=",".join(req.train_splits) or None,
-            transform=req.train_transform,
-            on_bad_sample=req.on_bad_sample,
-        )
-    if req.val:
-        classes = req.classes or (train_set.classes if train_set is not None else None)
-        val_set = VOCFolder(
+    def make(splits, transform, classes):
+        return VOCFolder(
             req.root,
             classes=classes,
-            split=",".join(req.val_splits) or None,
-            transform=req.val_transform,
+            split=",".join(splits) or None,
+            transform=transform,
             on_bad_sample=req.on_bad_sample,
         )
+
+    train_set = make(req.train_splits, req.train_transform, req.classes) if req.train else None
+    val_set = None
+    if req.val:
+        val_set = make(req.val_splits, req.val_transform, req.classes or (train_set.classes if train_set else None))
     if train_set is not None and val_set is not None and tuple(val_set.classes) != tuple(train_set.classes):
         raise ValueError(
             f"train and val splits disagree on the classes: {tuple(train_set.classes)} vs {tuple(val_set.classes)}"
@@ -146,21 +141,11 @@ def _voc_folder(req: DatasetRequest):
 def _coco(req: DatasetRequest):
     from .coco import COCODetection
 
-    train_set = val_set = None
-    if req.train:
-        train_set = COCODetection(
-            req.root,
-            splits=req.train_splits,
-            transform=req.train_transform,
-            skip_empty=True,
-            on_bad_sample=req.on_bad_sample,
+    def make(splits, transform, train):  # GluonCV skips images without boxes for training only
+        return COCODetection(
+            req.root, splits=splits, transform=transform, skip_empty=train, on_bad_sample=req.on_bad_sample
         )
-    if req.val:
-        val_set = COCODetection(
-            req.root,
-            splits=req.val_splits,
-            transform=req.val_transform,
-            skip_empty=False,
-            on_bad_sample=req.on_bad_sample,
-        )
+
+    train_set = make(req.train_splits, req.train_transform, True) if req.train else None
+    val_set = make(req.val_splits, req.val_transform, False) if req.val else None
     return train_set, val_set

@@ -144,7 +144,7 @@ def measure_speed(cfg: TrainConfig, rank: int, world: int) -> tuple[float, float
     steps count)."""
     from .builders import build_run
     from .distributed import all_reduce_sum
-    from .trainer import evaluate, train_one_epoch
+    from .trainer import evaluate, train_parts_epoch
 
     steps = PROBE_WARMUP_STEPS + PROBE_STEPS
     with tempfile.TemporaryDirectory(prefix="ssdkit-budget-") as folder:
@@ -165,18 +165,10 @@ def measure_speed(cfg: TrainConfig, rank: int, world: int) -> tuple[float, float
         parts.prepare_epoch(0)
         parts.train_loader.batch_sampler.sampler.set_epoch(0)
         marks: list[float] = []
-        train_one_epoch(
-            parts.train_net,
-            parts.train_loader,
-            parts.loss_fn,
-            parts.optimizer,
-            parts.scheduler,
-            parts.device,
+        train_parts_epoch(
+            parts,
             0,
-            parts.scaler,
-            parts.amp_dtype,
             log_interval=10**9,
-            progress=False,
             on_step=lambda state: marks.append(time.perf_counter()) if len(marks) < PROBE_WARMUP_STEPS else None,
         )
         train_s = torch.tensor([time.perf_counter() - marks[-1]], dtype=torch.float64)

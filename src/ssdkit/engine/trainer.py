@@ -230,6 +230,29 @@ def _worker(cfg: TrainConfig, say: Callable[[str], None], rank: int, world: int)
     return train(build_run(cfg, rank, world), say)
 
 
+def train_parts_epoch(
+    parts: RunParts, epoch: int, log_interval: int, on_log=None, bad_samples=None, progress: bool = False, **kw
+) -> dict[str, float]:
+    """:func:`train_one_epoch` on an assembled run's parts (``kw``: ``state``, ``on_step``, ``stop``)."""
+    return train_one_epoch(
+        parts.train_net,
+        parts.train_loader,
+        parts.loss_fn,
+        parts.optimizer,
+        parts.scheduler,
+        parts.device,
+        epoch,
+        parts.scaler,
+        parts.amp_dtype,
+        log_interval,
+        on_log,
+        bad_samples,
+        progress,
+        parts.guard,
+        **kw,
+    )
+
+
 def _start_epoch(parts: RunParts, epoch: int, progress: dict | None, rank_state: dict | None) -> EpochState:
     """Seed and position everything for ``epoch``; from a checkpoint taken inside it, skip the steps done."""
     seed = parts.plan.seed
@@ -313,24 +336,16 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
             for epoch in range(start_epoch, plan.epochs):
                 state = _start_epoch(parts, epoch, progress, rank_state)
                 progress = rank_state = None
-                stats = train_one_epoch(
-                    parts.train_net,
-                    parts.train_loader,
-                    parts.loss_fn,
-                    parts.optimizer,
-                    parts.scheduler,
-                    parts.device,
+                stats = train_parts_epoch(
+                    parts,
                     epoch,
-                    parts.scaler,
-                    parts.amp_dtype,
                     plan.log_interval,
                     lambda s, v, e=epoch: on_log(s, v, e),
                     bad,
                     plan.progress,
-                    parts.guard,
-                    state,
-                    on_step,
-                    stop,
+                    state=state,
+                    on_step=on_step,
+                    stop=stop,
                 )
                 if state.stop and state.steps < iters:
                     _save(parts, ["last.pt"], epoch - 1, best, bad, state)

@@ -17,6 +17,7 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
+from ..constants import IMAGENET_MEAN, IMAGENET_STD
 from .detector import DeployDetector, OnnxDetector, RawHeads, preprocessing_info
 
 __all__ = ["export_onnx", "export_torchscript", "read_onnx_metadata", "METADATA_KEY", "DEFAULT_OPSET"]
@@ -52,8 +53,8 @@ def export_onnx(
     width: int | None = None,
     opset: int = DEFAULT_OPSET,
     raw: bool = False,
-    mean: Sequence[float] = (0.485, 0.456, 0.406),
-    std: Sequence[float] = (0.229, 0.224, 0.225),
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> str:
     """Write ``net`` (an ``SSD``) to ``path`` as ONNX; checks the file with ``onnx.checker``. Returns ``path``."""
     import onnx
@@ -101,8 +102,8 @@ def export_torchscript(
     height: int | None = None,
     width: int | None = None,
     raw: bool = False,
-    mean: Sequence[float] = (0.485, 0.456, 0.406),
-    std: Sequence[float] = (0.229, 0.224, 0.225),
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> str:
     """Write ``net`` to ``path`` as TorchScript, loadable with ``torch.jit.load`` alone (no ssdkit, no
     torchvision). The network is traced, the post-processing scripted; ``extra_files["ssdkit.json"]`` holds the
