@@ -204,7 +204,7 @@ def test_torchrun_two_processes_on_one_node_train_as_procs_2(procs_run, tmp_path
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "in 2 processes" in proc.stdout and proc.stdout.count("done: best") == 1
+    assert "in 2 processes" in proc.stdout and proc.stdout.count("done: final") == 1
     assert run_metrics(out) == run_metrics(procs_run)
     assert same_weights(out, procs_run)
 
