@@ -27,6 +27,22 @@ REPO_VENV_PYTHON = os.path.join(
 )
 
 
+def gluoncv_env(threads: int, **extra: str) -> dict:
+    """The environment of a GluonCV subprocess: ``threads`` OpenMP/MXNet/MKL threads, passive OpenMP waiting (an
+    idle subprocess must not spin on the cores the benchmark is timing), plus ``extra``."""
+    import os
+
+    n = str(threads)
+    return dict(
+        os.environ,
+        OMP_NUM_THREADS=n,
+        MXNET_CPU_WORKER_NTHREADS=n,
+        MKL_NUM_THREADS=n,
+        OMP_WAIT_POLICY="PASSIVE",
+        **extra,
+    )
+
+
 def default_gluoncv_python() -> str:
     """The GluonCV virtualenv's python: ``$SSDKIT_GLUONCV_PYTHON``, else the repository's ``.venv-gluoncv``."""
     return os.environ.get(ENV_VAR) or REPO_VENV_PYTHON
@@ -45,15 +61,7 @@ class GluonCVServer:
         import os
         import subprocess
 
-        # passive OpenMP waiting: an idle subprocess must not spin on the cores the benchmark is timing
-        env = dict(
-            os.environ,
-            OMP_NUM_THREADS="2",
-            MXNET_CPU_WORKER_NTHREADS="2",
-            MKL_NUM_THREADS="2",
-            OMP_WAIT_POLICY="PASSIVE",
-            KMP_BLOCKTIME="0",
-        )
+        env = gluoncv_env(2, KMP_BLOCKTIME="0")
         self.proc = subprocess.Popen(
             [python, os.path.abspath(__file__), what, inputs_path],
             stdin=subprocess.PIPE,

@@ -34,6 +34,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _gluoncv_side import DEFAULT_PYTHON as DEFAULT_GLUONCV_PYTHON  # noqa: E402
+from _gluoncv_side import gluoncv_env
 
 MODEL = "ssd_300_vgg16_atrous_voc"
 
@@ -109,14 +110,7 @@ def rebuild_file(folder: str) -> str:
 
 
 def run_child(python: str, side: str, path: str) -> dict:
-    env = dict(
-        os.environ,
-        OMP_NUM_THREADS="2",
-        MXNET_CPU_WORKER_NTHREADS="2",
-        MKL_NUM_THREADS="2",
-        OMP_WAIT_POLICY="PASSIVE",
-        PYTHONPATH=os.path.join(ROOT, "src"),
-    )
+    env = gluoncv_env(2, PYTHONPATH=os.path.join(ROOT, "src"))
     proc = subprocess.run(
         [python, "-c", CHILD, side, path, MODEL], capture_output=True, text=True, env=env, timeout=600
     )

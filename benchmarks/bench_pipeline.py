@@ -34,6 +34,7 @@ sys.path.insert(0, HERE)
 from ssdkit.constants import VOC_CLASSES as VOC_NAMES  # noqa: E402
 
 from _gluoncv_side import DEFAULT_PYTHON as DEFAULT_GLUONCV_PYTHON  # noqa: E402
+from _gluoncv_side import gluoncv_env
 
 
 def write_voc_folder(root: str, n: int, seed: int) -> list[list[list[float]]]:
@@ -193,13 +194,7 @@ def main(argv=None) -> dict:
         ours = ssdkit_loaders(root, args.batch, args.worker_counts, device)
         server = None
         if use_gluoncv:
-            env = dict(
-                os.environ,
-                OMP_NUM_THREADS="1",
-                MXNET_CPU_WORKER_NTHREADS="1",
-                MKL_NUM_THREADS="1",
-                OMP_WAIT_POLICY="PASSIVE",
-            )
+            env = gluoncv_env(1)
             env.pop("PYTHONPATH", None)
             server = subprocess.Popen(
                 [

@@ -28,6 +28,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _gluoncv_side import DEFAULT_PYTHON as DEFAULT_GLUONCV_PYTHON  # noqa: E402
+from _gluoncv_side import gluoncv_env
 
 HEIGHT, WIDTH = 375, 500
 
@@ -170,14 +171,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         inputs = os.path.join(tmp, "jpegs.npz")
         np.savez(inputs, **{f"jpeg{i}": np.frombuffer(j, np.uint8) for i, j in enumerate(jpegs)})
-        env = dict(
-            os.environ,
-            OMP_NUM_THREADS="1",
-            MXNET_CPU_WORKER_NTHREADS="1",
-            MKL_NUM_THREADS="1",
-            OMP_WAIT_POLICY="PASSIVE",
-            MXNET_ENGINE_TYPE="NaiveEngine",
-        )
+        env = gluoncv_env(1, MXNET_ENGINE_TYPE="NaiveEngine")
         for _ in range(args.rounds):
             for kind, times in ours().items():
                 results["ssdkit"][kind] += times
