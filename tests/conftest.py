@@ -1,5 +1,7 @@
 import importlib.util
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -141,3 +143,19 @@ def same_weights(folder_a, folder_b) -> bool:
     a = torch.load(os.path.join(folder_a, "last.pt"), weights_only=True)["model"]
     b = torch.load(os.path.join(folder_b, "last.pt"), weights_only=True)["model"]
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="session")
+def tiny_run_procs2(tmp_path_factory):
+    """The tiny ``ssdkit train`` run in two processes (``--procs 2``), uninterrupted: the reference that the
+    torchrun, SIGKILL and SIGTERM runs must equal. Read it; do not write into its folder."""
+    out = tmp_path_factory.mktemp("tiny-procs2") / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "ssdkit", *TINY_TRAIN, "--procs", "2", "--output", str(out)],
+        env=tiny_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out

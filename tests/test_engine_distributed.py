@@ -180,18 +180,9 @@ def _torchrun(*args: str) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", *args]
 
 
-@pytest.fixture(scope="module")
-def procs_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("torchrun") / "procs"
-    proc = subprocess.run(
-        [sys.executable, "-m", "ssdkit", *TINY_TRAIN, "--procs", "2", "--output", str(out)],
-        env=tiny_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return out
+@pytest.fixture
+def procs_run(tiny_run_procs2):
+    return tiny_run_procs2
 
 
 def test_torchrun_two_processes_on_one_node_train_as_procs_2(procs_run, tmp_path):

@@ -128,19 +128,9 @@ def test_synthetic_training_images_change_each_epoch_unless_disabled(tmp_path, m
         assert keys[0] == keys[1]
 
 
-@pytest.fixture(scope="module")
-def left_alone(tmp_path_factory):
-    """The tiny run in two processes, uninterrupted."""
-    out = tmp_path_factory.mktemp("faults") / "alone"
-    proc = subprocess.run(
-        [sys.executable, "-m", "ssdkit", *TINY_TRAIN, "--procs", "2", "--output", str(out)],
-        env=tiny_env(),
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return out
+@pytest.fixture
+def left_alone(tiny_run_procs2):
+    return tiny_run_procs2
 
 
 def _resumable(out, *extra):
