@@ -163,3 +163,22 @@ def test_diverged_arm_counts_as_zero_and_is_reported(tmp_path):
         "arms": [arm],
     }
     assert "sample @ 0.1 (1 of 2 diverged)" in markdown_table([row])
+
+
+def test_run_folder_key_covers_training_settings_only():
+    base = ablate._study_base(TrainConfig())
+    cfg = arm_configs(base, TIPS["loss-norm"], 0, 0.08)["batch"]
+    key = ablate.config_key(cfg)
+    # a study's finished runs stay reusable when run-control settings are at their neutral values ...
+    trimmed = {k: v for k, v in cfg.to_dict().items() if k not in ablate._KEY_NEUTRAL}
+    assert ablate.config_key(dataclasses.replace(TrainConfig.from_dict(trimmed), time_budget=0)) == key
+    # the key of the published study's first batch-wise run: a change to the study's recipe changes it, and the
+    # runs in benchmarks/results/tips-study then no longer describe what `ssdkit ablate` trains
+    assert key == "040df6c509"
+    for field in ("output", "progress", "log_interval", "decoder"):
+        other = {"output": "elsewhere", "progress": False, "log_interval": 7, "decoder": "argmax"}[field]
+        assert ablate.config_key(dataclasses.replace(cfg, **{field: other})) == key
+    # ... and any setting that changes what is trained, or a non-neutral run-control value, makes a new folder
+    for field, other in (("lr", 0.04), ("seed", 234), ("wd", 1e-4), ("time_budget", 5.0), ("compile", True)):
+        assert ablate.config_key(dataclasses.replace(cfg, **{field: other})) != key
+    assert ablate.run_folder("s", cfg).startswith(os.path.join("s", "run-batch-default-lr0.08-seed233-"))

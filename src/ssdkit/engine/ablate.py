@@ -78,10 +78,20 @@ def arm_configs(
     return {arm: resolve_config(dataclasses.replace(seeded, **{tip.field: arm})) for arm in arms}
 
 
+# Settings that leave a finished run's weights as they are when at these values: checkpoint cadence, the guard's
+# patience (a finished run never reached it), no budget, eager mode. Left out of the key at these values so that a
+# study's runs keep their folders when such an option is added or set to its default.
+_KEY_NEUTRAL = {"checkpoint_steps": 0, "max_bad_steps": 10, "time_budget": 0, "compile": False}
+
+
 def config_key(cfg: TrainConfig) -> str:
+    """A hash of every setting of ``cfg`` that changes what the run trains (10 hex digits)."""
     d = cfg.to_dict()
     for k in ("output", "resume", "progress", "num_workers", "device", "log_interval", "decoder"):
         d.pop(k, None)
+    for k, neutral in _KEY_NEUTRAL.items():
+        if d.get(k) == neutral:
+            d.pop(k)
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
 
