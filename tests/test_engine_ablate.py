@@ -182,3 +182,29 @@ def test_run_folder_key_covers_training_settings_only():
     for field, other in (("lr", 0.04), ("seed", 234), ("wd", 1e-4), ("time_budget", 5.0), ("compile", True)):
         assert ablate.config_key(dataclasses.replace(cfg, **{field: other})) != key
     assert ablate.run_folder("s", cfg).startswith(os.path.join("s", "run-batch-default-lr0.08-seed233-"))
+
+
+def test_a_run_stopped_by_a_signal_is_not_finished(monkeypatch, tmp_path):
+    from ssdkit.engine import trainer
+    from ssdkit.engine.trainer import FitResult
+
+    def stopped_fit(cfg, say=print):
+        os.makedirs(cfg.output, exist_ok=True)
+        return FitResult(cfg.output, -1.0, float("nan"), 2, 118.0, stopped="SIGTERM")
+
+    monkeypatch.setattr(trainer, "fit", stopped_fit)
+    run = str(tmp_path / "run")
+    with pytest.raises(ablate.StudyStopped, match="SIGTERM"):
+        ablate._train_or_reuse(TrainConfig(), run, say=lambda m: None)
+    assert not os.path.exists(os.path.join(run, "finished.json"))  # the next command resumes it
+
+
+def test_ablate_cli_exit_code_when_a_run_is_stopped(monkeypatch, capsys):
+    from ssdkit import cli
+
+    def stop(*a, **k):
+        raise ablate.StudyStopped("runs/x stopped by SIGTERM; run the same command again to resume it")
+
+    monkeypatch.setattr(ablate, "run_ablation", stop)
+    assert cli.main(["ablate", "--tip", "loss-norm"]) == 143
+    assert "run the same command again" in capsys.readouterr().err

@@ -274,6 +274,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     from ..data.errors import BadSampleError
     from ..engine.config import ConfigError
+    from ..engine.ablate import StudyStopped
     from ..engine.distributed import ProcessFailed
 
     handlers = {
@@ -299,6 +300,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"ssdkit {args.command}: interrupted", file=sys.stderr)
         return 130
+    except StudyStopped as err:
+        print(f"ssdkit {args.command}: {err}", file=sys.stderr)
+        return 143  # 128 + SIGTERM, as a stopped `ssdkit train`
 
 
 if __name__ == "__main__":

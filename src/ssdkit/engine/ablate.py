@@ -31,6 +31,7 @@ __all__ = [
     "run_ablation",
     "markdown_table",
     "ABLATE_SYNTHETIC_DEFAULTS",
+    "StudyStopped",
 ]
 
 
@@ -102,6 +103,10 @@ def run_folder(folder: str, cfg: TrainConfig) -> str:
     )
 
 
+class StudyStopped(Exception):
+    """A signal stopped one of the study's runs; its state is in the run's ``last.pt``."""
+
+
 def _train_or_reuse(cfg: TrainConfig, run: str, say: Callable[[str], None]) -> str:
     """Train ``cfg`` into ``run`` unless a finished run is there (an interrupted one resumes from ``last.pt``)."""
     from .trainer import fit
@@ -120,6 +125,8 @@ def _train_or_reuse(cfg: TrainConfig, run: str, say: Callable[[str], None]) -> s
             json.dump({"diverged": str(err)}, f)
         say(f"  {run} diverged: {err}; counted as mAP 0")
         return run
+    if result.stopped:  # not finished: the next command resumes it from last.pt
+        raise StudyStopped(f"{run} stopped by {result.stopped}; run the same command again to resume it")
     with open(done, "w") as f:
         json.dump({"best_map": result.best_map, "last_map": result.last_map, "seconds": result.seconds}, f)
     say(f"  trained {run}: final mAP {result.last_map:.4f} ({result.seconds / 60:.1f} min)")
