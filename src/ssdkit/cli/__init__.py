@@ -273,8 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     from ..data.errors import BadSampleError
-    from ..engine.config import ConfigError
     from ..engine.ablate import StudyStopped
+    from ..engine.config import ConfigError
     from ..engine.distributed import ProcessFailed
 
     handlers = {
