@@ -1,5 +1,5 @@
 """Detector inference speed, side by side: ssdkit (eager fp32 as is, and with BatchNorm folded + channels-last in
-fp32 and bfloat16 autocast, ONNX Runtime),
+fp32 and bfloat16 autocast, the same compiled with Inductor's freezing, ONNX Runtime),
 torchvision's ssd300_vgg16 and GluonCV's hybridized network, on SSD300-VGG16 and SSD512-MobileNet1.0.
 
 Every path runs the whole detector: the network, box decoding, class decoding and NMS (top 400, keep 100 for
@@ -35,22 +35,14 @@ import time
 import numpy as np
 import torch
 
+from ssdkit.engine.builders.runtime import cpu_has_native_bf16
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from _gluoncv_side import DEFAULT_PYTHON as DEFAULT_GLUONCV_PYTHON  # noqa: E402
 from _gluoncv_side import GluonCVServer, background_offset, interleaved_medians  # noqa: E402
 
 MODELS = ("ssd_300_vgg16_atrous_voc", "ssd_512_mobilenet1.0_voc")
-
-
-def bf16_native() -> bool:
-    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX) and the ISA is not capped below it."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    capped = os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper().startswith("AVX2")
-    return not capped and ("avx512_bf16" in flags or "amx_bf16" in flags)
 
 
 def calibrated_net(name: str, candidates: float):
@@ -66,6 +58,21 @@ def calibrated_net(name: str, candidates: float):
         for head in net.class_predictors:
             head.predictor.bias[0 :: net.num_classes + 1] += offset
     return net, offset
+
+
+def compiled_paths(net, x, bf16: bool, say) -> dict:
+    """Inductor-compiled detectors (``ssdkit.export.compiled``), compiled here (first calls) and reported."""
+    from ssdkit.export.compiled import CompiledDetector
+
+    jobs = {}
+    for dtype in ("fp32", "bf16") if bf16 else ("fp32",):
+        detector = CompiledDetector(net, bf16=dtype == "bf16")
+        start = time.perf_counter()
+        detector(x)
+        detector(x)
+        say(f"#   compiled {dtype} batch {x.shape[0]}: {time.perf_counter() - start:.1f} s to compile and run twice")
+        jobs[f"ssdkit compiled {dtype} channels-last"] = lambda d=detector: d(x)
+    return jobs
 
 
 def ssdkit_paths(net, batch: int, onnx_path: str | None, threads: int, bf16: bool) -> dict:
@@ -133,13 +140,14 @@ def main(argv=None):
     )
     parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 path")
     parser.add_argument("--no-onnx", action="store_true")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile paths")
     parser.add_argument("--gluoncv-python", default=DEFAULT_GLUONCV_PYTHON)
     parser.add_argument("--out", help="also write the table to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     models = [m for m in args.models.split(",") if m]
     batches = [int(b) for b in args.batches.split(",")]
-    bf16 = bf16_native() and not args.no_bf16
+    bf16 = cpu_has_native_bf16() and not args.no_bf16
 
     lines = [
         f"# python benchmarks/bench_inference.py {' '.join(argv if argv is not None else sys.argv[1:])}",
@@ -178,9 +186,12 @@ def main(argv=None):
 
                 onnx_path = export_onnx(net, os.path.join(tmp, f"{name}.onnx"))
             say(f"\n## {name} (input {net.data_shape}x{net.data_shape}; ssdkit background offset {offset:.3f})")
-            say(f"{'path':34s} {'batch':>5s} {'ms/img':>9s} {'img/s':>8s} {'vs GluonCV':>10s}")
+            say(f"{'path':40s} {'batch':>5s} {'ms/img':>9s} {'img/s':>8s} {'vs GluonCV':>10s}")
             for batch in batches:
                 jobs = ssdkit_paths(net, batch, onnx_path, args.threads, bf16)
+                if not args.no_compile:
+                    x = torch.rand(batch, 3, net.data_shape, net.data_shape)
+                    jobs.update(compiled_paths(net, x, bf16, say))
                 if name.startswith("ssd_300_vgg16"):
                     jobs["torchvision ssd300_vgg16 fp32"] = torchvision_path(batch)
                 if server is not None:
@@ -189,7 +200,7 @@ def main(argv=None):
                 ref = med.get("GluonCV hybridized fp32")
                 for path, sec in med.items():
                     ratio = f"{ref / sec:9.2f}x" if ref else "        -"
-                    say(f"{path:34s} {batch:5d} {sec / batch * 1e3:9.1f} {batch / sec:8.2f} {ratio:>10s}")
+                    say(f"{path:40s} {batch:5d} {sec / batch * 1e3:9.1f} {batch / sec:8.2f} {ratio:>10s}")
     finally:
         if server is not None:
             server.close()
