@@ -126,6 +126,34 @@ def torchvision_path(batch: int):
     return run
 
 
+def summarize(paths: list[str]) -> str:
+    """The ratio to GluonCV of every (model, batch, path) over several logs of this script: median and range."""
+    import re
+    import statistics
+    from collections import defaultdict
+
+    ratios: dict[tuple[str, int, str], list[float]] = defaultdict(list)
+    for path in paths:
+        model = ""
+        with open(path) as f:
+            for line in f:
+                if line.startswith("## "):
+                    model = line.split()[1]
+                row = re.match(r"(\S.*?)\s+(\d+)\s+[\d.]+\s+[\d.]+\s+([\d.]+)x$", line.rstrip())
+                if row and model:
+                    ratios[(model, int(row.group(2)), row.group(1))].append(float(row.group(3)))
+    out = [
+        f"# python benchmarks/bench_inference.py --summarize {' '.join(paths)}",
+        "# ratio to GluonCV: median (range)",
+    ]
+    for (model, batch, name), values in ratios.items():
+        out.append(
+            f"{model:26s} {batch:3d}  {name:40s} {statistics.median(values):5.2f}x "
+            f"({min(values):.2f}-{max(values):.2f}, {len(values)} runs)"
+        )
+    return "\n".join(out)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--models", default=",".join(MODELS))
@@ -143,7 +171,15 @@ def main(argv=None):
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile paths")
     parser.add_argument("--gluoncv-python", default=DEFAULT_GLUONCV_PYTHON)
     parser.add_argument("--out", help="also write the table to this file")
+    parser.add_argument("--summarize", nargs="+", metavar="LOG", help="only summarize the ratios of earlier logs")
     args = parser.parse_args(argv)
+    if args.summarize:
+        text = summarize(args.summarize)
+        print(text)
+        if args.out:
+            with open(args.out, "w") as f:
+                f.write(text + "\n")
+        return
     torch.set_num_threads(args.threads)
     models = [m for m in args.models.split(",") if m]
     batches = [int(b) for b in args.batches.split(",")]
