@@ -102,3 +102,68 @@ def test_a_run_ends_within_a_small_budget(tmp_path):
     assert "fits" in plan and "of the recipe's 1,600,000 training images" in plan
     assert result.epochs_run >= 1 and result.last_map == result.last_map  # it trained and evaluated
     assert elapsed <= 30.0 + 10.0, (elapsed, said)
+
+
+def test_shorten_keeps_a_plan_that_fits():
+    assert budget.shorten(RECIPE, 4, 10_000.0, epoch_s=20.0, eval_s=5.0) == RECIPE
+    assert budget.shorten(RECIPE, 15, 1.0, epoch_s=20.0, eval_s=5.0) == RECIPE  # one epoch left: nothing to leave out
+
+
+def test_shorten_leaves_out_the_next_epochs_and_keeps_the_ending():
+    # after 4 of 16 epochs, 200 s at 20 s an epoch and 5 s an evaluation: 8 epochs fit (160 + 2 evals + finish)
+    new = budget.shorten(RECIPE, 4, 200.0, epoch_s=20.0, eval_s=5.0)
+    assert new.epochs == 12 and new.images_per_epoch == RECIPE.images_per_epoch
+    assert new.lr_decay_epochs == (8, 10) and new.dense_epochs == 8  # moved back by the 4 epochs left out
+    keep = new.epochs - 4
+    assert keep * 20.0 + count_evals(new.epochs, 8) * 5.0 + budget.FINISH_SECONDS <= 200.0 * (1 - budget.SAFETY)
+    assert (keep + 1) * 20.0 + 2 * 5.0 + budget.FINISH_SECONDS > 200.0 * (1 - budget.SAFETY)  # not one more
+    # past the first decay point: only the boundaries still ahead move, never before the epochs done
+    late = budget.shorten(RECIPE, 13, 30.0, epoch_s=20.0, eval_s=5.0)
+    assert late.epochs == 14 and late.lr_decay_epochs == (12, 13) and late.dense_epochs == 12
+    # no time at all: one more epoch, the last one, with every decay already applied
+    last = budget.shorten(RECIPE, 2, 0.0, epoch_s=20.0, eval_s=5.0)
+    assert last.epochs == 3 and last.lr_decay_epochs == (2, 2) and last.dense_epochs == 2
+
+
+def test_a_run_that_slows_down_is_shortened_after_an_epoch(tmp_path, monkeypatch):
+    """The keeper finds 5 s left after the first epoch (as if the machine had become busy): the run leaves out the
+    epochs in the middle, trains the last one at the decayed rate, evaluates and records the shorter plan."""
+    import json
+
+    from ssdkit.engine.builders import run as run_module
+    from ssdkit.engine.trainer import fit
+
+    real = budget.BudgetKeeper.for_run
+
+    def busy_keeper(*args, **kwargs):
+        keeper = real(*args, **kwargs)
+        if keeper is not None:
+            keeper.started = time.time() - keeper.budget_s + 5.0
+        return keeper
+
+    monkeypatch.setattr(run_module.BudgetKeeper, "for_run", busy_keeper)
+    monkeypatch.setattr(budget, "SMALL_RECIPE_IMAGES", 0)  # measure and plan even this small recipe
+    said = []
+    cfg = TrainConfig(
+        time_budget=10,
+        procs=1,
+        amp=False,
+        epochs=4,
+        lr_decay_epochs=[2, 3],
+        synthetic_train_size=64,
+        synthetic_val_size=16,
+        data_shape=64,
+        batch_size=16,
+        progress=False,
+        output=str(tmp_path / "run"),
+    )
+    result = fit(cfg, say=said.append)
+    assert any(s.startswith("time budget 10 min") and "the whole recipe fits" in s for s in said), said
+    change = next(s for s in said if s.startswith("time budget:"))
+    assert "leaving out 2 epoch(s): the run now ends after epoch 2 (LR decay at epoch 1, 1)" in change, said
+    assert result.epochs_run == 2 and result.last_map == result.last_map
+    rows = (tmp_path / "run" / "epochs.csv").read_text().splitlines()[1:]
+    assert len(rows) == 2
+    assert float(rows[1].split(",")[1]) == pytest.approx(float(rows[0].split(",")[1]) * 0.01)  # both decays
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["epochs"] == 2 and saved["lr_decay_epochs"] == [1, 1]

@@ -7,12 +7,18 @@ recipe's own; when fewer than ``MIN_STEPS_PER_EPOCH`` steps per epoch would be l
 with the decay points scaled. A fast machine trains the whole recipe and ends early; a slow one trains less and
 still ends on time. The run's clock starts when :func:`~ssdkit.engine.trainer.fit` is called.
 
+The plan is checked again after every epoch (:class:`BudgetKeeper`): when the epochs still to come no longer fit at
+the speed the last epoch had (the machine got busy, or the probe was optimistic), :func:`shorten` leaves out the
+next of them, so the run keeps its ending (LR decays, the last epochs on sparse images) and still ends on time.
+
 The functions here are pure except :func:`measure_speed` and :func:`apply_time_budget`, the trainer's hook.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
 import tempfile
 import time
 from dataclasses import dataclass
@@ -33,9 +39,13 @@ __all__ = [
     "START_KEY",
     "MIN_STEPS_PER_EPOCH",
     "SMALL_RECIPE_IMAGES",
+    "shorten",
+    "BudgetKeeper",
+    "EVAL_KEY",
 ]
 
 START_KEY = "budget_started_at"  # TrainConfig.extra: time.time() when fit() was called
+EVAL_KEY = "budget_eval_s"  # TrainConfig.extra: the probe's seconds per evaluation (set when the budget applies)
 MIN_STEPS_PER_EPOCH = 20  # fewer steps than this per epoch: take fewer epochs instead
 FINISH_SECONDS = 6.0  # after the last evaluation: plots, the final table, the processes' exit
 EPOCH_SECONDS = 0.5  # per epoch besides its steps: loader start, last.pt
@@ -110,6 +120,40 @@ def _with_epochs(recipe: RunShape, epochs: int, images_per_epoch: int) -> RunSha
     dense = min(epochs, round(recipe.dense_epochs * epochs / recipe.epochs))
     interval = max(1, round(recipe.val_interval * epochs / recipe.epochs))
     return RunShape(epochs, images_per_epoch, decay, dense, interval, recipe.batch_size)
+
+
+def _evals_after(done: int, epochs: int, val_interval: int) -> int:
+    """Evaluations in epochs ``done + 1 .. epochs`` (1-based)."""
+    return sum(1 for e in range(done + 1, epochs + 1) if e % val_interval == 0 or e == epochs)
+
+
+def shorten(shape: RunShape, done: int, seconds_left: float, epoch_s: float, eval_s: float) -> RunShape:
+    """``shape`` after ``done`` epochs, with as few of the epochs still to come left out as lets the rest end within
+    ``seconds_left`` (less the ``SAFETY`` share) at ``epoch_s`` per epoch and ``eval_s`` per evaluation.
+
+    The epochs left out are the *next* ones: every later epoch, decay point and the dense-epoch count move earlier
+    by the number left out (never before ``done``), so the run keeps its ending. At least one epoch stays. Returns
+    ``shape`` itself when everything fits."""
+    remaining = shape.epochs - done
+    usable = seconds_left * (1.0 - SAFETY)
+
+    def cost(keep: int) -> float:
+        return keep * epoch_s + _evals_after(done, done + keep, shape.val_interval) * eval_s + FINISH_SECONDS
+
+    if remaining <= 1 or cost(remaining) <= usable:
+        return shape
+    keep = next((k for k in range(remaining - 1, 0, -1) if cost(k) <= usable), 1)
+    skip = remaining - keep
+
+    def moved(boundary: int) -> int:  # an epoch boundary (epochs done before it) still ahead moves back by `skip`
+        return boundary if boundary <= done else max(done, boundary - skip)
+
+    return dataclasses.replace(
+        shape,
+        epochs=done + keep,
+        lr_decay_epochs=tuple(moved(d) for d in shape.lr_decay_epochs),
+        dense_epochs=moved(shape.dense_epochs),
+    )
 
 
 def fit_to_budget(recipe: RunShape, seconds_left: float, images_per_s: float, eval_s: float) -> BudgetPlan:
@@ -216,4 +260,68 @@ def apply_time_budget(cfg: TrainConfig, say: Callable[[str], None], rank: int, w
         lr_decay_epochs=list(shape.lr_decay_epochs),
         synthetic_dense_epochs=shape.dense_epochs,
         val_interval=shape.val_interval,
+        extra={**cfg.extra, START_KEY: started, EVAL_KEY: eval_s},
     )
+
+
+class BudgetKeeper:
+    """Checks the plan after every epoch and shortens the run (:func:`shorten`) when the rest no longer fits.
+
+    Rank 0 decides from its clock and the last epoch's seconds; every process applies the same change to the
+    objects it is given: ``cfg`` (the run's config: epochs, decay points, dense epochs; the synthetic set reads the
+    latter), the loop's ``plan.epochs``, the scheduler's ``decay_epochs`` and the checkpoints' ``meta["config"]``,
+    so a resumed run continues the shortened one."""
+
+    def __init__(self, cfg: TrainConfig, plan, scheduler, meta: dict, rank: int, world: int):
+        self.cfg, self.plan, self.scheduler, self.meta = cfg, plan, scheduler, meta
+        self.rank, self.world = rank, world
+        self.budget_s = float(cfg.time_budget) * 60.0
+        self.started = float(cfg.extra[START_KEY])
+        self.eval_s = float(cfg.extra[EVAL_KEY])
+
+    @classmethod
+    def for_run(cls, cfg: TrainConfig, plan, scheduler, meta: dict, rank: int, world: int) -> BudgetKeeper | None:
+        """A keeper when ``cfg`` was fitted to a time budget (and is not resumed), else None."""
+        if not cfg.time_budget or cfg.resume or EVAL_KEY not in cfg.extra or START_KEY not in cfg.extra:
+            return None
+        return cls(cfg, plan, scheduler, meta, rank, world)
+
+    def shape(self) -> RunShape:
+        c = self.cfg
+        return RunShape(
+            c.epochs, c.synthetic_train_size, tuple(c.lr_decay_epochs), c.synthetic_dense_epochs, c.val_interval, 1
+        )
+
+    def after_epoch(self, done: int, epoch_s: float, eval_s: float | None = None) -> str | None:
+        """After ``done`` epochs, the last of which trained for ``epoch_s`` seconds (and evaluated in ``eval_s``):
+        shorten the run if needed (a collective in several processes). Returns what changed, for the log."""
+        from .distributed import broadcast_object
+
+        if eval_s is not None:
+            self.eval_s = eval_s
+        change = None
+        if self.rank == 0:
+            left = self.budget_s - (time.time() - self.started)
+            new = shorten(self.shape(), done, left, epoch_s, self.eval_s)
+            if new != self.shape():
+                change = {"shape": dataclasses.asdict(new), "left": left, "epoch_s": epoch_s}
+        if self.world > 1:
+            change = broadcast_object(change)
+        if change is None:
+            return None
+        new = RunShape(**{k: tuple(v) if isinstance(v, list) else v for k, v in change["shape"].items()})
+        skipped = self.cfg.epochs - new.epochs
+        self.cfg.epochs = self.plan.epochs = new.epochs
+        self.cfg.lr_decay_epochs = list(new.lr_decay_epochs)
+        self.cfg.synthetic_dense_epochs = new.dense_epochs
+        self.scheduler.decay_epochs[:] = list(new.lr_decay_epochs)
+        self.meta["config"] = self.cfg.to_dict()
+        if self.rank == 0 and self.cfg.output:
+            with open(os.path.join(self.cfg.output, "config.json"), "w") as f:
+                json.dump(self.meta["config"], f, indent=2)
+        decay = ", ".join(map(str, new.lr_decay_epochs)) or "none"
+        return (
+            f"time budget: {change['left']:.0f} s left at {change['epoch_s']:.1f} s per epoch and "
+            f"{self.eval_s:.1f} s per evaluation; leaving out {skipped} epoch(s): the run now ends after epoch "
+            f"{new.epochs} (LR decay at epoch {decay})"
+        )

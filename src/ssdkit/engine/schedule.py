@@ -29,8 +29,12 @@ def make_scheduler(
     decay: float,
     warmup_epochs: float = 0.0,
 ) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-iteration :func:`step_decay_factor` schedule. Its ``decay_epochs`` attribute is the list the schedule
+    reads at every step: a time budget that shortens a run moves the decay points by changing it in place."""
     warmup_iters = int(round(warmup_epochs * iters_per_epoch))
-    decay_epochs = list(decay_epochs)
-    return torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda it: step_decay_factor(it, iters_per_epoch, decay_epochs, decay, warmup_iters)
+    points = list(decay_epochs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda it: step_decay_factor(it, iters_per_epoch, points, decay, warmup_iters)
     )
+    scheduler.decay_epochs = points  # type: ignore[attr-defined]
+    return scheduler

@@ -333,7 +333,9 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
 
     try:
         with _StopOnSignal() as stop:
-            for epoch in range(start_epoch, plan.epochs):
+            while epoch + 1 < plan.epochs:  # a time budget may shorten the run after an epoch (parts.keeper)
+                epoch += 1
+                epoch_start = time.perf_counter()
                 state = _start_epoch(parts, epoch, progress, rank_state)
                 progress = rank_state = None
                 stats = train_parts_epoch(
@@ -347,6 +349,7 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
                     on_step=on_step,
                     stop=stop,
                 )
+                epoch_s, eval_s = time.perf_counter() - epoch_start, None
                 if state.stop and state.steps < iters:
                     _save(parts, ["last.pt"], epoch - 1, best, bad, state)
                     stopped = state.stop
@@ -374,7 +377,9 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
                     msg += f"  {stats['skipped']} step(s) skipped (non-finite)"
                 improved = False
                 if ((epoch + 1) % plan.val_interval == 0 or epoch + 1 == plan.epochs) and parts.main:
+                    eval_start = time.perf_counter()
                     names, values = evaluate(parts.net, parts.val_loader, parts.metric, parts.device, bad)
+                    eval_s = time.perf_counter() - eval_start
                     last_map = float(values[-1])
                     row[key] = last_map
                     row["elapsed_s"] = round(time.perf_counter() - t0, 1)
@@ -390,6 +395,10 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
                     stopped = state.stop
                     say(f"{stopped}: stopped after epoch {epoch + 1}; continue with --resume auto")
                     break
+                if parts.keeper is not None and epoch + 1 < plan.epochs:
+                    change = parts.keeper.after_epoch(epoch + 1, epoch_s, eval_s)
+                    if change and parts.main:
+                        say(change)
             if parts.world > 1:  # one summary of the skipped samples of every rank
                 gather_bad_samples(bad)
     except NonFiniteStop as err:

@@ -12,7 +12,7 @@ from typing import Any, Callable
 import torch
 
 from ...loss import SSDMultiBoxLoss
-from ..budget import START_KEY
+from ..budget import START_KEY, BudgetKeeper
 from ..checkpoint import Checkpointer, load_checkpoint
 from ..config import ConfigError, TrainConfig, resolve_config
 from ..distributed import torchrun_env
@@ -73,6 +73,7 @@ class RunParts:
     resume: dict[str, Any] | None = None
     resume_path: str | None = None
     notes: list[str] = field(default_factory=list)
+    keeper: BudgetKeeper | None = None  # --time-budget: shortens the run after an epoch when the rest won't fit
 
     @property
     def main(self) -> bool:
@@ -179,6 +180,7 @@ def build_run(cfg: TrainConfig, rank: int, world: int) -> RunParts:
         output=cfg.output,
         dataset=cfg.dataset,
     )
+    keeper = BudgetKeeper.for_run(cfg, plan, scheduler, checkpointer.meta, rank, world)
     return RunParts(
         rank=rank,
         world=world,
@@ -206,6 +208,7 @@ def build_run(cfg: TrainConfig, rank: int, world: int) -> RunParts:
         resume=load_checkpoint(cfg.resume) if cfg.resume else None,
         resume_path=cfg.resume,
         notes=notes,
+        keeper=keeper,
     )
 
 
