@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import platform
 import re
@@ -129,8 +130,11 @@ def one_run(label: str, index: int, seed: int, avx2: bool, extra: list[str], out
     with open(os.path.join(output, "metrics.csv")) as f:
         rows = list(csv.DictReader(f))
     text = "\n".join(lines)
-    fitted = re.search(r"fits ([\d,]+) of the recipe's ([\d,]+)", text)
-    images = fitted.group(1) if fitted else ("all" if "the whole recipe fits" in text else "recipe")
+    # what was trained (epochs run x images per epoch), after the budget's plan and any epochs it left out later
+    with open(os.path.join(output, "config.json")) as f:
+        per_epoch = json.load(f)["synthetic_train_size"]
+    with open(os.path.join(output, "epochs.csv")) as f:
+        images = f"{per_epoch * len(list(csv.DictReader(f))):,}"
     rates = re.findall(r"([\d.]+) img/s", text)
     result = {
         "label": label,

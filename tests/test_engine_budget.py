@@ -167,3 +167,22 @@ def test_a_run_that_slows_down_is_shortened_after_an_epoch(tmp_path, monkeypatch
     assert float(rows[1].split(",")[1]) == pytest.approx(float(rows[0].split(",")[1]) * 0.01)  # both decays
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
     assert saved["epochs"] == 2 and saved["lr_decay_epochs"] == [1, 1]
+
+
+def test_one_slow_epoch_does_not_shorten_the_run(tmp_path):
+    """The keeper plans with the median epoch so far: a single epoch slowed by a passing job leaves the plan alone,
+    a machine that stays slow gets a shorter run."""
+    from types import SimpleNamespace
+
+    cfg = TrainConfig(
+        time_budget=10, epochs=16, synthetic_train_size=4000, lr_decay_epochs=[12, 14], synthetic_dense_epochs=12,
+        val_interval=8, output=str(tmp_path),
+        extra={budget.START_KEY: time.time(), budget.EVAL_KEY: 5.0},
+    )  # fmt: skip
+    plan, scheduler = SimpleNamespace(epochs=16), SimpleNamespace(decay_epochs=[12, 14])
+    keeper = budget.BudgetKeeper(cfg, plan, scheduler, {}, rank=0, world=1)
+    keeper.started = time.time() - 3 * 30.0  # three epochs of 30 s done: 510 s left for 13 epochs
+    assert keeper.after_epoch(1, 30.0) is None and keeper.after_epoch(2, 30.0) is None
+    assert keeper.after_epoch(3, 70.0) is None and plan.epochs == 16  # median 30 s: 13 x 30 + 2 evals fit
+    assert keeper.after_epoch(4, 70.0) is not None  # median 50 s: they no longer fit
+    assert plan.epochs < 16 and cfg.epochs == plan.epochs and scheduler.decay_epochs == cfg.lr_decay_epochs

@@ -8,7 +8,7 @@ with the decay points scaled. A fast machine trains the whole recipe and ends ea
 still ends on time. The run's clock starts when :func:`~ssdkit.engine.trainer.fit` is called.
 
 The plan is checked again after every epoch (:class:`BudgetKeeper`): when the epochs still to come no longer fit at
-the speed the last epoch had (the machine got busy, or the probe was optimistic), :func:`shorten` leaves out the
+the speed the epochs so far had (the machine got busy, or the probe was optimistic), :func:`shorten` leaves out the
 next of them, so the run keeps its ending (LR decays, the last epochs on sparse images) and still ends on time.
 
 The functions here are pure except :func:`measure_speed` and :func:`apply_time_budget`, the trainer's hook.
@@ -19,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -267,10 +268,10 @@ def apply_time_budget(cfg: TrainConfig, say: Callable[[str], None], rank: int, w
 class BudgetKeeper:
     """Checks the plan after every epoch and shortens the run (:func:`shorten`) when the rest no longer fits.
 
-    Rank 0 decides from its clock and the last epoch's seconds; every process applies the same change to the
-    objects it is given: ``cfg`` (the run's config: epochs, decay points, dense epochs; the synthetic set reads the
-    latter), the loop's ``plan.epochs``, the scheduler's ``decay_epochs`` and the checkpoints' ``meta["config"]``,
-    so a resumed run continues the shortened one."""
+    Rank 0 decides from its clock and the median of the epochs' seconds so far; every process applies the same
+    change to the objects it is given: ``cfg`` (the run's config: epochs, decay points, dense epochs; the synthetic
+    set reads the latter), the loop's ``plan.epochs``, the scheduler's ``decay_epochs`` and the checkpoints'
+    ``meta["config"]``, so a resumed run continues the shortened one."""
 
     def __init__(self, cfg: TrainConfig, plan, scheduler, meta: dict, rank: int, world: int):
         self.cfg, self.plan, self.scheduler, self.meta = cfg, plan, scheduler, meta
@@ -278,6 +279,7 @@ class BudgetKeeper:
         self.budget_s = float(cfg.time_budget) * 60.0
         self.started = float(cfg.extra[START_KEY])
         self.eval_s = float(cfg.extra[EVAL_KEY])
+        self.epoch_times: list[float] = []
 
     @classmethod
     def for_run(cls, cfg: TrainConfig, plan, scheduler, meta: dict, rank: int, world: int) -> BudgetKeeper | None:
@@ -299,12 +301,15 @@ class BudgetKeeper:
 
         if eval_s is not None:
             self.eval_s = eval_s
+        # the median epoch so far: one epoch slowed by a passing job must not cut epochs the run then has time for
+        self.epoch_times.append(epoch_s)
+        typical = statistics.median(self.epoch_times)
         change = None
         if self.rank == 0:
             left = self.budget_s - (time.time() - self.started)
-            new = shorten(self.shape(), done, left, epoch_s, self.eval_s)
+            new = shorten(self.shape(), done, left, typical, self.eval_s)
             if new != self.shape():
-                change = {"shape": dataclasses.asdict(new), "left": left, "epoch_s": epoch_s}
+                change = {"shape": dataclasses.asdict(new), "left": left, "epoch_s": typical}
         if self.world > 1:
             change = broadcast_object(change)
         if change is None:
