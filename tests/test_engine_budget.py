@@ -126,8 +126,9 @@ def test_shorten_leaves_out_the_next_epochs_and_keeps_the_ending():
 
 
 def test_a_run_that_slows_down_is_shortened_after_an_epoch(tmp_path, monkeypatch):
-    """The keeper finds 5 s left after the first epoch (as if the machine had become busy): the run leaves out the
-    epochs in the middle, trains the last one at the decayed rate, evaluates and records the shorter plan."""
+    """The keeper finds little time left after its first epochs (as if the machine had become busy): the run leaves
+    out the epoch still ahead of the decays, trains the last one at the twice-decayed rate, evaluates and records
+    the shorter plan."""
     import json
 
     from ssdkit.engine.builders import run as run_module
@@ -138,7 +139,7 @@ def test_a_run_that_slows_down_is_shortened_after_an_epoch(tmp_path, monkeypatch
     def busy_keeper(*args, **kwargs):
         keeper = real(*args, **kwargs)
         if keeper is not None:
-            keeper.started = time.time() - keeper.budget_s + 5.0
+            keeper.started = time.time() - keeper.budget_s + 5.0  # 5 s left from the first epoch on
         return keeper
 
     monkeypatch.setattr(run_module.BudgetKeeper, "for_run", busy_keeper)
@@ -160,13 +161,14 @@ def test_a_run_that_slows_down_is_shortened_after_an_epoch(tmp_path, monkeypatch
     result = fit(cfg, say=said.append)
     assert any(s.startswith("time budget 10 min") and "the whole recipe fits" in s for s in said), said
     change = next(s for s in said if s.startswith("time budget:"))
-    assert "leaving out 2 epoch(s): the run now ends after epoch 2 (LR decay at epoch 1, 1)" in change, said
-    assert result.epochs_run == 2 and result.last_map == result.last_map
+    # the keeper acts after two timed epochs
+    assert "leaving out 1 epoch(s): the run now ends after epoch 3 (LR decay at epoch 2, 2)" in change, said
+    assert result.epochs_run == 3 and result.last_map == result.last_map
     rows = (tmp_path / "run" / "epochs.csv").read_text().splitlines()[1:]
-    assert len(rows) == 2
-    assert float(rows[1].split(",")[1]) == pytest.approx(float(rows[0].split(",")[1]) * 0.01)  # both decays
+    assert len(rows) == 3
+    assert float(rows[2].split(",")[1]) == pytest.approx(float(rows[1].split(",")[1]) * 0.01)  # both decays
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert saved["epochs"] == 2 and saved["lr_decay_epochs"] == [1, 1]
+    assert saved["epochs"] == 3 and saved["lr_decay_epochs"] == [2, 2]
 
 
 def test_one_slow_epoch_does_not_shorten_the_run(tmp_path):
@@ -182,6 +184,8 @@ def test_one_slow_epoch_does_not_shorten_the_run(tmp_path):
     plan, scheduler = SimpleNamespace(epochs=16), SimpleNamespace(decay_epochs=[12, 14])
     keeper = budget.BudgetKeeper(cfg, plan, scheduler, {}, rank=0, world=1)
     keeper.started = time.time() - 3 * 30.0  # three epochs of 30 s done: 510 s left for 13 epochs
+    assert keeper.after_epoch(1, 90.0) is None  # one epoch alone is never enough to shorten a run
+    keeper.epoch_times = []
     assert keeper.after_epoch(1, 30.0) is None and keeper.after_epoch(2, 30.0) is None
     assert keeper.after_epoch(3, 70.0) is None and plan.epochs == 16  # median 30 s: 13 x 30 + 2 evals fit
     assert keeper.after_epoch(4, 70.0) is not None  # median 50 s: they no longer fit

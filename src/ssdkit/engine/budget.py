@@ -54,6 +54,9 @@ SAFETY = 0.06  # the share of the time left that is kept free for a machine that
 PROBE_WARMUP_STEPS = 1  # steps not timed (oneDNN builds its kernels in the first ones)
 PROBE_STEPS = 6  # steps timed
 PROBE_EVAL_BATCHES = 2  # validation batches timed
+# epochs timed before the keeper may shorten a run: the first one alone also holds one-time costs (loader and
+# kernel start-up) and whatever else the machine did in that minute
+MIN_EPOCHS_MEASURED = 2
 SMALL_RECIPE_IMAGES = 2000  # recipes of at most this many training images run as they are (not measured)
 
 
@@ -305,7 +308,7 @@ class BudgetKeeper:
         self.epoch_times.append(epoch_s)
         typical = statistics.median(self.epoch_times)
         change = None
-        if self.rank == 0:
+        if self.rank == 0 and len(self.epoch_times) >= MIN_EPOCHS_MEASURED:
             left = self.budget_s - (time.time() - self.started)
             new = shorten(self.shape(), done, left, typical, self.eval_s)
             if new != self.shape():
