@@ -1,7 +1,7 @@
 """SSD300 training speed on one GPU: images/s of ssdkit's training step with AMP, plain and under DDP.
 
     python benchmarks/bench_gpu.py [--batches 32,64] [--amp fp16,bf16] [--steps 30] [--warmup 10] [--ddp]
-                                   [--compile] [--json benchmarks/results/gpu.json]
+                                   [--compile] [--json benchmarks/results/gpu.json] [--profile FILE]
     python benchmarks/bench_gpu.py --device cpu --steps 1 --warmup 0 --model ssd_tiny_synthetic --size 64 \\
                                    --batches 2 --amp bf16 --ddp      # smoke run of every code path on a CPU
 
@@ -55,7 +55,8 @@ def make_inputs(net, batch: int, size: int, device: torch.device, seed: int = 0)
     return images.to(device), cls_t.to(device), box_t.to(device)
 
 
-def run_config(args, device: torch.device, batch: int, amp: str, ddp: bool) -> dict:
+def build_step(args, device: torch.device, batch: int, amp: str, ddp: bool):
+    """The model, loss, optimizer and inputs of one configuration; returns ``step()`` and the parts to report."""
     import ssdkit
     from ssdkit.engine.step import step_memory_format, train_step, zero_momentum_buffers
 
@@ -75,16 +76,24 @@ def run_config(args, device: torch.device, batch: int, amp: str, ddp: bool) -> d
         )
     if args.compile:
         train_net = torch.compile(train_net)
+
+    def step() -> torch.Tensor:
+        return train_step(train_net, loss_fn, opt, images, cls_t, box_t, amp_dtype, scaler)
+
+    return step, scaler
+
+
+def run_config(args, device: torch.device, batch: int, amp: str, ddp: bool) -> dict:
+    step, scaler = build_step(args, device, batch, amp, ddp)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-
     pending = torch.zeros(3, device=device)
     logged = []
 
     def steps(n):
         nonlocal pending
         for i in range(n):
-            pending += train_step(train_net, loss_fn, opt, images, cls_t, box_t, amp_dtype, scaler)
+            pending += step()
             if (i + 1) % args.log_interval == 0:
                 logged.append((pending / args.log_interval).tolist())
                 pending.zero_()
@@ -116,6 +125,26 @@ def run_config(args, device: torch.device, batch: int, amp: str, ddp: bool) -> d
     return row
 
 
+def profile_config(args, device: torch.device, batch: int, amp: str, path: str, n: int = 5) -> None:
+    """Write torch.profiler's operator table (top 30 by time on the device) for ``n`` steps after a warm-up."""
+    from torch.profiler import ProfilerActivity, profile
+
+    step, _ = build_step(args, device, batch, amp, False)
+    for _ in range(max(3, args.warmup)):
+        step()
+    _sync(device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(n):
+            step()
+        _sync(device)
+    key = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+    table = prof.key_averages().table(sort_by=key, row_limit=30)
+    with open(path, "w") as f:
+        f.write(f"{args.model} batch {batch} {amp}, {n} steps\n{table}\n")
+    print(f"  profile of batch {batch} {amp} written to {path}", flush=True)
+
+
 def _init_single_process_group(device: torch.device) -> None:
     import torch.distributed as dist
 
@@ -142,6 +171,7 @@ def main(argv=None) -> list[dict]:
     ap.add_argument("--ddp", action="store_true", help="also run batch --batches[0], first --amp under DDP")
     ap.add_argument("--compile", action="store_true", help="torch.compile the model")
     ap.add_argument("--json", default="")
+    ap.add_argument("--profile", default="", help="write the operator table of --batches[0], first --amp here")
     args = ap.parse_args(argv)
     try:
         device = torch.device(args.device)
@@ -193,6 +223,8 @@ def main(argv=None) -> list[dict]:
 
             if dist.is_initialized():
                 dist.destroy_process_group()
+    if args.profile:
+        profile_config(args, device, batches[0], amps[0], args.profile)
     plain = {(r["batch"], r["amp"]): r for r in rows if not r["ddp"]}
     for r in rows:
         if r["ddp"] and (r["batch"], r["amp"]) in plain:

@@ -114,6 +114,24 @@ def test_predict(trained_run, tmp_path):
         assert 0 <= x1 <= x2 <= 160 and 0 <= y1 <= y2 <= 90
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_train_and_eval_on_cuda(tmp_path):
+    """The GPU path end to end: float16 autocast with a GradScaler, pinned batches, evaluation on the GPU."""
+    out = tmp_path / "run"
+    proc = run(
+        "train", "--device", "cuda", "--epochs", "2", "--synthetic-train-size", "64", "--synthetic-val-size", "16",
+        "--batch-size", "16", "--num-workers", "2", "--no-progress", "--output", str(out),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    config = json.load(open(out / "config.json"))
+    assert str(config["device"]).startswith("cuda")
+    maps = [float(r["voc07_map"]) for r in csv.DictReader(open(out / "metrics.csv"))]
+    assert len(maps) == 2 and all(0 <= m <= 1 for m in maps)
+    proc = run("eval", "--checkpoint", str(out / "best.pt"), "--device", "cuda", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["mAP"] == pytest.approx(max(maps), abs=0.01)  # cuDNN may pick other kernels
+
+
 @pytest.mark.parametrize(
     "args,needle",
     [

@@ -59,14 +59,16 @@ def count_syncs():
             setattr(torch.Tensor, name, original)
 
 
-def _setup(amp_dtype=None, n_batches=1, batch=2, seed=0):
+def _setup(amp_dtype=None, n_batches=1, batch=2, seed=0, device="cpu"):
     torch.manual_seed(seed)
+    device = torch.device(device)
     net = ssdkit.get_model("ssd_tiny_synthetic").train()
-    net.to(memory_format=step_memory_format(torch.device("cpu"), amp_dtype))
     anchors = net.anchors_for_input(SIZE, SIZE)
+    net.to(device, memory_format=step_memory_format(device, amp_dtype))
     ds = SyntheticShapes(batch * n_batches, seed=seed + 1, transform=SSDValTransform(SIZE), image_size=SIZE)
-    collate = TargetCollate(anchors)
+    collate = TargetCollate(anchors.cpu())
     batches = [collate([ds[i] for i in range(k * batch, (k + 1) * batch)]) for k in range(n_batches)]
+    batches = [{k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in b.items()} for b in batches]
     opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4, fused=True)
     zero_momentum_buffers(opt)
     return net, batches, opt
@@ -215,3 +217,54 @@ def test_compile_option_reaches_the_config():
     parser = build_parser()
     assert config_from_args(parser.parse_args(["train", "--compile"])).compile is True
     assert config_from_args(parser.parse_args(["train"])).compile is False
+
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@needs_cuda
+@pytest.mark.parametrize("amp", ["fp32", "bf16", "fp16-scaler"])
+def test_cuda_step_never_waits_for_the_device(amp):
+    """CUDA's own sync check (``set_sync_debug_mode("error")``) raises on any device-to-host copy or wait."""
+    amp_dtype = {"fp32": None, "bf16": torch.bfloat16, "fp16-scaler": torch.float16}[amp]
+    net, batches, opt = _setup(amp_dtype, device="cuda")
+    scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
+    _step(net, opt, batches[0], amp_dtype, scaler)  # first step: lazy state (momentum buffers, scaler, cuDNN)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            losses = _step(net, opt, batches[0], amp_dtype, scaler)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert losses.device.type == "cuda" and torch.isfinite(losses.cpu()).all()
+
+
+@needs_cuda
+def test_cuda_fp32_step_equals_cpu():
+    """Same batch, same weights: the float32 step on the GPU (TF32 off) equals the CPU's."""
+    before = torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        results = []
+        for device in ("cpu", "cuda"):
+            net, batches, opt = _setup(device=device)
+            losses = [_step(net, opt, batches[0]).cpu() for _ in range(2)]
+            weights = torch.cat([p.detach().flatten().cpu() for p in net.parameters()])
+            results.append((torch.stack(losses), weights))
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = before
+    (l_cpu, w_cpu), (l_gpu, w_gpu) = results
+    torch.testing.assert_close(l_gpu, l_cpu, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(w_gpu, w_cpu, rtol=1e-4, atol=1e-6)
+
+
+@needs_cuda
+def test_cuda_fp16_step_learns_with_a_settling_scale():
+    """float16 + GradScaler from the default scale (2**16, which overflows at first): the loss still falls."""
+    net, batches, opt = _setup(torch.float16, device="cuda")
+    scaler = torch.amp.GradScaler("cuda")
+    losses = [_step(net, opt, batches[0], torch.float16, scaler) for _ in range(25)]
+    first, last = losses[0].cpu(), losses[-1].cpu()
+    assert torch.isfinite(last).all() and last[0] < 0.7 * first[0]
+    assert all(torch.isfinite(p).all() for p in net.parameters())
