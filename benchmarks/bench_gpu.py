@@ -187,6 +187,8 @@ def main(argv=None) -> list[dict]:
     if args.steps < 1 or args.log_interval < 1 or args.warmup < 0:
         raise SystemExit("bench_gpu.py: --steps and --log-interval must be >= 1, --warmup >= 0")
     if device.type == "cuda":
+        if device.index is None:  # NCCL's process group wants the GPU's index
+            device = torch.device("cuda", torch.cuda.current_device())
         torch.backends.cudnn.benchmark = True
         name = torch.cuda.get_device_name(device)
     else:

@@ -254,3 +254,20 @@ def test_default_val_interval_evaluates_at_least_three_times():
     assert resolve_config(TrainConfig(epochs=6)).val_interval == 2  # was 8: one evaluation in six epochs
     assert resolve_config(TrainConfig(epochs=6, val_interval=8)).val_interval == 8  # the user's choice stays
     assert resolve_config(TrainConfig(dataset="coco", data_root="x", epochs=240)).val_interval == 10
+
+
+def test_procs_on_cuda_are_one_per_gpu(monkeypatch):
+    """The synthetic preset's two processes are one per CPU core: on one GPU the run takes one process (NCCL
+    refuses two ranks on one GPU); an explicit --procs beyond the GPU count is a clear error."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert resolve_config(TrainConfig()).procs == 1  # device auto finds the GPU
+    assert resolve_config(TrainConfig(device="cuda")).procs == 1
+    assert resolve_config(TrainConfig(device="cpu")).procs == 2
+    with pytest.raises(ConfigError, match=r"--procs 2 on --device cuda needs 2 GPUs .* has 1"):
+        resolve_config(TrainConfig(device="cuda", procs=2))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    assert resolve_config(TrainConfig(device="cuda")).procs == 2  # the preset's two, one GPU each
+    assert resolve_config(TrainConfig(device="cuda:0", procs=4)).procs == 4
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_config(TrainConfig()).procs == 2

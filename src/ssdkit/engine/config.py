@@ -194,6 +194,15 @@ def default_val_interval(epochs: int, preset_interval: int) -> int:
     return 1
 
 
+def _cuda_devices(device: str | None) -> int | None:
+    """The GPU count when ``device`` trains on CUDA (``auto`` on a machine with one, or ``cuda...``), else None."""
+    import torch
+
+    if (device == "auto" and torch.cuda.is_available()) or str(device).startswith("cuda"):
+        return torch.cuda.device_count()
+    return None
+
+
 def resolve_config(cfg: TrainConfig) -> TrainConfig:
     """Fill the ``None`` fields from the data set's preset and check every choice; raises :class:`ConfigError`."""
     if cfg.dataset not in DATASETS:
@@ -249,6 +258,16 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"--num-workers must be >= 0, got {out.num_workers}")
     if out.procs < 1:
         raise ConfigError(f"--procs must be at least 1, got {out.procs}")
+    gpus = _cuda_devices(out.device)
+    if gpus is not None and out.procs > gpus:
+        if cfg.procs is None:
+            # the preset's processes are one per CPU core; on CUDA each process needs a GPU of its own
+            out.procs = max(1, gpus)
+        else:
+            raise ConfigError(
+                f"--procs {out.procs} on --device {out.device} needs {out.procs} GPUs (one per process); "
+                f"this machine has {gpus}"
+            )
     if out.batch_size % out.procs:
         raise ConfigError(
             f"--batch-size {out.batch_size} must be a multiple of --procs {out.procs} "
