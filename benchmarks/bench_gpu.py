@@ -58,6 +58,7 @@ def make_inputs(net, batch: int, size: int, device: torch.device, seed: int = 0)
 def build_step(args, device: torch.device, batch: int, amp: str, ddp: bool):
     """The model, loss, optimizer and inputs of one configuration; returns ``step()`` and the parts to report."""
     import ssdkit
+    from ssdkit.engine.distributed import wrap_ddp
     from ssdkit.engine.step import step_memory_format, train_step, zero_momentum_buffers
 
     torch.manual_seed(0)
@@ -71,9 +72,7 @@ def build_step(args, device: torch.device, batch: int, amp: str, ddp: bool):
     loss_fn = ssdkit.SSDMultiBoxLoss()
     train_net = net
     if ddp:
-        train_net = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device] if device.type == "cuda" else None
-        )
+        train_net = wrap_ddp(net, device)  # as the trainer wraps it
     if args.compile:
         train_net = torch.compile(train_net)
 

@@ -33,7 +33,7 @@ timeout 180 "$PY" benchmarks/bench_gpu.py --batches 64,32,128 --amp fp16,bf16 --
     --json "$OUT/gpu.json" --profile "$OUT/profile_b64_fp16.txt" 2>&1 | tee "$OUT/bench_gpu.txt"
 
 t0=$(date +%s)
-timeout 120 "$PY" -m ssdkit train --device cuda --no-progress --output /tmp/gpu-default-run >"$OUT/default_run.txt" 2>&1
+timeout 90 "$PY" -m ssdkit train --device cuda --no-progress --output /tmp/gpu-default-run >"$OUT/default_run.txt" 2>&1
 echo "exit $? after $(($(date +%s) - t0)) s" >>"$OUT/default_run.txt"
 tail -n 25 "$OUT/default_run.txt"
 

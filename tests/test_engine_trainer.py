@@ -56,6 +56,18 @@ def _tiny_cfg(tmp_path, name, **kw):
     return TrainConfig(**base)
 
 
+def test_momentum_buffers_share_the_layout_of_their_weights(tmp_path):
+    """CUDA's fused SGD takes weights, gradients and momentum buffers of one layout: the run puts the model in its
+    step's memory format (channels-last) before the optimizer copies the weights' layout into the buffers."""
+    from ssdkit.engine.builders import build_run, prepare_config
+
+    parts = build_run(prepare_config(_tiny_cfg(tmp_path, "layout", procs=1, device="cpu")), 0, 1)
+    convs = [p for p in parts.net.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    for p in parts.net.parameters():
+        assert parts.optimizer.state[p]["momentum_buffer"].stride() == p.stride()
+
+
 @pytest.mark.parametrize("procs", [1, 2])
 def test_resume_continues_exactly(tmp_path, procs):
     full = fit(_tiny_cfg(tmp_path, "full", procs=procs), say=lambda m: None)

@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = [
+    "wrap_ddp",
     "launch",
     "run_in_processes",
     "torchrun_env",
@@ -107,6 +108,19 @@ def torchrun_env() -> TorchrunEnv | None:
         world=world,
         local_rank=int(env.get("LOCAL_RANK", 0)),
         local_world=int(env.get("LOCAL_WORLD_SIZE", world)),
+    )
+
+
+def wrap_ddp(net: torch.nn.Module, device: torch.device) -> torch.nn.parallel.DistributedDataParallel:
+    """``net`` in DistributedDataParallel: every rank starts from rank 0's weights and buffers (broadcast here).
+
+    Buffers are not broadcast again before each forward: in training mode BatchNorm normalizes with the batch's
+    own statistics, so the running statistics of ranks other than 0 are never used (rank 0 evaluates and saves),
+    as GluonCV keeps one copy per device; and the per-forward broadcast over NCCL failed on the VGG models'
+    channels-last input-scale buffer ``Tensor[1, 3, 1, 1]`` ("refer to a single memory location", torch 2.11).
+    """
+    return torch.nn.parallel.DistributedDataParallel(
+        net, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False
     )
 
 

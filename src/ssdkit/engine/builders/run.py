@@ -15,7 +15,7 @@ from ...loss import SSDMultiBoxLoss
 from ..budget import START_KEY, BudgetKeeper
 from ..checkpoint import Checkpointer, load_checkpoint
 from ..config import ConfigError, TrainConfig, resolve_config
-from ..distributed import torchrun_env
+from ..distributed import torchrun_env, wrap_ddp
 from ..guard import NonFiniteGuard
 from ..logger import RunLogger
 from ..step import step_memory_format
@@ -127,6 +127,9 @@ def build_run(cfg: TrainConfig, rank: int, world: int) -> RunParts:
     cfg.data_shape = data_shape
     cfg.classes = list(classes)
     anchors = model_anchors(net, data_shape, device)
+    amp_dtype = amp_dtype_for(device, cfg.amp)
+    # before the optimizer: its momentum buffers copy each weight's layout, which CUDA's fused SGD requires
+    net.to(memory_format=step_memory_format(device, amp_dtype))
     optimizer = build_optimizer(net, cfg)
     loader_gen = torch.Generator()
     train_loader = build_loader(
@@ -140,13 +143,7 @@ def build_run(cfg: TrainConfig, rank: int, world: int) -> RunParts:
     )
     val_loader = build_loader(val_set, cfg, train=False)
     scheduler = build_scheduler(optimizer, cfg, len(train_loader))
-    amp_dtype = amp_dtype_for(device, cfg.amp)
-    net.to(memory_format=step_memory_format(device, amp_dtype))
-    train_net = net
-    if world > 1:  # the model of every rank starts from rank 0's weights (DDP broadcasts them)
-        train_net = torch.nn.parallel.DistributedDataParallel(
-            net, device_ids=[device] if device.type == "cuda" else None
-        )
+    train_net = wrap_ddp(net, device) if world > 1 else net
     if cfg.compile:
         train_net = torch.compile(train_net)
     scaler = torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
