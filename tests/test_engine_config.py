@@ -1,3 +1,5 @@
+import os
+
 import pytest
 import torch
 
@@ -264,6 +266,10 @@ def test_procs_on_cuda_are_one_per_gpu(monkeypatch):
     assert resolve_config(TrainConfig()).procs == 1  # device auto finds the GPU
     assert resolve_config(TrainConfig(device="cuda")).procs == 1
     assert resolve_config(TrainConfig(device="cpu")).procs == 2
+    monkeypatch.setattr(os, "cpu_count", lambda: 16)
+    assert resolve_config(TrainConfig()).num_workers == 8  # the spare cores make the images for the GPU
+    assert resolve_config(TrainConfig(num_workers=0)).num_workers == 0
+    assert resolve_config(TrainConfig(device="cpu")).num_workers == 0
     with pytest.raises(ConfigError, match=r"--procs 2 on --device cuda needs 2 GPUs .* has 1"):
         resolve_config(TrainConfig(device="cuda", procs=2))
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
