@@ -51,9 +51,12 @@ def test_bench_gpu_cpu_smoke_runs_amp_and_ddp_paths(bench, tmp_path):
             "--ddp",
             "--json",
             str(out),
+            "--profile",
+            str(tmp_path / "profile.txt"),
         ]
     )
     assert [(r["amp"], r["ddp"]) for r in rows] == [("fp16", False), ("fp16", True)]
+    assert "aten::convolution" in (tmp_path / "profile.txt").read_text()
     assert all(r["images_per_s"] > 0 and torch.isfinite(torch.tensor(r["last_loss"])) for r in rows)
     assert all(r["grad_scale"] > 0 for r in rows)
     assert out.exists() and not torch.distributed.is_initialized()
