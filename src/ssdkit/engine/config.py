@@ -260,11 +260,6 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
     if out.procs < 1:
         raise ConfigError(f"--procs must be at least 1, got {out.procs}")
     gpus = _cuda_devices(out.device)
-    if gpus is not None and cfg.num_workers is None and out.num_workers == 0:
-        # the preset makes its images in the training processes, one per CPU core; a GPU outruns one process's
-        # image making (a GPU run of the synthetic preset trained 122 images/s without workers), so the run's
-        # processes share the spare cores as DataLoader workers
-        out.num_workers = max(1, min(8, ((os.cpu_count() or 2) - 1) // max(1, min(out.procs, gpus))))
     if gpus is not None and out.procs > gpus:
         if cfg.procs is None:
             # the preset's processes are one per CPU core; on CUDA each process needs a GPU of its own
@@ -274,6 +269,11 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
                 f"--procs {out.procs} on --device {out.device} needs {out.procs} GPUs (one per process); "
                 f"this machine has {gpus}"
             )
+    if gpus is not None and cfg.num_workers is None and out.num_workers == 0:
+        # the preset makes its images in the training processes, one per CPU core; a GPU outruns one process's
+        # image making (a GPU run of the synthetic preset trained 122 images/s without workers), so the run's
+        # processes share the spare cores as DataLoader workers
+        out.num_workers = max(1, min(8, ((os.cpu_count() or 2) - 1) // out.procs))
     if out.batch_size % out.procs:
         raise ConfigError(
             f"--batch-size {out.batch_size} must be a multiple of --procs {out.procs} "
