@@ -269,3 +269,31 @@ def test_cuda_fp16_step_learns_with_a_settling_scale():
     first, last = losses[0].cpu(), losses[-1].cpu()
     assert torch.isfinite(last).all() and last[0] < 0.7 * first[0]
     assert all(torch.isfinite(p).all() for p in net.parameters())
+
+
+@needs_cuda
+@pytest.mark.parametrize("amp", ["fp16", "bf16"])
+def test_cuda_compiled_vgg_step_equals_eager(amp):
+    """SSD300-VGG16 (with its L2Norm scale) under ``torch.compile`` and CUDA autocast, channels-last: the backward
+    runs and the gradients equal the eager step's."""
+    import copy
+
+    amp_dtype = torch.float16 if amp == "fp16" else torch.bfloat16
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    net = ssdkit.get_model("ssd_300_vgg16_atrous_voc", pretrained_base=False).to(device).train()
+    net.to(memory_format=torch.channels_last)
+    images = torch.randn(2, 3, 300, 300, device=device).contiguous(memory_format=torch.channels_last)
+    gt_boxes = torch.tensor([[[30.0, 40.0, 200.0, 220.0]], [[100.0, 20.0, 160.0, 90.0]]])
+    gt_ids = torch.tensor([[3.0], [11.0]])
+    anchors = net.anchors_for_input(300, 300).cpu()
+    cls_t, box_t = ssdkit.SSDTargetGenerator(negative_mining_ratio=-1)(anchors, None, gt_boxes, gt_ids)[:2]
+    grads = []
+    for model in (copy.deepcopy(net), torch.compile(net)):
+        with torch.autocast("cuda", dtype=amp_dtype):
+            cls_p, box_p, _ = model(images)
+        ssdkit.SSDMultiBoxLoss()(cls_p, box_p, cls_t.to(device), box_t.to(device))[0].sum().backward()
+        grads.append(torch.cat([p.grad.float().flatten() for p in model.parameters()]))
+    eager, compiled = grads
+    assert torch.isfinite(compiled).all()
+    assert float((compiled - eager).norm() / eager.norm()) < 2e-2

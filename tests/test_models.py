@@ -21,6 +21,7 @@ from torch import nn
 from ssdkit.anchors import ssd_anchors
 from ssdkit.models import COCO_CLASSES, DEFAULT_SYNTHETIC_CLASSES, VOC_CLASSES, WeightsError, get_model, list_models
 from ssdkit.models.feature_expander import FixedGammaBatchNorm2d
+from ssdkit.models.vgg_atrous import L2Norm
 
 ARCHS = ("ssd_300_vgg16_atrous", "ssd_512_vgg16_atrous", "ssd_512_resnet50_v1", "ssd_512_mobilenet1.0")
 ZOO = tuple(f"{a}_{d}" for a in ARCHS for d in ("voc", "coco", "custom"))
@@ -231,6 +232,26 @@ def test_fixed_gamma_batchnorm_ignores_gamma():
     state["weight"] = torch.full((5,), 0.03)
     bn.load_state_dict(state)
     assert bool((bn.weight == 1).all())
+
+
+def test_l2norm_scale_is_flat_and_loads_gluoncv_shape():
+    torch.manual_seed(0)
+    norm = L2Norm(6, initial=20.0)
+    assert tuple(norm.scale.shape) == (6,)
+    x = torch.randn(2, 6, 3, 4)
+    want = x / x.pow(2).sum(1, keepdim=True).add(1e-5).sqrt() * 20.0
+    torch.testing.assert_close(norm(x), want)
+    scale = torch.arange(1.0, 7.0)
+    norm.load_state_dict({"scale": scale.reshape(1, 6, 1, 1)})  # GluonCV's layout, older checkpoints
+    torch.testing.assert_close(norm.scale.detach(), scale)
+    with pytest.raises(RuntimeError, match="size mismatch"):
+        norm.load_state_dict({"scale": torch.ones(1, 5, 1, 1)})
+    # the gradient has the parameter's shape, also when compiled under autocast on channels-last input
+    compiled = torch.compile(norm)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = compiled(x.contiguous(memory_format=torch.channels_last).requires_grad_())
+    out.float().sum().backward()
+    assert tuple(norm.scale.grad.shape) == (6,)
 
 
 # ----------------------------------------------------------------------------------------------- API

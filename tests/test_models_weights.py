@@ -172,7 +172,12 @@ def test_every_gluon_name_maps(name):
     with torch.device("meta"):  # shapes only: no memory, no initialisation
         net = get_model(name, classes=classes_of(name))
     ours = {k: tuple(v.shape) for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
-    assert mapped == ours
+    assert mapped.keys() == ours.keys()
+    differ = {k: (mapped[k], ours[k]) for k in ours if mapped[k] != ours[k]}
+    if "vgg" in name:  # GluonCV's L2Norm scale is [1, C, 1, 1]; ssdkit's is [C]
+        assert differ == {"features.norm4.scale": ((1, 512, 1, 1), (512,))}
+    else:
+        assert not differ
     assert len(constants) == len(PRESETS[name].anchor_spec.steps) + (1 if "vgg" in name else 0)
     trainable = sum(p.numel() for p in net.parameters())
     assert trainable == NAMES["param_counts"][name]

@@ -58,16 +58,29 @@ EXTRA_SPECS = {
 
 
 class L2Norm(nn.Module):
-    """``x / sqrt(sum_c x^2 + eps) * scale``; ``scale Tensor[1, C, 1, 1]`` learned, initialised to ``initial``."""
+    """``x / sqrt(sum_c x^2 + eps) * scale``; ``scale Tensor[C]`` learned, initialised to ``initial``.
+
+    GluonCV keeps the scale as ``Tensor[1, C, 1, 1]``; a weight file or checkpoint in that shape loads unchanged.
+    The scale is one-dimensional here because the compiled backward (``torch.compile`` under CUDA autocast, torch
+    2.11) returns its gradient as ``Tensor[C]`` and then rejects it against a ``Tensor[1, C, 1, 1]`` parameter; a
+    flat parameter also stays out of the channels-last conversion of the model.
+    """
 
     def __init__(self, channels: int, initial: float = 20.0, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
         self.initial = initial
-        self.scale = nn.Parameter(torch.full((1, channels, 1, 1), float(initial)))
+        self.scale = nn.Parameter(torch.full((channels,), float(initial)))
 
     def forward(self, x: Tensor) -> Tensor:
-        return x * torch.rsqrt(x.pow(2).sum(dim=1, keepdim=True) + self.eps) * self.scale
+        return x * torch.rsqrt(x.pow(2).sum(dim=1, keepdim=True) + self.eps) * self.scale.view(1, -1, 1, 1)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        key = prefix + "scale"
+        stored = state_dict.get(key)
+        if stored is not None and stored.dim() == 4 and stored.numel() == self.scale.numel():
+            state_dict[key] = stored.reshape(-1)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def _conv_relu(

@@ -149,7 +149,7 @@ def load_state_strict(
     mismatched = [
         f"{shown(k)}: file {tuple(state[k].shape)} vs model {tuple(target[k].shape)}"
         for k in state
-        if k in target and tuple(state[k].shape) != tuple(target[k].shape)
+        if k in target and not _same_but_unit_dims(state[k].shape, target[k].shape)
     ]
     if unexpected or missing or mismatched:
         parts = []
@@ -162,7 +162,14 @@ def load_state_strict(
         what = getattr(module, "name", None) or type(module).__name__
         raise WeightsError(f"weight file {source!r} does not fit {what}: " + "; ".join(parts))
     # load_state_dict (not a plain copy) runs the modules' load hooks, e.g. FixedGammaBatchNorm2d's gamma reset
-    module.load_state_dict({k: v.to(dtype=target[k].dtype) for k, v in state.items()}, strict=False)
+    module.load_state_dict(
+        {k: v.to(dtype=target[k].dtype).reshape(target[k].shape) for k, v in state.items()}, strict=False
+    )
+
+
+def _same_but_unit_dims(a: torch.Size, b: torch.Size) -> bool:
+    """Whether two shapes differ at most in size-1 dimensions (GluonCV's ``[1, C, 1, 1]`` scale vs ``[C]``)."""
+    return tuple(a) == tuple(b) or [d for d in a if d != 1] == [d for d in b if d != 1]
 
 
 def _strip_prefix(state: Mapping[str, Tensor], prefixes: tuple[str, ...]) -> dict[str, Tensor]:
