@@ -8,8 +8,9 @@ What Gluon's ``save_parameters`` writes for each zoo family (structural names; `
 | all             | BatchNorm ``gamma`` / ``beta``                           | ``weight`` / ``bias``               |
 | all             | BatchNorm ``running_mean`` / ``running_var``             | the same                            |
 | all (constants) | ``anchor_generators.N.anchors`` ``[1, 1, S, S, K*4]``    | compared with ssdkit's anchors      |
-| VGG16-atrous    | ``features.stages.N.M.*``, ``features.norm4.scale``,     | the same                            |
-|                 | ``features.extras.N.M.*``; constant ``features.init_scale`` | compared with ``std * 255``       |
+| VGG16-atrous    | ``features.stages.N.M.*``, ``features.norm4.scale``,     | the same (the scale ``[1, C, 1, 1]`` |
+|                 | ``features.extras.N.M.*``; constant ``features.init_scale`` | -> ``[C]``); ``init_scale``       |
+|                 |                                                          | compared with ``std * 255``         |
 | ResNet-50 v1    | ``features.resnetv1X_conv0_weight``, ``..._batchnorm0_*`` | ``features.body.conv1`` / ``bn1``  |
 |                 | ``features.resnetv1X_stageS_convI_*`` / ``_batchnormI_*`` | ``features.body.layerS.B.*``       |
 | MobileNet 1.0   | ``features.mobilenetX_convI_weight`` / ``_batchnormI_*`` | ``features.body.features.{3I, 3I+1}`` |
