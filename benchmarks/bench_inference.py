@@ -1,5 +1,5 @@
 """Detector inference speed, side by side: ssdkit (eager fp32 as is, and with BatchNorm folded + channels-last in
-fp32 and bfloat16 autocast, the same compiled with Inductor's freezing, ONNX Runtime),
+fp32 and bfloat16 autocast, the same compiled with Inductor's freezing, int8 (``Int8Detector``), ONNX Runtime),
 torchvision's ssd300_vgg16 and GluonCV's hybridized network, on SSD300-VGG16 and SSD512-MobileNet1.0.
 
 Every path runs the whole detector: the network, box decoding, class decoding and NMS (top 400, keep 100 for
@@ -20,6 +20,7 @@ Every round times each path once (interleaved), so a busy machine slows every co
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 
 # idle OpenMP threads must sleep, not spin: on a shared CPU spinning threads slowed eager PyTorch 5-10x here
@@ -60,7 +61,7 @@ def calibrated_net(name: str, candidates: float):
     return net, offset
 
 
-def compiled_paths(net, x, bf16: bool, say) -> dict:
+def compiled_paths(net, x, bf16: bool, int8: bool, say) -> dict:
     """Inductor-compiled detectors (``ssdkit.export.compiled``), compiled here (first calls) and reported."""
     from ssdkit.export.compiled import CompiledDetector
 
@@ -72,6 +73,16 @@ def compiled_paths(net, x, bf16: bool, say) -> dict:
         detector(x)
         say(f"#   compiled {dtype} batch {x.shape[0]}: {time.perf_counter() - start:.1f} s to compile and run twice")
         jobs[f"ssdkit compiled {dtype} channels-last"] = lambda d=detector: d(x)
+    if int8:
+        from ssdkit.export.quantized import Int8Detector
+
+        start = time.perf_counter()
+        calibration = [torch.rand_like(x) for _ in range(2)]  # random weights: the ranges matter, not their source
+        int8_detector = Int8Detector(net, calibration)
+        int8_detector(x)
+        int8_detector(x)
+        say(f"#   int8 batch {x.shape[0]}: {time.perf_counter() - start:.1f} s to calibrate, compile and run twice")
+        jobs["ssdkit compiled int8 channels-last"] = lambda: int8_detector(x)
     return jobs
 
 
@@ -169,6 +180,7 @@ def main(argv=None):
     parser.add_argument("--no-bf16", action="store_true", help="skip the bfloat16 path")
     parser.add_argument("--no-onnx", action="store_true")
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile paths")
+    parser.add_argument("--no-int8", action="store_true", help="skip the int8 path (needs torchao)")
     parser.add_argument("--gluoncv-python", default=DEFAULT_GLUONCV_PYTHON)
     parser.add_argument("--out", help="also write the table to this file")
     parser.add_argument("--summarize", nargs="+", metavar="LOG", help="only summarize the ratios of earlier logs")
@@ -184,6 +196,7 @@ def main(argv=None):
     models = [m for m in args.models.split(",") if m]
     batches = [int(b) for b in args.batches.split(",")]
     bf16 = cpu_has_native_bf16() and not args.no_bf16
+    int8 = not args.no_int8 and importlib.util.find_spec("torchao") is not None
 
     lines = [
         f"# python benchmarks/bench_inference.py {' '.join(argv if argv is not None else sys.argv[1:])}",
@@ -227,7 +240,7 @@ def main(argv=None):
                 jobs = ssdkit_paths(net, batch, onnx_path, args.threads, bf16)
                 if not args.no_compile:
                     x = torch.rand(batch, 3, net.data_shape, net.data_shape)
-                    jobs.update(compiled_paths(net, x, bf16, say))
+                    jobs.update(compiled_paths(net, x, bf16, int8, say))
                 if name.startswith("ssd_300_vgg16"):
                     jobs["torchvision ssd300_vgg16 fp32"] = torchvision_path(batch)
                 if server is not None:

@@ -92,6 +92,17 @@ def test_eval_json_equals_training_metric(trained_run):
     assert table.returncode == 0 and "| mAP" in table.stdout
 
 
+def test_eval_int8(trained_run):
+    pytest.importorskip("torchao")
+    out, _ = trained_run
+    proc = run("eval", "--checkpoint", str(out / "best.pt"), "--int8", "16", "--device", "cpu")
+    assert proc.returncode == 0, proc.stderr
+    assert "int8 calibrated on 16 training images" in proc.stdout and "| mAP" in proc.stdout
+    fp32 = json.loads(run("eval", "--checkpoint", str(out / "best.pt"), "--json").stdout)["mAP"]
+    int8 = json.loads(run("eval", "--checkpoint", str(out / "best.pt"), "--int8", "16", "--json").stdout)["mAP"]
+    assert abs(int8 - fp32) < 0.05  # int8 rounding moves scores a little, not the ranking of most detections
+
+
 def test_predict(trained_run, tmp_path):
     out, _ = trained_run
     img = tmp_path / "photo.png"

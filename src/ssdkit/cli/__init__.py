@@ -61,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
+    p.add_argument(
+        "--int8",
+        type=int,
+        nargs="?",
+        const=256,
+        default=0,
+        metavar="N",
+        help="evaluate the network quantized to int8 (CPU, needs torchao), calibrated on N training images "
+        "(default 256)",
+    )
 
     p = sub.add_parser(
         "predict",
@@ -179,6 +189,7 @@ def _cmd_eval(args) -> int:
     names, values, table = evaluate_checkpoint(
         args.checkpoint,
         **_pick(args, "dataset", "data_root", "val_splits", "decoder", "batch_size", "device", "num_workers"),
+        int8_calibration=args.int8,
     )
     if args.json:
         from ..metrics.report import metrics_to_dict

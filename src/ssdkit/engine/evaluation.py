@@ -13,7 +13,7 @@ from .checkpoint import load_checkpoint
 from .config import ConfigError, TrainConfig, resolve_config
 from .trainer import evaluate
 
-__all__ = ["load_trained_model", "evaluate_checkpoint", "predict_images", "load_onnx_detector"]
+__all__ = ["load_trained_model", "evaluate_checkpoint", "int8_detector", "predict_images", "load_onnx_detector"]
 
 
 def load_trained_model(path: str, device: torch.device, decoder: str | None = None):
@@ -41,8 +41,11 @@ def evaluate_checkpoint(
     batch_size: int | None = None,
     device: str = "auto",
     num_workers: int = 0,
+    int8_calibration: int = 0,
 ) -> tuple[list[str], list[float], str]:
-    """Evaluate ``path`` on its own validation split or on the given one: ``(names, values, table)``."""
+    """Evaluate ``path`` on its own validation split or on the given one: ``(names, values, table)``.
+    ``int8_calibration`` > 0: evaluate the int8 network (:class:`~ssdkit.export.quantized.Int8Detector`) calibrated
+    on that many images of the checkpoint's training split instead (CPU only)."""
     from ..metrics.report import format_ap_table
 
     dev = select_device(device)
@@ -63,9 +66,32 @@ def evaluate_checkpoint(
         raise ConfigError(f"the checkpoint predicts {list(net.classes)} but the data set has {list(classes)}")
     loader = build_loader(val_set, cfg, train=False)
     metric = build_metric(cfg, classes, val_set, data_shape)
-    names, values = evaluate(net, loader, metric, dev, decoder=cfg.decoder)
-    title = f"{os.path.basename(path)} on {cfg.dataset} ({len(val_set)} images, decoder {cfg.decoder})"
+    model, precision = net, ""
+    if int8_calibration < 0:
+        raise ConfigError(f"--int8 {int8_calibration}: give a positive number of calibration images")
+    if int8_calibration > 0:
+        if dev.type != "cpu":
+            raise ConfigError("--int8 runs on the CPU: add --device cpu")
+        model = int8_detector(net, cfg, data_shape, int8_calibration)
+        precision = f", int8 calibrated on {int8_calibration} training images"
+    names, values = evaluate(model, loader, metric, dev, decoder=cfg.decoder)
+    title = f"{os.path.basename(path)} on {cfg.dataset} ({len(val_set)} images, decoder {cfg.decoder}{precision})"
     return names, values, format_ap_table(names, values, title=title)
+
+
+def int8_detector(net, cfg: TrainConfig, data_shape: int, count: int):
+    """``Int8Detector`` of ``net`` calibrated on ``count`` images spread evenly over the training split of ``cfg``,
+    preprocessed for evaluation (no augmentation): the split that is scored never sets the ranges."""
+    from ..export.quantized import Int8Detector
+
+    train_set, _, _ = build_datasets(dataclasses.replace(cfg, augment="none"), data_shape, train=True, val=False)
+    picks = torch.linspace(0, len(train_set) - 1, min(count, len(train_set))).round().long().unique().tolist()
+    images = [train_set[i][0] for i in picks]
+    batch = max(1, cfg.batch_size)
+    try:
+        return Int8Detector(net, [torch.stack(images[i : i + batch]) for i in range(0, len(images), batch)])
+    except ImportError as err:
+        raise ConfigError(str(err)) from None
 
 
 @torch.no_grad()
