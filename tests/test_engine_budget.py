@@ -1,3 +1,4 @@
+import dataclasses
 import time
 
 import pytest
@@ -190,3 +191,50 @@ def test_one_slow_epoch_does_not_shorten_the_run(tmp_path):
     assert keeper.after_epoch(3, 70.0) is None and plan.epochs == 16  # median 30 s: 13 x 30 + 2 evals fit
     assert keeper.after_epoch(4, 70.0) is not None  # median 50 s: they no longer fit
     assert plan.epochs < 16 and cfg.epochs == plan.epochs and scheduler.decay_epochs == cfg.lr_decay_epochs
+
+
+def test_lengthen_adds_epochs_before_the_first_decay_and_keeps_the_ending():
+    small = RunShape(
+        epochs=16, images_per_epoch=1000, lr_decay_epochs=(12, 14), dense_epochs=12, val_interval=7, batch_size=16
+    )
+    # after 4 of 16 epochs, 400 s at 20 s an epoch and 5 s an evaluation: 12 epochs + 2 evals need 256 s; less the
+    # growth's safety share (364 s usable) 17 epochs + 3 evals + finish fit (361 s), 18 and a fourth eval would not
+    new = budget.lengthen(small, 4, 400.0, epoch_s=20.0, eval_s=5.0, max_images=64_000)
+    assert new.epochs == 21 and new.images_per_epoch == 1000
+    assert new.lr_decay_epochs == (17, 19) and new.dense_epochs == 17  # moved later by the 5 epochs added
+    keep = new.epochs - 4
+    cost = keep * 20.0 + budget._evals_after(4, new.epochs, 7) * 5.0 + budget.FINISH_SECONDS
+    assert cost <= 400.0 * (1 - budget.GROW_SAFETY) < cost + 20.0 + 5.0
+    # never past the recipe's images, never once the first decay is behind, never without time to spare
+    assert budget.lengthen(small, 4, 400.0, 20.0, 5.0, max_images=18_000).epochs == 18
+    assert budget.lengthen(small, 4, 400.0, 20.0, 5.0, max_images=16_000) == small
+    assert budget.lengthen(small, 12, 10_000.0, 20.0, 5.0, max_images=64_000) == small
+    assert budget.lengthen(small, 4, 250.0, 20.0, 5.0, max_images=64_000) == small
+    constant = dataclasses.replace(small, lr_decay_epochs=())  # no decay point: no middle to grow
+    assert budget.lengthen(constant, 4, 10_000.0, 20.0, 5.0, max_images=64_000) == constant
+
+
+def test_a_run_with_time_left_is_lengthened_up_to_the_recipe(tmp_path):
+    """A cautious first plan (the probe measured dense images on a machine still warming up) leaves time over: after
+    two epochs the keeper adds epochs before the first decay, and never grows past the recipe's images."""
+    from types import SimpleNamespace
+
+    cfg = TrainConfig(
+        time_budget=10, epochs=16, synthetic_train_size=1600, lr_decay_epochs=[12, 14], synthetic_dense_epochs=12,
+        val_interval=7, output=str(tmp_path),
+        extra={budget.START_KEY: time.time(), budget.EVAL_KEY: 5.0, budget.RECIPE_KEY: 64_000},
+    )  # fmt: skip
+    plan, scheduler = SimpleNamespace(epochs=16), SimpleNamespace(decay_epochs=[12, 14])
+    meta: dict = {}
+    keeper = budget.BudgetKeeper(cfg, plan, scheduler, meta, rank=0, world=1)
+    keeper.started = (
+        time.time() - 60.0
+    )  # two epochs of 25 s and the start: 540 s left: 18 more epochs of 25 s and 3 evaluations fit in 88 %
+    assert keeper.after_epoch(1, 25.0) is None  # one epoch alone is never enough to change the plan
+    change = keeper.after_epoch(2, 25.0)
+    assert change is not None and "adding 4 epoch(s): the run now ends after epoch 20" in change, change
+    assert plan.epochs == cfg.epochs == 20 and scheduler.decay_epochs == cfg.lr_decay_epochs == [16, 18]
+    assert cfg.synthetic_dense_epochs == 16 and meta["config"]["epochs"] == 20
+    assert (tmp_path / "config.json").exists()
+    keeper.started -= 25.0  # the third epoch took its 25 s: the grown plan still fits, nothing changes
+    assert keeper.after_epoch(3, 25.0) is None

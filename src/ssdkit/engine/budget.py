@@ -9,7 +9,9 @@ still ends on time. The run's clock starts when :func:`~ssdkit.engine.trainer.fi
 
 The plan is checked again after every epoch (:class:`BudgetKeeper`): when the epochs still to come no longer fit at
 the speed the epochs so far had (the machine got busy, or the probe was optimistic), :func:`shorten` leaves out the
-next of them, so the run keeps its ending (LR decays, the last epochs on sparse images) and still ends on time.
+next of them, so the run keeps its ending (LR decays, the last epochs on sparse images) and still ends on time;
+when time is left over (the probe was cautious), :func:`lengthen` adds epochs before the first LR decay, up to
+the recipe's images.
 
 The functions here are pure except :func:`measure_speed` and :func:`apply_time_budget`, the trainer's hook.
 """
@@ -41,16 +43,19 @@ __all__ = [
     "MIN_STEPS_PER_EPOCH",
     "SMALL_RECIPE_IMAGES",
     "shorten",
+    "lengthen",
     "BudgetKeeper",
     "EVAL_KEY",
 ]
 
 START_KEY = "budget_started_at"  # TrainConfig.extra: time.time() when fit() was called
 EVAL_KEY = "budget_eval_s"  # TrainConfig.extra: the probe's seconds per evaluation (set when the budget applies)
+RECIPE_KEY = "budget_recipe_images"  # TrainConfig.extra: the recipe's training images, the most a run may grow to
 MIN_STEPS_PER_EPOCH = 20  # fewer steps than this per epoch: take fewer epochs instead
 FINISH_SECONDS = 6.0  # after the last evaluation: plots, the final table, the processes' exit
 EPOCH_SECONDS = 0.5  # per epoch besides its steps: loader start, last.pt
 SAFETY = 0.06  # the share of the time left that is kept free for a machine that slows down
+GROW_SAFETY = 0.09  # the share kept free when epochs are added
 PROBE_WARMUP_STEPS = 1  # steps not timed (oneDNN builds its kernels in the first ones)
 PROBE_STEPS = 6  # steps timed
 PROBE_EVAL_BATCHES = 2  # validation batches timed
@@ -160,6 +165,38 @@ def shorten(shape: RunShape, done: int, seconds_left: float, epoch_s: float, eva
     )
 
 
+def lengthen(
+    shape: RunShape, done: int, seconds_left: float, epoch_s: float, eval_s: float, max_images: int
+) -> RunShape:
+    """``shape`` after ``done`` epochs with as many epochs added as still end within ``seconds_left`` less the
+    ``GROW_SAFETY`` share (more than :func:`shorten` keeps free, so that noise does not grow a run and then shrink
+    it), the total at most ``max_images`` training images. The epochs are added next, before the first LR decay
+    point still ahead, so the constant-rate middle grows and the ending stays; once the first decay is behind,
+    nothing is added. Returns ``shape`` itself when nothing can be added."""
+    if not shape.lr_decay_epochs or min(shape.lr_decay_epochs) <= done:
+        return shape
+    usable = seconds_left * (1.0 - GROW_SAFETY)
+    remaining = shape.epochs - done
+
+    def cost(keep: int) -> float:
+        return keep * epoch_s + _evals_after(done, done + keep, shape.val_interval) * eval_s + FINISH_SECONDS
+
+    most = max(0, max_images // shape.images_per_epoch - shape.epochs)
+    add = next((a for a in range(most, 0, -1) if cost(remaining + a) <= usable), 0)
+    if add == 0:
+        return shape
+
+    def moved(boundary: int) -> int:  # an epoch boundary still ahead moves later by `add`
+        return boundary if boundary <= done else boundary + add
+
+    return dataclasses.replace(
+        shape,
+        epochs=shape.epochs + add,
+        lr_decay_epochs=tuple(moved(d) for d in shape.lr_decay_epochs),
+        dense_epochs=moved(shape.dense_epochs),
+    )
+
+
 def fit_to_budget(recipe: RunShape, seconds_left: float, images_per_s: float, eval_s: float) -> BudgetPlan:
     """The largest run of ``recipe``'s shape that ends within ``seconds_left`` (after a ``SAFETY`` share is kept
     free). Images per epoch are whole batches. Raises :class:`ConfigError` when not even one epoch of
@@ -264,12 +301,13 @@ def apply_time_budget(cfg: TrainConfig, say: Callable[[str], None], rank: int, w
         lr_decay_epochs=list(shape.lr_decay_epochs),
         synthetic_dense_epochs=shape.dense_epochs,
         val_interval=shape.val_interval,
-        extra={**cfg.extra, START_KEY: started, EVAL_KEY: eval_s},
+        extra={**cfg.extra, START_KEY: started, EVAL_KEY: eval_s, RECIPE_KEY: recipe.images},
     )
 
 
 class BudgetKeeper:
-    """Checks the plan after every epoch and shortens the run (:func:`shorten`) when the rest no longer fits.
+    """Checks the plan after every epoch: shortens the run (:func:`shorten`) when the rest no longer fits, and
+    lengthens it (:func:`lengthen`, at most to the recipe's images) when time is left over.
 
     Rank 0 decides from its clock and the median of the epochs' seconds so far; every process applies the same
     change to the objects it is given: ``cfg`` (the run's config: epochs, decay points, dense epochs; the synthetic
@@ -282,6 +320,7 @@ class BudgetKeeper:
         self.budget_s = float(cfg.time_budget) * 60.0
         self.started = float(cfg.extra[START_KEY])
         self.eval_s = float(cfg.extra[EVAL_KEY])
+        self.max_images = int(cfg.extra.get(RECIPE_KEY, 0))  # 0: a plan from before runs could grow
         self.epoch_times: list[float] = []
 
     @classmethod
@@ -311,6 +350,8 @@ class BudgetKeeper:
         if self.rank == 0 and len(self.epoch_times) >= MIN_EPOCHS_MEASURED:
             left = self.budget_s - (time.time() - self.started)
             new = shorten(self.shape(), done, left, typical, self.eval_s)
+            if new == self.shape():
+                new = lengthen(new, done, left, typical, self.eval_s, self.max_images)
             if new != self.shape():
                 change = {"shape": dataclasses.asdict(new), "left": left, "epoch_s": typical}
         if self.world > 1:
@@ -318,7 +359,7 @@ class BudgetKeeper:
         if change is None:
             return None
         new = RunShape(**{k: tuple(v) if isinstance(v, list) else v for k, v in change["shape"].items()})
-        skipped = self.cfg.epochs - new.epochs
+        added = new.epochs - self.cfg.epochs
         self.cfg.epochs = self.plan.epochs = new.epochs
         self.cfg.lr_decay_epochs = list(new.lr_decay_epochs)
         self.cfg.synthetic_dense_epochs = new.dense_epochs
@@ -330,6 +371,6 @@ class BudgetKeeper:
         decay = ", ".join(map(str, new.lr_decay_epochs)) or "none"
         return (
             f"time budget: {change['left']:.0f} s left at {change['epoch_s']:.1f} s per epoch and "
-            f"{self.eval_s:.1f} s per evaluation; leaving out {skipped} epoch(s): the run now ends after epoch "
-            f"{new.epochs} (LR decay at epoch {decay})"
+            f"{self.eval_s:.1f} s per evaluation; {'adding' if added > 0 else 'leaving out'} {abs(added)} epoch(s): "
+            f"the run now ends after epoch {new.epochs} (LR decay at epoch {decay})"
         )
