@@ -104,3 +104,31 @@ def test_int8_ssd300_keeps_every_anchor():
 def test_int8_needs_calibration_images():
     with pytest.raises(ValueError, match="at least one batch"):
         Int8Detector(ssdkit.get_model("ssd_tiny_synthetic").eval(), [])
+
+
+def test_reduced_range_where_int8_convolutions_have_no_vnni(monkeypatch):
+    from ssdkit.export import quantized
+
+    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: True)
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
+    assert not quantized.int8_needs_reduced_range()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
+    assert not quantized.int8_needs_reduced_range()
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # oneDNN held to AVX2: vpmaddubsw, 16-bit pair sums
+    assert quantized.int8_needs_reduced_range()
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setattr(torch.cpu, "_is_vnni_supported", lambda: False)
+    assert quantized.int8_needs_reduced_range()
+
+
+@pytest.mark.parametrize("reduce_range, quant_max", [(True, 127), (False, 255)])
+def test_int8_activation_range(reduce_range, quant_max):
+    torch.manual_seed(0)
+    net = ssdkit.get_model("ssd_tiny_synthetic").eval()
+    detector = Int8Detector(net, [torch.rand(2, 3, 128, 128)], reduce_range=reduce_range)
+    activation_max = {
+        node.args[4]
+        for node in detector.quantized.graph.nodes
+        if node.target == torch.ops.quantized_decomposed.quantize_per_tensor.default
+    }
+    assert activation_max == {quant_max}

@@ -19,6 +19,7 @@ Needs the optional ``torchao`` package (``pip install torchao``).
 
 from __future__ import annotations
 
+import os
 import warnings
 from typing import Iterable
 
@@ -27,9 +28,20 @@ from torch import Tensor, fx, nn
 
 from .fuse import inference_copy
 
-__all__ = ["Int8Detector", "explicit_ceil_pools"]
+__all__ = ["Int8Detector", "explicit_ceil_pools", "int8_needs_reduced_range"]
 
 _RELUS = {torch.ops.aten.relu.default, torch.ops.aten.relu_.default}
+# oneDNN ISA caps (ONEDNN_MAX_CPU_ISA) whose int8 kernels have no VNNI instruction
+_NO_VNNI_CAPS = {"SSE41", "AVX", "AVX2", "AVX512_CORE"}
+
+
+def int8_needs_reduced_range() -> bool:
+    """True where oneDNN's int8 convolutions run without VNNI (AVX2 CPUs, or a cap set by ``ONEDNN_MAX_CPU_ISA``):
+    there the uint8 x int8 products are summed in pairs into 16 bits (``vpmaddubsw``), which saturates unless the
+    activations keep to 7 bits, so they are quantized to 0..127 instead of 0..255."""
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    has_vnni = getattr(torch.cpu, "_is_vnni_supported", None)  # private in PyTorch: without it, assume none
+    return cap in _NO_VNNI_CAPS or has_vnni is None or not has_vnni()
 
 
 def _extra_padding(size: int, kernel: int, stride: int, padding: int, dilation: int) -> int:
@@ -88,11 +100,18 @@ class Int8Detector:
         calibration: batches ``Tensor[B, 3, H, W]`` of preprocessed images at the size the detector will run; the
             activation ranges are observed on all of them (a few hundred images is plenty).
         channels_last: NHWC activations (oneDNN's layout for int8 convolutions).
+        reduce_range: 7-bit activations (None: where :func:`int8_needs_reduced_range`, i.e. without VNNI).
 
     The quantized graph accepts any batch size; Inductor compiles it once per batch size at the first call.
     """
 
-    def __init__(self, net: nn.Module, calibration: Iterable[Tensor], channels_last: bool = True):
+    def __init__(
+        self,
+        net: nn.Module,
+        calibration: Iterable[Tensor],
+        channels_last: bool = True,
+        reduce_range: bool | None = None,
+    ):
         try:
             import torchao.quantization.pt2e.quantizer.x86_inductor_quantizer as x86q
             from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
@@ -115,7 +134,8 @@ class Int8Detector:
             graph = exported.module()
             explicit_ceil_pools(graph)
             quantizer = x86q.X86InductorQuantizer()
-            quantizer.set_global(x86q.get_default_x86_inductor_quantization_config())
+            self.reduce_range = int8_needs_reduced_range() if reduce_range is None else bool(reduce_range)
+            quantizer.set_global(x86q.get_default_x86_inductor_quantization_config(reduce_range=self.reduce_range))
             observed = prepare_pt2e(graph, quantizer)
             observed(self._layout(first))
             for images in batches:
