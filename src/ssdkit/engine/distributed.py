@@ -17,6 +17,7 @@ all processes (:func:`ssdkit.loss.global_positive_count`), as GluonCV does acros
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 import socket
 import threading
@@ -119,9 +120,16 @@ def wrap_ddp(net: torch.nn.Module, device: torch.device) -> torch.nn.parallel.Di
     as GluonCV keeps one copy per device; and the per-forward broadcast over NCCL failed on the VGG models'
     channels-last input-scale buffer ``Tensor[1, 3, 1, 1]`` ("refer to a single memory location", torch 2.11).
     """
-    return torch.nn.parallel.DistributedDataParallel(
-        net, device_ids=[device] if device.type == "cuda" else None, broadcast_buffers=False
+    ddp = torch.nn.parallel.DistributedDataParallel
+    # newer PyTorch turns off the per-forward broadcast with `forward_sync_buffers` and deprecates
+    # `broadcast_buffers` (a FutureWarning in every run's log); the new switch also keeps the broadcast of the
+    # buffers at construction, which `broadcast_buffers=False` (older PyTorch) leaves out
+    no_forward_sync = (
+        {"forward_sync_buffers": False}
+        if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters
+        else {"broadcast_buffers": False}
     )
+    return ddp(net, device_ids=[device] if device.type == "cuda" else None, **no_forward_sync)
 
 
 def _free_port() -> int:
