@@ -62,7 +62,7 @@ def main(argv=None):
     int8 = int8_detector(net, cfg, data_shape, args.calibration_images)
     say(
         f"# model {cfg.model}, {len(val_set)} validation images, batch {cfg.batch_size}, decoder {cfg.decoder}; "
-        f"calibrated on {args.calibration_images} training images in {time.perf_counter() - start:.1f} s"
+        f"calibrated on at most {args.calibration_images} training images in {time.perf_counter() - start:.1f} s"
     )
     paths = {"float32 eager": net, "int8 compiled": int8}
     results: dict[str, list[float]] = {}

@@ -48,6 +48,8 @@ def evaluate_checkpoint(
     on that many images of the checkpoint's training split instead (CPU only)."""
     from ..metrics.report import format_ap_table
 
+    if int8_calibration < 0:
+        raise ConfigError(f"--int8 {int8_calibration}: give a positive number of calibration images")
     dev = select_device(device)
     net, cfg, ckpt = load_trained_model(path, dev, decoder)
     changes: dict[str, Any] = {"num_workers": num_workers, "device": device, "resume": None}
@@ -67,8 +69,6 @@ def evaluate_checkpoint(
     loader = build_loader(val_set, cfg, train=False)
     metric = build_metric(cfg, classes, val_set, data_shape)
     model, precision = net, ""
-    if int8_calibration < 0:
-        raise ConfigError(f"--int8 {int8_calibration}: give a positive number of calibration images")
     if int8_calibration > 0:
         if dev.type != "cpu":
             raise ConfigError("--int8 runs on the CPU: add --device cpu")
