@@ -30,7 +30,7 @@ KERNEL_CHECK = """
 import os, torch, ssdkit
 from ssdkit.engine.builders import amp_dtype_for
 amp = amp_dtype_for(torch.device("cpu"), None if os.environ.get("ONEDNN_MAX_CPU_ISA") is None else False)
-net = ssdkit.get_model("ssd_tiny_synthetic").to(memory_format=torch.channels_last)
+net = ssdkit.get_model("ssd_tiny48_synthetic").to(memory_format=torch.channels_last)
 x = torch.rand(2, 3, 128, 128).contiguous(memory_format=torch.channels_last)
 with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
     cls, box, _ = net(x)

@@ -1,5 +1,6 @@
-"""One training step of the default model (``ssd_tiny_synthetic``, 8 images = one process's share, one thread,
-float32), NCHW against channels-last, interleaved, medians; ``--profile`` adds torch.profiler's table.
+"""One training step of the tiny models (8 images = one process's share, one thread, float32), interleaved, medians:
+the default model ``ssd_tiny48_synthetic`` in NCHW and channels-last, and ``ssd_tiny_synthetic`` (64-channel stem)
+channels-last; ``--profile`` adds torch.profiler's table of the default model's channels-last step.
 
     ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/bench_tiny_step.py --profile
 
@@ -19,9 +20,9 @@ import ssdkit
 from ssdkit.loss import SSDMultiBoxLoss
 
 
-def make_step(channels_last: bool, batch: int):
+def make_step(model: str, channels_last: bool, batch: int):
     torch.manual_seed(0)
-    net = ssdkit.get_model("ssd_tiny_synthetic").train()
+    net = ssdkit.get_model(model).train()
     x = torch.rand(batch, 3, 128, 128)
     if channels_last:
         net.to(memory_format=torch.channels_last)
@@ -52,7 +53,11 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    steps = {"nchw": make_step(False, args.batch), "channels_last": make_step(True, args.batch)}
+    steps = {
+        "nchw": make_step("ssd_tiny48_synthetic", False, args.batch),
+        "channels_last": make_step("ssd_tiny48_synthetic", True, args.batch),
+        "tiny64 ch-last": make_step("ssd_tiny_synthetic", True, args.batch),
+    }
     for step in steps.values():
         step(), step()
     times = {name: [] for name in steps}
@@ -61,12 +66,12 @@ def main() -> None:
             start = time.perf_counter()
             step()
             times[name].append(time.perf_counter() - start)
-    base = statistics.median(times["nchw"])
+    base, wide = statistics.median(times["nchw"]), statistics.median(times["tiny64 ch-last"])
     for name, ts in times.items():
         m = statistics.median(ts)
         print(
             f"{name:14s} step {m * 1000:7.1f} ms (median of {len(ts)}, min {min(ts) * 1000:.1f}), "
-            f"{args.batch / m:6.1f} images/s, NCHW / this = {base / m:.2f}"
+            f"{args.batch / m:6.1f} images/s, NCHW / this = {base / m:.2f}, this / tiny64 = {m / wide:.2f}"
         )
     if args.profile:
         from torch.profiler import ProfilerActivity, profile

@@ -168,6 +168,7 @@ def test_diverged_arm_counts_as_zero_and_is_reported(tmp_path):
 def test_run_folder_key_covers_training_settings_only():
     base = ablate._study_base(TrainConfig())
     cfg = arm_configs(base, TIPS["loss-norm"], 0, 0.08)["batch"]
+    assert cfg.model == "ssd_tiny_synthetic"  # the study's model, not the train command's default
     key = ablate.config_key(cfg)
     # a study's finished runs stay reusable when run-control settings are at their neutral values ...
     trimmed = {k: v for k, v in cfg.to_dict().items() if k not in ablate._KEY_NEUTRAL}

@@ -193,7 +193,7 @@ def test_one_slow_epoch_does_not_shorten_the_run(tmp_path):
     assert plan.epochs < 16 and cfg.epochs == plan.epochs and scheduler.decay_epochs == cfg.lr_decay_epochs
 
 
-def test_lengthen_adds_epochs_before_the_first_decay_and_keeps_the_ending():
+def test_lengthen_adds_epochs_before_the_next_decay_and_keeps_the_ending():
     small = RunShape(
         epochs=16, images_per_epoch=1000, lr_decay_epochs=(12, 14), dense_epochs=12, val_interval=7, batch_size=16
     )
@@ -205,10 +205,15 @@ def test_lengthen_adds_epochs_before_the_first_decay_and_keeps_the_ending():
     keep = new.epochs - 4
     cost = keep * 20.0 + budget._evals_after(4, new.epochs, 7) * 5.0 + budget.FINISH_SECONDS
     assert cost <= 400.0 * (1 - budget.GROW_SAFETY) < cost + 20.0 + 5.0
-    # never past the recipe's images, never once the first decay is behind, never without time to spare
+    # between the decays: at the once-decayed rate, before the second decay; the dense epochs are over and stay so
+    # (200 s, 182 usable: 8 epochs + evaluations after epochs 14 and 20 + finish = 176 s fit, 9 epochs would not)
+    later = budget.lengthen(small, 12, 200.0, 20.0, 5.0, max_images=64_000)
+    assert later.epochs == 20 and later.lr_decay_epochs == (12, 18) and later.dense_epochs == 12
+    # never past the recipe's images, never after the last decay, never without time to spare
     assert budget.lengthen(small, 4, 400.0, 20.0, 5.0, max_images=18_000).epochs == 18
     assert budget.lengthen(small, 4, 400.0, 20.0, 5.0, max_images=16_000) == small
-    assert budget.lengthen(small, 12, 10_000.0, 20.0, 5.0, max_images=64_000) == small
+    assert budget.lengthen(small, 14, 10_000.0, 20.0, 5.0, max_images=64_000) == small
+    assert budget.lengthen(small, 12, 100.0, 20.0, 5.0, max_images=64_000) == small
     assert budget.lengthen(small, 4, 250.0, 20.0, 5.0, max_images=64_000) == small
     constant = dataclasses.replace(small, lr_decay_epochs=())  # no decay point: no middle to grow
     assert budget.lengthen(constant, 4, 10_000.0, 20.0, 5.0, max_images=64_000) == constant
@@ -238,3 +243,26 @@ def test_a_run_with_time_left_is_lengthened_up_to_the_recipe(tmp_path):
     assert (tmp_path / "config.json").exists()
     keeper.started -= 25.0  # the third epoch took its 25 s: the grown plan still fits, nothing changes
     assert keeper.after_epoch(3, 25.0) is None
+
+
+def test_after_the_dense_epochs_the_keeper_times_the_sparse_ones(tmp_path):
+    """Sparse epochs make their images faster than dense ones: once the dense epochs are over, the plan for the rest
+    is timed by the sparse epochs alone, so the time they save is trained (before the last decay) instead of left."""
+    from types import SimpleNamespace
+
+    cfg = TrainConfig(
+        time_budget=10, epochs=16, synthetic_train_size=1600, lr_decay_epochs=[12, 14], synthetic_dense_epochs=12,
+        val_interval=8, output=str(tmp_path),
+        extra={budget.START_KEY: time.time(), budget.EVAL_KEY: 5.0, budget.RECIPE_KEY: 64_000},
+    )  # fmt: skip
+    plan, scheduler = SimpleNamespace(epochs=16), SimpleNamespace(decay_epochs=[12, 14])
+    keeper = budget.BudgetKeeper(cfg, plan, scheduler, {}, rank=0, world=1)
+    keeper.epoch_times = [40.0] * 12  # twelve dense epochs of 40 s
+    # after the first sparse epoch (25 s), 140 s are left for 3 epochs, an evaluation and the finish: at the
+    # dense epochs' 40 s they need 131 s and nothing is added; at 25 s one more epoch fits in the 91 % (127.4 s):
+    # 4 x 25 + 5 + 6 = 111 s, while 5 x 25 + two evaluations + 6 = 141 s would not
+    keeper.started = time.time() - (600.0 - 140.0)
+    change = keeper.after_epoch(13, 25.0)
+    assert change is not None and "adding 1 epoch(s): the run now ends after epoch 17" in change, change
+    assert scheduler.decay_epochs == [12, 15] and cfg.synthetic_dense_epochs == 12
+    assert keeper.sparse_times == [25.0]

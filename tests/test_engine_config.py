@@ -277,3 +277,8 @@ def test_procs_on_cuda_are_one_per_gpu(monkeypatch):
     assert resolve_config(TrainConfig(device="cuda:0", procs=4)).procs == 4
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_config(TrainConfig()).procs == 2
+
+
+def test_the_synthetic_default_model_is_the_48_channel_stem():
+    assert resolve_config(TrainConfig()).model == "ssd_tiny48_synthetic"
+    assert resolve_config(TrainConfig(model="ssd_tiny_synthetic")).model == "ssd_tiny_synthetic"

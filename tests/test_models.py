@@ -21,6 +21,7 @@ from torch import nn
 from ssdkit.anchors import ssd_anchors
 from ssdkit.models import COCO_CLASSES, DEFAULT_SYNTHETIC_CLASSES, VOC_CLASSES, WeightsError, get_model, list_models
 from ssdkit.models.feature_expander import FixedGammaBatchNorm2d
+from ssdkit.models.tiny import TinyExtractor
 from ssdkit.models.vgg_atrous import L2Norm
 
 ARCHS = ("ssd_300_vgg16_atrous", "ssd_512_vgg16_atrous", "ssd_512_resnet50_v1", "ssd_512_mobilenet1.0")
@@ -78,7 +79,7 @@ def forward_with_maps(net, x):
 def test_list_models_has_zoo():
     names = set(list_models())
     assert set(ZOO) <= names
-    assert {"ssd_tiny_synthetic", "ssd_tiny_custom"} <= names
+    assert {"ssd_tiny_synthetic", "ssd_tiny_custom", "ssd_tiny48_synthetic", "ssd_tiny48_custom"} <= names
 
 
 @pytest.mark.parametrize("name", ZOO)
@@ -134,9 +135,10 @@ def test_backward_reaches_first_conv(arch):
     net.eval()
 
 
-def test_tiny_forward_backward_train_eval_structure():
+@pytest.mark.parametrize("name", ["ssd_tiny_synthetic", "ssd_tiny48_synthetic"])
+def test_tiny_forward_backward_train_eval_structure(name):
     torch.manual_seed(0)
-    net = get_model("ssd_tiny_synthetic")
+    net = get_model(name)
     assert net.classes == DEFAULT_SYNTHETIC_CLASSES and net.data_shape == 128
     x = torch.randn(4, 3, 128, 128)
     net.train()
@@ -151,6 +153,24 @@ def test_tiny_forward_backward_train_eval_structure():
         assert a.shape == b.shape and a.dtype == b.dtype
     assert train_out[0].shape == (4, 2730, 7)
     torch.testing.assert_close(train_out[2], eval_out[2])
+
+
+def test_tiny48_differs_from_tiny_in_the_stem_width_only():
+    """The default synthetic model narrows the stride-4 stem to 48 channels; every other layer, the anchors and the
+    heads past the first are those of ``ssd_tiny_synthetic``."""
+    wide, narrow = get_model("ssd_tiny_synthetic"), get_model("ssd_tiny48_synthetic")
+    assert narrow.features.out_channels == (48, 128, 192, 128, 128, 128)
+    assert wide.features.out_channels == (64, 128, 192, 128, 128, 128)
+    wide_shapes = {k: v.shape for k, v in wide.state_dict().items()}
+    narrow_shapes = {k: v.shape for k, v in narrow.state_dict().items()}
+    assert wide_shapes.keys() == narrow_shapes.keys()
+    differ = sorted(k for k in wide_shapes if wide_shapes[k] != narrow_shapes[k])
+    first_layers = ("features.stem.", "features.stage3.0.", "class_predictors.0.", "box_predictors.0.")
+    assert differ and all(k.startswith(first_layers) for k in differ), differ
+    assert narrow.features.stem[3].weight.shape == (48, 32, 3, 3) and narrow.features.stage3[0].weight.shape[1] == 48
+    assert sum(p.numel() for p in narrow.parameters()) < sum(p.numel() for p in wide.parameters())
+    with pytest.raises(ValueError, match="stem_channels"):
+        TinyExtractor(stem_channels=0)
 
 
 def test_vgg300_heads_and_first_anchors():

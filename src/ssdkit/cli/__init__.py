@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train a detector (default: built-in synthetic data, small CPU model)",
         description="Train an SSD. With no options: the built-in synthetic shapes data set and the "
-        "small ssd_tiny_synthetic model, within a 10-minute time budget.",
+        "small ssd_tiny48_synthetic model, within a 10-minute time budget.",
     )
     add_train_options(p)
 

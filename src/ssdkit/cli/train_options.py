@@ -51,7 +51,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to train")
     g.add_argument(
         "--model",
-        help="zoo model name (see `ssdkit models`); default: ssd_tiny_synthetic for the "
+        help="zoo model name (see `ssdkit models`); default: ssd_tiny48_synthetic for the "
         "synthetic set, ssd_300_vgg16_atrous_<voc|coco|custom> otherwise",
     )
     g.add_argument(

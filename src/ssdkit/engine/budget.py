@@ -10,8 +10,8 @@ still ends on time. The run's clock starts when :func:`~ssdkit.engine.trainer.fi
 The plan is checked again after every epoch (:class:`BudgetKeeper`): when the epochs still to come no longer fit at
 the speed the epochs so far had (the machine got busy, or the probe was optimistic), :func:`shorten` leaves out the
 next of them, so the run keeps its ending (LR decays, the last epochs on sparse images) and still ends on time;
-when time is left over (the probe was cautious), :func:`lengthen` adds epochs before the first LR decay, up to
-the recipe's images.
+when time is left over (the probe was cautious), :func:`lengthen` adds epochs at the current learning rate, before
+the next LR decay, up to the recipe's images.
 
 The functions here are pure except :func:`measure_speed` and :func:`apply_time_budget`, the trainer's hook.
 """
@@ -170,10 +170,10 @@ def lengthen(
 ) -> RunShape:
     """``shape`` after ``done`` epochs with as many epochs added as still end within ``seconds_left`` less the
     ``GROW_SAFETY`` share (more than :func:`shorten` keeps free, so that noise does not grow a run and then shrink
-    it), the total at most ``max_images`` training images. The epochs are added next, before the first LR decay
-    point still ahead, so the constant-rate middle grows and the ending stays; once the first decay is behind,
-    nothing is added. Returns ``shape`` itself when nothing can be added."""
-    if not shape.lr_decay_epochs or min(shape.lr_decay_epochs) <= done:
+    it), the total at most ``max_images`` training images. The epochs are added next, at the current learning
+    rate, before the next LR decay point still ahead, so the ending (the last decays) stays; after the last decay
+    point nothing is added. Returns ``shape`` itself when nothing can be added."""
+    if not any(d > done for d in shape.lr_decay_epochs):
         return shape
     usable = seconds_left * (1.0 - GROW_SAFETY)
     remaining = shape.epochs - done
@@ -309,7 +309,8 @@ class BudgetKeeper:
     """Checks the plan after every epoch: shortens the run (:func:`shorten`) when the rest no longer fits, and
     lengthens it (:func:`lengthen`, at most to the recipe's images) when time is left over.
 
-    Rank 0 decides from its clock and the median of the epochs' seconds so far; every process applies the same
+    Rank 0 decides from its clock and the median of the epochs' seconds so far (once the dense epochs are over, of
+    the sparse epochs so far: they make their images faster); every process applies the same
     change to the objects it is given: ``cfg`` (the run's config: epochs, decay points, dense epochs; the synthetic
     set reads the latter), the loop's ``plan.epochs``, the scheduler's ``decay_epochs`` and the checkpoints'
     ``meta["config"]``, so a resumed run continues the shortened one."""
@@ -322,6 +323,7 @@ class BudgetKeeper:
         self.eval_s = float(cfg.extra[EVAL_KEY])
         self.max_images = int(cfg.extra.get(RECIPE_KEY, 0))  # 0: a plan from before runs could grow
         self.epoch_times: list[float] = []
+        self.sparse_times: list[float] = []  # epochs after the dense ones
 
     @classmethod
     def for_run(cls, cfg: TrainConfig, plan, scheduler, meta: dict, rank: int, world: int) -> BudgetKeeper | None:
@@ -345,7 +347,10 @@ class BudgetKeeper:
             self.eval_s = eval_s
         # the median epoch so far: one epoch slowed by a passing job must not cut epochs the run then has time for
         self.epoch_times.append(epoch_s)
-        typical = statistics.median(self.epoch_times)
+        if self.cfg.synthetic_dense_epochs is not None and done > self.cfg.synthetic_dense_epochs:
+            self.sparse_times.append(epoch_s)
+        # every epoch still to come is sparse once the dense ones are over: time them by the sparse ones so far
+        typical = statistics.median(self.sparse_times or self.epoch_times)
         change = None
         if self.rank == 0 and len(self.epoch_times) >= MIN_EPOCHS_MEASURED:
             left = self.budget_s - (time.time() - self.started)

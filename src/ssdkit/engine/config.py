@@ -131,7 +131,7 @@ _PRESETS: dict[str, dict[str, Any]] = {
     # over two processes (one per core, each making its own data), step decay, and a 10-minute time budget that
     # shrinks the recipe on a slower machine.
     "synthetic": dict(
-        model="ssd_tiny_synthetic",
+        model="ssd_tiny48_synthetic",
         optimizer="sgd",
         batch_size=16,
         epochs=16,

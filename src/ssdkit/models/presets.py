@@ -7,7 +7,8 @@ the training defaults that belong to a model (``match_iou``), as timm keeps its 
 | ``ssd_512_vgg16_atrous_{voc,coco,custom}`` | VGG16-atrous | 512   | 24564              |
 | ``ssd_512_resnet50_v1_{voc,coco,custom}``  | ResNet-50 v1 | 512   | 6132               |
 | ``ssd_512_mobilenet1.0_{voc,coco,custom}`` | MobileNet 1.0 | 512  | 6132               |
-| ``ssd_tiny_synthetic``, ``ssd_tiny_custom`` | tiny (CPU)     | 128   | 2730               |
+| ``ssd_tiny48_synthetic``, ``ssd_tiny48_custom`` | tiny, 48-channel stem (CPU) | 128 | 2730     |
+| ``ssd_tiny_synthetic``, ``ssd_tiny_custom`` | tiny, 64-channel stem (CPU) | 128 | 2730         |
 
 ``*_custom`` models take GluonCV's sizes for the custom variant (the COCO sizes, except MobileNet which
 uses the VOC ones, as GluonCV does).
@@ -155,19 +156,26 @@ def _zoo() -> dict[str, ModelPreset]:
         table[prefix + "custom"] = ModelPreset(
             prefix + "custom", backbone, size, custom, None, extras_init, transfer_prefix=prefix
         )
-    table["ssd_tiny_synthetic"] = ModelPreset(
-        "ssd_tiny_synthetic",
-        "tiny",
-        TINY_DATA_SHAPE,
-        TINY_ANCHORS,
-        None,
-        "kaiming_fan_out",
-        default_classes=DEFAULT_SYNTHETIC_CLASSES,
-        match_iou=TINY_MATCH_IOU,
-    )
-    table["ssd_tiny_custom"] = ModelPreset(
-        "ssd_tiny_custom", "tiny", TINY_DATA_SHAPE, TINY_ANCHORS, None, "kaiming_fan_out", match_iou=TINY_MATCH_IOU
-    )
+    for prefix, backbone in (("ssd_tiny48_", "tiny48"), ("ssd_tiny_", "tiny")):
+        table[prefix + "synthetic"] = ModelPreset(
+            prefix + "synthetic",
+            backbone,
+            TINY_DATA_SHAPE,
+            TINY_ANCHORS,
+            None,
+            "kaiming_fan_out",
+            default_classes=DEFAULT_SYNTHETIC_CLASSES,
+            match_iou=TINY_MATCH_IOU,
+        )
+        table[prefix + "custom"] = ModelPreset(
+            prefix + "custom",
+            backbone,
+            TINY_DATA_SHAPE,
+            TINY_ANCHORS,
+            None,
+            "kaiming_fan_out",
+            match_iou=TINY_MATCH_IOU,
+        )
     return table
 
 

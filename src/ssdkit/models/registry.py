@@ -31,6 +31,7 @@ BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "resnet50_v1": lambda stride_in_1x1=True: FeatureExpander(ResNet50V1Body(stride_in_1x1=stride_in_1x1)),
     "mobilenet1.0": lambda: FeatureExpander(MobileNetV1Body()),
     "tiny": lambda: TinyExtractor(),
+    "tiny48": lambda: TinyExtractor(stem_channels=48),
 }
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
