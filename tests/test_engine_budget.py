@@ -266,3 +266,11 @@ def test_after_the_dense_epochs_the_keeper_times_the_sparse_ones(tmp_path):
     assert change is not None and "adding 1 epoch(s): the run now ends after epoch 17" in change, change
     assert scheduler.decay_epochs == [12, 15] and cfg.synthetic_dense_epochs == 12
     assert keeper.sparse_times == [25.0]
+    # one slow sparse epoch does not shorten a run: shortening times the rest by the median of all epochs so far
+    keeper = budget.BudgetKeeper(cfg, plan, scheduler, {}, rank=0, world=1)
+    cfg.epochs, plan.epochs, cfg.lr_decay_epochs = 16, 16, [12, 14]
+    keeper.epoch_times = [30.0] * 12
+    # 115 s left for 3 epochs, an evaluation and the finish: 3 x 30 + 5 + 6 = 101 s fit in the 94 % (108.1 s); at
+    # the slow sparse epoch's 45 s they would not (146 s)
+    keeper.started = time.time() - (600.0 - 115.0)
+    assert keeper.after_epoch(13, 45.0) is None and plan.epochs == 16

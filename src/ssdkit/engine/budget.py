@@ -309,8 +309,8 @@ class BudgetKeeper:
     """Checks the plan after every epoch: shortens the run (:func:`shorten`) when the rest no longer fits, and
     lengthens it (:func:`lengthen`, at most to the recipe's images) when time is left over.
 
-    Rank 0 decides from its clock and the median of the epochs' seconds so far (once the dense epochs are over, of
-    the sparse epochs so far: they make their images faster); every process applies the same
+    Rank 0 decides from its clock and the median of the epochs' seconds so far (to add epochs once the dense epochs
+    are over: of the sparse epochs so far, which make their images faster); every process applies the same
     change to the objects it is given: ``cfg`` (the run's config: epochs, decay points, dense epochs; the synthetic
     set reads the latter), the loop's ``plan.epochs``, the scheduler's ``decay_epochs`` and the checkpoints'
     ``meta["config"]``, so a resumed run continues the shortened one."""
@@ -349,14 +349,16 @@ class BudgetKeeper:
         self.epoch_times.append(epoch_s)
         if self.cfg.synthetic_dense_epochs is not None and done > self.cfg.synthetic_dense_epochs:
             self.sparse_times.append(epoch_s)
-        # every epoch still to come is sparse once the dense ones are over: time them by the sparse ones so far
-        typical = statistics.median(self.sparse_times or self.epoch_times)
+        typical = statistics.median(self.epoch_times)
+        # once the dense epochs are over every epoch still to come is sparse (faster to make): growth times them by
+        # the sparse ones so far; shortening keeps the median of all epochs, so one slow sparse epoch cuts nothing
+        sparse = statistics.median(self.sparse_times) if self.sparse_times else typical
         change = None
         if self.rank == 0 and len(self.epoch_times) >= MIN_EPOCHS_MEASURED:
             left = self.budget_s - (time.time() - self.started)
             new = shorten(self.shape(), done, left, typical, self.eval_s)
             if new == self.shape():
-                new = lengthen(new, done, left, typical, self.eval_s, self.max_images)
+                new = lengthen(new, done, left, min(typical, sparse), self.eval_s, self.max_images)
             if new != self.shape():
                 change = {"shape": dataclasses.asdict(new), "left": left, "epoch_s": typical}
         if self.world > 1:
