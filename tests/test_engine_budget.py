@@ -264,6 +264,7 @@ def test_after_the_dense_epochs_the_keeper_times_the_sparse_ones(tmp_path):
     keeper.started = time.time() - (600.0 - 140.0)
     change = keeper.after_epoch(13, 25.0)
     assert change is not None and "adding 1 epoch(s): the run now ends after epoch 17" in change, change
+    assert "at 25.0 s per epoch" in change  # the log names the time the growth was planned with
     assert scheduler.decay_epochs == [12, 15] and cfg.synthetic_dense_epochs == 12
     assert keeper.sparse_times == [25.0]
     # one slow sparse epoch does not shorten a run: shortening times the rest by the median of all epochs so far

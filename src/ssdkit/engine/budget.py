@@ -356,11 +356,13 @@ class BudgetKeeper:
         change = None
         if self.rank == 0 and len(self.epoch_times) >= MIN_EPOCHS_MEASURED:
             left = self.budget_s - (time.time() - self.started)
+            timed_by = typical
             new = shorten(self.shape(), done, left, typical, self.eval_s)
             if new == self.shape():
-                new = lengthen(new, done, left, min(typical, sparse), self.eval_s, self.max_images)
+                timed_by = min(typical, sparse)
+                new = lengthen(new, done, left, timed_by, self.eval_s, self.max_images)
             if new != self.shape():
-                change = {"shape": dataclasses.asdict(new), "left": left, "epoch_s": typical}
+                change = {"shape": dataclasses.asdict(new), "left": left, "epoch_s": timed_by}
         if self.world > 1:
             change = broadcast_object(change)
         if change is None:

@@ -16,7 +16,8 @@ does more work per second than a depthwise one, and oneDNN runs these shapes nea
 The stride-4 map feeds the smallest anchors, so the stem is deep there: its objects under 12 px are 2-3 cells
 wide, and their shape has to be told apart within these layers. The stem's four convs at 32 x 32 are about half
 of the multiply-adds at C = 64 (290 M per image); C = 48 makes a training step 0.72x as long held to AVX2 in
-float32, so a 10-minute budget trains about 1.4x the images, and the narrower stem learns about as much per image.
+float32 (a 10-minute budget trains 1.2-1.35x the images), for a little less learned per image: it wins where few
+images fit in the budget (docs/synthetic-recipe.md).
 
 Extras (the added layers, GluonCV style: 1x1 conv + BN + ReLU, 3x3/2 conv + BN + ReLU): 4x4, 2x2, 1x1 with
 128 channels each. Heads are 3x3 convs as in the big models.
