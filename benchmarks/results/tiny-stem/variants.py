@@ -5,17 +5,20 @@ ONEDNN_MAX_CPU_ISA=AVX2 ATEN_CPU_CAPABILITY=avx2 python benchmarks/results/tiny-
 
 from __future__ import annotations
 
+import os
 import statistics
+import sys
 import time
 
 import torch
 from torch import nn
 
-import ssdkit
 from ssdkit.init import init_weights
-from ssdkit.loss import SSDMultiBoxLoss
 from ssdkit.models import tiny
 from ssdkit.models.registry import BACKBONES
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+import bench_tiny_step  # noqa: E402
 
 
 def variant(c1: int, c2: int, convs: int, c3: int = 128, c4: int = 192):
@@ -37,24 +40,9 @@ def variant(c1: int, c2: int, convs: int, c3: int = 128, c4: int = 192):
 
 
 def make_step(backbone, batch: int = 8):
-    torch.manual_seed(0)
+    """The step of ``benchmarks/bench_tiny_step.py`` (channels-last) with ``backbone`` as the tiny model's."""
     BACKBONES["tiny"] = backbone
-    net = ssdkit.get_model("ssd_tiny_synthetic").train().to(memory_format=torch.channels_last)
-    x = torch.rand(batch, 3, 128, 128).contiguous(memory_format=torch.channels_last)
-    optimizer = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, fused=True)
-    loss_fn = SSDMultiBoxLoss()
-    cls_targets = torch.zeros(batch, 2730, dtype=torch.long)
-    cls_targets[:, ::40] = 1
-    box_targets = torch.randn(batch, 2730, 4)
-
-    def step():
-        cls_preds, box_preds, _ = net(x)
-        loss = loss_fn(cls_preds, box_preds, cls_targets, box_targets)[0].sum()
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    return step
+    return bench_tiny_step.make_step("ssd_tiny_synthetic", True, batch)
 
 
 def main() -> None:
