@@ -12,8 +12,10 @@ fp32 matmul for the peak) run round-robin ``--repeats`` times after one warm-up 
 them alike; medians are printed with the range. The step's FLOPs are counted once per model with
 ``torch.utils.flop_counter`` (forward + backward convolutions and matmuls; the loss and SGD add under 0.1 %),
 and achieved FLOP/s are reported as a fraction of the matmul peak. ``bf16`` (autocast + channels-last) runs only
-where the CPU has native bfloat16 unless ``--force-bf16``. ``--profile`` writes ``torch.profiler`` tables (top
-operators by self CPU time) of one ssdkit and one torchvision step per dtype.
+where the CPU has native bfloat16 unless ``--force-bf16``. ssdkit's step runs in the memory format ``ssdkit train``
+picks on this CPU (NHWC, except VGG in float32 without AVX-512: NCHW); ``--other-layout`` times the other one too.
+``--profile`` writes ``torch.profiler`` tables (top operators by self CPU time) of one ssdkit and one torchvision
+step per dtype.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 MODELS = {
     "ssd300": ("ssd_300_vgg16_atrous_voc", 300),
     "ssd512": ("ssd_512_resnet50_v1_voc", 512),
+    "ssd512vgg": ("ssd_512_vgg16_atrous_voc", 512),
+    "mobilenet": ("ssd_512_mobilenet1.0_voc", 512),
     "tiny": ("ssd_tiny_synthetic", 128),
 }
 
@@ -64,16 +68,22 @@ def _sgd(net):
     return torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4, fused=True)
 
 
+def ssdkit_layout(model: str, amp_dtype) -> torch.memory_format:
+    """The memory format ``ssdkit train`` would train ``model`` in on this CPU."""
+    from ssdkit.engine.builders.runtime import run_memory_format
+
+    return run_memory_format(model, torch.device("cpu"), amp_dtype)
+
+
 def ssdkit_step(model: str, size: int, batch: int, amp_dtype, memory_format=None):
-    """A callable running one ssdkit training step (``ssdkit.engine.step.train_step``, the trainer's step)."""
+    """A callable running one ssdkit training step (``ssdkit.engine.step.train_step``, the trainer's step) in
+    ``memory_format`` (None: the one ``ssdkit train`` picks here)."""
     import ssdkit
     from ssdkit.engine.step import train_step
 
     torch.manual_seed(0)
     net = ssdkit.get_model(model, pretrained_base=False).train()
-    from ssdkit.engine.step import step_memory_format
-
-    memory_format = memory_format or step_memory_format(torch.device("cpu"), amp_dtype)
+    memory_format = memory_format or ssdkit_layout(model, amp_dtype)
     net = net.to(memory_format=memory_format)
     images, boxes, labels = make_batch(batch, size, net.num_classes)
     gt_boxes, gt_ids = _padded(boxes, labels)
@@ -143,14 +153,25 @@ def profile_table(step, rows: int = 25) -> str:
     return prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=rows, max_name_column_width=48)
 
 
+_LAYOUT_NAMES = {torch.channels_last: "nhwc", torch.contiguous_format: "nchw"}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default="ssd300,ssd512", help="comma-separated: ssd300, ssd512, tiny")
+    ap.add_argument(
+        "--models",
+        default="ssd300,ssd512",
+        help="comma-separated: ssd300, ssd512 (ResNet-50), ssd512vgg, mobilenet, tiny",
+    )
     ap.add_argument("--dtypes", default="fp32,bf16")
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--no-torchvision", action="store_true")
-    ap.add_argument("--nchw-too", action="store_true", help="also time ssdkit's step in NCHW (default: NHWC)")
+    ap.add_argument(
+        "--other-layout",
+        action="store_true",
+        help="also time ssdkit's step in the memory format it does not pick here (NCHW / NHWC)",
+    )
     ap.add_argument("--force-bf16", action="store_true", help="run bf16 even where the CPU emulates it")
     ap.add_argument("--threads", type=int, default=0, help="intra-op threads (0: torch's default)")
     ap.add_argument("--profile", default="", help="write torch.profiler tables to this file")
@@ -172,8 +193,11 @@ def main(argv=None) -> dict:
         model, size = MODELS[key]
         for dname, dt in dtypes:
             jobs[f"ssdkit {key} {dname}"] = ssdkit_step(model, size, args.batch, dt)
-            if args.nchw_too:
-                jobs[f"ssdkit {key} {dname} nchw"] = ssdkit_step(model, size, args.batch, dt, torch.contiguous_format)
+            picked = ssdkit_layout(model, dt)
+            print(f"ssdkit {key} {dname}: {_LAYOUT_NAMES[picked]} (the layout ssdkit train picks here)")
+            if args.other_layout:
+                other = torch.contiguous_format if picked == torch.channels_last else torch.channels_last
+                jobs[f"ssdkit {key} {dname} {_LAYOUT_NAMES[other]}"] = ssdkit_step(model, size, args.batch, dt, other)
             if key == "ssd300" and not args.no_torchvision:
                 jobs[f"torchvision ssd300 {dname}"] = torchvision_step(args.batch, dt)
     counted = {}

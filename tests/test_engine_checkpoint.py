@@ -68,6 +68,28 @@ def test_the_checkpointer_restores_what_it_saved(tmp_path):
     )
 
 
+def test_a_restored_momentum_takes_the_layout_of_the_weights_it_is_restored_into(tmp_path):
+    """Saved from NHWC weights (a bfloat16 or NHWC run), resumed into NCHW ones (VGG in float32 on an AVX2 CPU)."""
+
+    def conv_parts(layout):
+        torch.manual_seed(0)
+        net = torch.nn.Conv2d(3, 4, 3).to(memory_format=layout)
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, fused=True)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda it: 1.0)
+        return net, opt, sched, NonFiniteGuard(opt, torch.device("cpu"))
+
+    net, opt, sched, guard = conv_parts(torch.channels_last)
+    net(torch.randn(2, 3, 8, 8).contiguous(memory_format=torch.channels_last)).sum().backward()
+    opt.step()
+    path = Checkpointer(str(tmp_path), net, opt, sched, None, guard, {"config": {}}).save("last.pt", 1, 0.0)
+    saved = load_checkpoint(path)["optimizer"]["state"][0]["momentum_buffer"]
+    assert saved.is_contiguous(memory_format=torch.channels_last) and not saved.is_contiguous()
+    net2, opt2, sched2, guard2 = conv_parts(torch.contiguous_format)
+    Checkpointer(str(tmp_path), net2, opt2, sched2, None, guard2).restore(load_checkpoint(path))
+    buf = opt2.state[net2.weight]["momentum_buffer"]
+    assert buf.stride() == net2.weight.stride() and torch.equal(buf, opt.state[net.weight]["momentum_buffer"])
+
+
 def test_resume_auto_continues_the_output_folder_when_it_has_a_last_checkpoint(tmp_path):
     with pytest.raises(ConfigError, match="--resume auto needs --output"):
         prepare_config(TrainConfig(resume="auto"))

@@ -282,3 +282,35 @@ def test_procs_on_cuda_are_one_per_gpu(monkeypatch):
 def test_the_synthetic_default_model_is_the_48_channel_stem():
     assert resolve_config(TrainConfig()).model == "ssd_tiny48_synthetic"
     assert resolve_config(TrainConfig(model="ssd_tiny_synthetic")).model == "ssd_tiny_synthetic"
+
+
+def test_onednn_isa_hold_and_the_vgg_layout(monkeypatch):
+    from ssdkit.engine.builders import runtime
+    from ssdkit.models.presets import PRESETS
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_supported", lambda: True)
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    for held, expected in (
+        ("", True),
+        ("AVX2", False),
+        ("avx2_vnni", False),
+        ("AVX512_CORE_BF16", True),
+        ("ALL", True),
+    ):
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", held)
+        assert runtime.onednn_runs_avx512() is expected, held
+    monkeypatch.setattr(torch.cpu, "_is_avx512_supported", lambda: False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")
+    assert runtime.onednn_runs_avx512() is False
+    # the VGG models train in NCHW float32 there; the others, autocast and CUDA keep their layouts
+    assert {name for name, p in PRESETS.items() if p.nchw_without_avx512} == {
+        f"ssd_{size}_vgg16_atrous_{kind}" for size in (300, 512) for kind in ("voc", "coco", "custom")
+    }
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert runtime.run_memory_format("ssd_300_vgg16_atrous_voc", cpu, None) == torch.contiguous_format
+    assert runtime.run_memory_format("ssd_300_vgg16_atrous_voc", cpu, torch.bfloat16) == torch.channels_last
+    assert runtime.run_memory_format("ssd_512_resnet50_v1_voc", cpu, None) == torch.channels_last
+    assert runtime.run_memory_format("not-a-preset", cpu, None) == torch.channels_last
+    assert runtime.run_memory_format("ssd_300_vgg16_atrous_voc", cuda, torch.float16) == torch.channels_last
+    monkeypatch.setattr(torch.cpu, "_is_avx512_supported", lambda: True)
+    assert runtime.run_memory_format("ssd_300_vgg16_atrous_voc", cpu, None) == torch.channels_last

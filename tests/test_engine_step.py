@@ -10,7 +10,7 @@ import ssdkit
 from ssdkit.data.collate import TargetCollate
 from ssdkit.data.synthetic import SyntheticShapes
 from ssdkit.data.transforms import SSDValTransform
-from ssdkit.engine.step import step_memory_format, train_step, zero_momentum_buffers
+from ssdkit.engine.step import match_state_layouts, step_memory_format, train_step, zero_momentum_buffers
 from ssdkit.engine.trainer import train_one_epoch
 
 SIZE = 64
@@ -126,6 +126,36 @@ def test_channels_last_step_equals_nchw():
     assert step_memory_format(torch.device("cpu"), None) == torch.channels_last
     assert step_memory_format(torch.device("cuda"), None) == torch.contiguous_format
     assert step_memory_format(torch.device("cuda"), torch.float16) == torch.channels_last
+    # VGG in float32 on a CPU without AVX-512 trains in NCHW; under autocast NHWC stays
+    assert step_memory_format(torch.device("cpu"), None, nchw_fp32_cpu=True) == torch.contiguous_format
+    assert step_memory_format(torch.device("cpu"), torch.bfloat16, nchw_fp32_cpu=True) == torch.channels_last
+
+
+def _conv_sgd(momentum_layout):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(4, 8, 3)
+    opt = torch.optim.SGD(conv.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4, fused=True)
+    for p in conv.parameters():
+        p.grad = torch.randn_like(p)
+        layout = momentum_layout if p.dim() == 4 else torch.contiguous_format
+        opt.state[p]["momentum_buffer"] = torch.randn_like(p).contiguous(memory_format=layout)
+    return conv, opt
+
+
+def test_momentum_in_another_layout_than_its_weights_is_given_theirs():
+    """A checkpoint's NHWC momentum loaded for NCHW weights: fused SGD on CPU would read the two as flat memory
+    and mix up elements; after ``match_state_layouts`` the step equals the one with buffers in the weights' layout."""
+    ref, ref_opt = _conv_sgd(torch.contiguous_format)
+    conv, opt = _conv_sgd(torch.channels_last)
+    buf = opt.state[conv.weight]["momentum_buffer"]
+    assert buf.stride() != conv.weight.stride()
+    match_state_layouts(opt)
+    moved = opt.state[conv.weight]["momentum_buffer"]
+    assert moved.stride() == conv.weight.stride() and torch.equal(moved, buf)
+    ref_opt.step()
+    opt.step()
+    torch.testing.assert_close(conv.weight, ref.weight, rtol=0, atol=0)
+    torch.testing.assert_close(conv.bias, ref.bias, rtol=0, atol=0)
 
 
 def test_bf16_step_learns_and_stays_close_to_fp32():

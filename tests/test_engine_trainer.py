@@ -68,6 +68,35 @@ def test_momentum_buffers_share_the_layout_of_their_weights(tmp_path):
         assert parts.optimizer.state[p]["momentum_buffer"].stride() == p.stride()
 
 
+def test_a_model_that_asks_for_nchw_without_avx512_trains_in_it(tmp_path, monkeypatch):
+    """VGG's preset asks for NCHW float32 steps where oneDNN runs without AVX-512: the weights, their momentum and
+    the images of every step take that layout (a tiny model given the flag stands in for VGG here)."""
+    import dataclasses
+
+    from ssdkit.engine.builders import build_run, prepare_config, runtime
+    from ssdkit.engine.trainer import train_parts_epoch
+    from ssdkit.models.presets import PRESETS
+
+    tiny = PRESETS["ssd_tiny48_synthetic"]
+    monkeypatch.setitem(runtime.PRESETS, tiny.name, dataclasses.replace(tiny, nchw_without_avx512=True))
+    monkeypatch.setattr(runtime, "onednn_runs_avx512", lambda: False)
+    cfg = prepare_config(_tiny_cfg(tmp_path, "nchw", procs=1, device="cpu", amp=False, epochs=1))
+    parts = build_run(cfg, 0, 1)
+    assert parts.memory_format == torch.contiguous_format
+    convs = [p for p in parts.net.parameters() if p.dim() == 4 and p.shape[-1] > 1]
+    assert convs and all(p.is_contiguous() and not p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    seen = []
+    hook = parts.net.register_forward_pre_hook(lambda module, args: seen.append(args[0].is_contiguous()))
+    parts.prepare_epoch(0)
+    train_parts_epoch(parts, 0, log_interval=1)
+    hook.remove()
+    assert seen and all(seen)
+    for p in parts.net.parameters():
+        assert parts.optimizer.state[p]["momentum_buffer"].stride() == p.stride()
+    monkeypatch.setattr(runtime, "onednn_runs_avx512", lambda: True)
+    assert runtime.run_memory_format(tiny.name, torch.device("cpu"), None) == torch.channels_last
+
+
 @pytest.mark.parametrize("procs", [1, 2])
 def test_resume_continues_exactly(tmp_path, procs):
     full = fit(_tiny_cfg(tmp_path, "full", procs=procs), say=lambda m: None)

@@ -18,6 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .step import match_state_layouts
+
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "Checkpointer"]
 
 
@@ -148,6 +150,7 @@ class Checkpointer:
         boundary), ``rank_state`` (this rank's saved RNG state and loss window, or None) and ``bad_samples``."""
         self.net.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
+        match_state_layouts(self.optimizer)
         self.scheduler.load_state_dict(ckpt["scheduler"])
         if self.scaler is not None and ckpt.get("scaler"):
             self.scaler.load_state_dict(ckpt["scaler"])

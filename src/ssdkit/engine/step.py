@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["train_step", "step_memory_format", "zero_momentum_buffers"]
+__all__ = ["train_step", "step_memory_format", "zero_momentum_buffers", "match_state_layouts"]
 
 
 def zero_momentum_buffers(optimizer: torch.optim.Optimizer) -> None:
@@ -34,10 +34,35 @@ def zero_momentum_buffers(optimizer: torch.optim.Optimizer) -> None:
             optimizer.state[p].setdefault("momentum_buffer", torch.zeros_like(p, memory_format=torch.preserve_format))
 
 
-def step_memory_format(device: torch.device, amp_dtype: torch.dtype | None) -> torch.memory_format:
+def match_state_layouts(optimizer: torch.optim.Optimizer) -> None:
+    """Give every per-parameter state tensor of the parameter's shape (momentum buffers) the parameter's layout.
+
+    A checkpoint keeps the layout its tensors had when saved, and ``Optimizer.load_state_dict`` keeps it too; a run
+    resumed where the weights take the other memory format (another device, or a CPU where the model trains in
+    NCHW) would pair NCHW weights with NHWC momentum. Fused SGD walks the two as flat memory (on CPU as on CUDA),
+    so such a pair mixes up the elements instead of failing.
+    """
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            state = optimizer.state.get(p, {})
+            for key, value in state.items():
+                if isinstance(value, Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                    state[key] = torch.empty_like(p, dtype=value.dtype).copy_(value)
+
+
+def step_memory_format(
+    device: torch.device, amp_dtype: torch.dtype | None, nchw_fp32_cpu: bool = False
+) -> torch.memory_format:
     """NHWC on CPU and under autocast: oneDNN's convolutions (fp32 and bf16 / AMX) and CUDA's tensor-core ones
-    run fastest in it; NCHW for float32 on CUDA."""
-    return torch.channels_last if amp_dtype is not None or device.type == "cpu" else torch.contiguous_format
+    run fastest in it; NCHW for float32 on CUDA, and for float32 on CPU when ``nchw_fp32_cpu`` (VGG on a CPU
+    without AVX-512: there oneDNN has no brgemm kernel for an NHWC convolution's weight gradient, and at VGG's
+    wide full-resolution layers the fallback takes 2-4x the blocked NCHW kernel's time; see
+    :func:`.builders.runtime.run_memory_format`)."""
+    if amp_dtype is not None:
+        return torch.channels_last
+    if device.type == "cpu" and not nchw_fp32_cpu:
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def train_step(

@@ -99,6 +99,7 @@ def train_one_epoch(
     state: EpochState | None = None,
     on_step: Callable[[EpochState], None] | None = None,
     stop: _StopOnSignal | None = None,
+    memory_format: torch.memory_format | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns the epoch's mean ``loss``, ``cls_loss``, ``box_loss``, ``images_per_s``,
     ``steps`` and ``skipped`` (steps the guard skipped).
@@ -109,6 +110,7 @@ def train_one_epoch(
     SIGTERM; in one process it is checked every step). ``state`` continues a partly trained epoch;
     ``on_step(state)`` runs after every step (step checkpoints). Under ``DistributedDataParallel`` every process
     takes its share of each batch; the logged losses and images/s are those of all processes together.
+    ``memory_format`` of the images, the same as the weights' (None: :func:`.step.step_memory_format`).
     """
     net.train()
     world = world_size()
@@ -119,7 +121,7 @@ def train_one_epoch(
     state.window = state.window.to(device)
     skip_row = torch.tensor(_SKIP_ROW, device=device)
     one_zero = torch.tensor((1.0, 0.0), device=device)
-    memory_format = step_memory_format(device, amp_dtype)
+    memory_format = memory_format or step_memory_format(device, amp_dtype)
     start = time.perf_counter() - state.seconds
     end = state.steps + len(loader)  # the epoch's last step (the loader skips the steps a resumed epoch did)
     bar = _progress(loader, len(loader), f"epoch {epoch + 1}", progress)
@@ -249,6 +251,7 @@ def train_parts_epoch(
         bad_samples,
         progress,
         parts.guard,
+        memory_format=parts.memory_format,
         **kw,
     )
 

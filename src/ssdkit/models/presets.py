@@ -129,6 +129,8 @@ class ModelPreset:
     model's anchors (``TrainConfig.match_iou`` when unset): an anchor with at least this IoU to a ground truth is a
     positive. GluonCV's 0.5 suits its anchors; the tiny models' finest anchors (10 px at a 4 px step) overlap the
     smallest objects (8-12 px) too little for 0.5, and 0.4 gives each of them about three positives.
+    ``nchw_without_avx512``: train in NCHW, not NHWC, in float32 on CPUs without AVX-512
+    (:func:`ssdkit.engine.builders.runtime.run_memory_format`).
     """
 
     name: str
@@ -140,6 +142,7 @@ class ModelPreset:
     transfer_prefix: str | None = None
     default_classes: tuple[str, ...] | None = None
     match_iou: float = 0.5
+    nchw_without_avx512: bool = False
 
 
 def _zoo() -> dict[str, ModelPreset]:
@@ -151,10 +154,22 @@ def _zoo() -> dict[str, ModelPreset]:
         ("ssd_512_mobilenet1.0_", "mobilenet1.0", 512, R512_VOC, R512_VOC, R512_VOC, "uniform"),
     ]
     for prefix, backbone, size, voc, coco, custom, extras_init in rows:
-        table[prefix + "voc"] = ModelPreset(prefix + "voc", backbone, size, voc, VOC_CLASSES, extras_init)
-        table[prefix + "coco"] = ModelPreset(prefix + "coco", backbone, size, coco, COCO_CLASSES, extras_init)
+        nchw = backbone.startswith("vgg")
+        table[prefix + "voc"] = ModelPreset(
+            prefix + "voc", backbone, size, voc, VOC_CLASSES, extras_init, nchw_without_avx512=nchw
+        )
+        table[prefix + "coco"] = ModelPreset(
+            prefix + "coco", backbone, size, coco, COCO_CLASSES, extras_init, nchw_without_avx512=nchw
+        )
         table[prefix + "custom"] = ModelPreset(
-            prefix + "custom", backbone, size, custom, None, extras_init, transfer_prefix=prefix
+            prefix + "custom",
+            backbone,
+            size,
+            custom,
+            None,
+            extras_init,
+            transfer_prefix=prefix,
+            nchw_without_avx512=nchw,
         )
     for prefix, backbone in (("ssd_tiny48_", "tiny48"), ("ssd_tiny_", "tiny")):
         table[prefix + "synthetic"] = ModelPreset(

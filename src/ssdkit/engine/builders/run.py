@@ -18,12 +18,11 @@ from ..config import ConfigError, TrainConfig, resolve_config
 from ..distributed import torchrun_env, wrap_ddp
 from ..guard import NonFiniteGuard
 from ..logger import RunLogger
-from ..step import step_memory_format
 from .data import build_datasets, build_loader, prepare_train_epoch, split_ids, split_overlap, synthetic_object_range
 from .metric import build_metric, metric_key
 from .model import build_model, model_anchors, model_data_shape
 from .optim import build_optimizer, build_scheduler
-from .runtime import amp_dtype_for, seed_everything, select_device, share_cpu_cores
+from .runtime import amp_dtype_for, run_memory_format, seed_everything, select_device, share_cpu_cores
 
 __all__ = ["LoopPlan", "RunParts", "build_run", "prepare_config"]
 
@@ -57,6 +56,7 @@ class RunParts:
     scheduler: Any
     scaler: torch.amp.GradScaler | None
     amp_dtype: torch.dtype | None
+    memory_format: torch.memory_format  # of the weights and the images of a training step
     guard: NonFiniteGuard
     train_set: Any
     val_set: Any
@@ -129,7 +129,8 @@ def build_run(cfg: TrainConfig, rank: int, world: int) -> RunParts:
     anchors = model_anchors(net, data_shape, device)
     amp_dtype = amp_dtype_for(device, cfg.amp)
     # before the optimizer: its momentum buffers copy each weight's layout, which CUDA's fused SGD requires
-    net.to(memory_format=step_memory_format(device, amp_dtype))
+    memory_format = run_memory_format(cfg.model, device, amp_dtype)
+    net.to(memory_format=memory_format)
     optimizer = build_optimizer(net, cfg)
     loader_gen = torch.Generator()
     train_loader = build_loader(
@@ -189,6 +190,7 @@ def build_run(cfg: TrainConfig, rank: int, world: int) -> RunParts:
         scheduler=scheduler,
         scaler=scaler,
         amp_dtype=amp_dtype,
+        memory_format=memory_format,
         guard=guard,
         train_set=train_set,
         val_set=val_set,

@@ -8,9 +8,23 @@ import random
 import numpy as np
 import torch
 
+from ...models.presets import PRESETS
 from ..config import ConfigError
+from ..step import step_memory_format
 
-__all__ = ["select_device", "share_cpu_cores", "seed_everything", "worker_init", "cpu_has_native_bf16", "amp_dtype_for"]
+__all__ = [
+    "select_device",
+    "share_cpu_cores",
+    "seed_everything",
+    "worker_init",
+    "cpu_has_native_bf16",
+    "amp_dtype_for",
+    "onednn_runs_avx512",
+    "run_memory_format",
+]
+
+# oneDNN's ISA names below AVX-512 (ONEDNN_MAX_CPU_ISA holds it to one of them)
+_BELOW_AVX512 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2")
 
 
 def select_device(name: str, local_rank: int = 0) -> torch.device:
@@ -71,3 +85,22 @@ def amp_dtype_for(device: torch.device, amp: bool | None) -> torch.dtype | None:
     if amp or (device.type == "cpu" and cpu_has_native_bf16()):
         return torch.bfloat16
     return None
+
+
+def onednn_runs_avx512() -> bool:
+    """Whether oneDNN's convolutions here use AVX-512 kernels: the CPU has AVX-512 and ``ONEDNN_MAX_CPU_ISA`` (or
+    its old name ``DNNL_MAX_CPU_ISA``) does not hold oneDNN below it."""
+    held = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
+    if held in _BELOW_AVX512:
+        return False
+    return bool(torch.cpu._is_avx512_supported())
+
+
+def run_memory_format(model: str | None, device: torch.device, amp_dtype: torch.dtype | None) -> torch.memory_format:
+    """The memory format a run trains ``model`` in (:func:`..step.step_memory_format`): the model's preset asks for
+    NCHW in float32 on CPUs whose oneDNN runs without AVX-512 (``ModelPreset.nchw_without_avx512``, the VGG models:
+    their training step held to AVX2 takes 0.69-0.72x the NHWC time in NCHW, while the other models' steps are
+    faster in NHWC there too; ``benchmarks/bench_train_step.py --other-layout``)."""
+    preset = PRESETS.get(model or "")
+    nchw = bool(preset and preset.nchw_without_avx512) and device.type == "cpu" and not onednn_runs_avx512()
+    return step_memory_format(device, amp_dtype, nchw_fp32_cpu=nchw)
