@@ -28,9 +28,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AVX2_ENV = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
 KERNEL_CHECK = """
 import os, torch, ssdkit
-from ssdkit.engine.builders import amp_dtype_for
-amp = amp_dtype_for(torch.device("cpu"), None if os.environ.get("ONEDNN_MAX_CPU_ISA") is None else False)
-net = ssdkit.get_model("ssd_tiny48_synthetic").to(memory_format=torch.channels_last)
+from ssdkit.engine.builders import amp_dtype_for, synthetic_default_model
+use_amp = None if os.environ.get("ONEDNN_MAX_CPU_ISA") is None else False
+amp = amp_dtype_for(torch.device("cpu"), use_amp)
+model = synthetic_default_model(torch.device("cpu"), use_amp)
+print("default model:", model)
+net = ssdkit.get_model(model).to(memory_format=torch.channels_last)
 x = torch.rand(2, 3, 128, 128).contiguous(memory_format=torch.channels_last)
 with torch.autocast("cpu", dtype=amp, enabled=amp is not None):
     cls, box, _ = net(x)
@@ -83,12 +86,16 @@ def kernel_check(env: dict[str, str]) -> str:
         cwd=ROOT,
     )
     counts: dict[str, int] = {}
+    model = ""
     for line in out.stdout.splitlines():
+        if line.startswith("default model:"):
+            model = line.split(":", 1)[1].strip() + ": "
         parts = line.split(",")
         if len(parts) > 8 and parts[3] == "exec" and parts[5] == "convolution":
             name = f"{parts[6]} {parts[8].split(':')[1]}"  # implementation and source data type
             counts[name] = counts.get(name, 0) + 1
-    return ", ".join(f"{k} x{v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])) or out.stderr[-300:]
+    kernels = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+    return model + kernels if kernels else out.stderr[-300:]
 
 
 def one_run(label: str, index: int, seed: int, avx2: bool, extra: list[str], out_root: str, log: Log) -> dict:

@@ -279,9 +279,24 @@ def test_procs_on_cuda_are_one_per_gpu(monkeypatch):
     assert resolve_config(TrainConfig()).procs == 2
 
 
-def test_the_synthetic_default_model_is_the_48_channel_stem():
+def test_the_synthetic_default_model_follows_the_precision(monkeypatch, tmp_path):
+    """48-channel stem in float32 (the common CPU), 64 under autocast (native bfloat16, CUDA); a given model stays."""
+    from ssdkit.engine.builders import prepare_config, runtime
+
     assert resolve_config(TrainConfig()).model == "ssd_tiny48_synthetic"
     assert resolve_config(TrainConfig(model="ssd_tiny_synthetic")).model == "ssd_tiny_synthetic"
+
+    def model(native_bf16, **kw):
+        monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda: native_bf16)
+        return prepare_config(TrainConfig(device="cpu", output=str(tmp_path), **kw)).model
+
+    assert model(False) == "ssd_tiny48_synthetic"
+    assert model(True) == "ssd_tiny_synthetic"
+    assert model(True, amp=False) == "ssd_tiny48_synthetic"  # --no-amp: float32
+    assert model(False, amp=True) == "ssd_tiny_synthetic"  # --amp: bfloat16 even where emulated
+    assert model(True, model="ssd_tiny48_synthetic") == "ssd_tiny48_synthetic"
+    assert model(False, dataset="voc", data_root=str(tmp_path)) == "ssd_300_vgg16_atrous_voc"
+    assert runtime.synthetic_default_model(torch.device("cuda"), None) == "ssd_tiny_synthetic"
 
 
 def test_onednn_isa_hold_and_the_vgg_layout(monkeypatch):

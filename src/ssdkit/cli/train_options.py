@@ -51,8 +51,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("what to train")
     g.add_argument(
         "--model",
-        help="zoo model name (see `ssdkit models`); default: ssd_tiny48_synthetic for the "
-        "synthetic set, ssd_300_vgg16_atrous_<voc|coco|custom> otherwise",
+        help="zoo model name (see `ssdkit models`); default for the synthetic set: ssd_tiny48_synthetic in "
+        "float32, ssd_tiny_synthetic under autocast (native bfloat16, CUDA); "
+        "else ssd_300_vgg16_atrous_<voc|coco|custom>",
     )
     g.add_argument(
         "--dataset",

@@ -129,7 +129,8 @@ _PRESETS: dict[str, dict[str, Any]] = {
     # A CPU recipe for the built-in data set, sized for a 2-core CPU: a small model trained from scratch on new
     # images every epoch (synthetic_fresh, so no augmentation), a larger lr after one warmup epoch, batch 16 split
     # over two processes (one per core, each making its own data), step decay, and a 10-minute time budget that
-    # shrinks the recipe on a slower machine.
+    # shrinks the recipe on a slower machine. The model is the float32 one; ``prepare_config`` takes the 64-channel
+    # stem instead where the run trains under autocast (builders.runtime.synthetic_default_model).
     "synthetic": dict(
         model="ssd_tiny48_synthetic",
         optimizer="sgd",

@@ -17,7 +17,17 @@ from .metric import build_metric, metric_key
 from .model import build_model, model_anchors, model_data_shape
 from .optim import build_optimizer, build_scheduler
 from .run import LoopPlan, RunParts, build_run, prepare_config
-from .runtime import amp_dtype_for, cpu_has_native_bf16, seed_everything, select_device, share_cpu_cores, worker_init
+from .runtime import (
+    amp_dtype_for,
+    cpu_has_native_bf16,
+    onednn_runs_avx512,
+    run_memory_format,
+    seed_everything,
+    select_device,
+    share_cpu_cores,
+    synthetic_default_model,
+    worker_init,
+)
 
 __all__ = [
     "select_device",
@@ -26,6 +36,9 @@ __all__ = [
     "worker_init",
     "cpu_has_native_bf16",
     "amp_dtype_for",
+    "onednn_runs_avx512",
+    "run_memory_format",
+    "synthetic_default_model",
     "build_model",
     "model_anchors",
     "model_data_shape",

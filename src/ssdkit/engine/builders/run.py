@@ -22,7 +22,14 @@ from .data import build_datasets, build_loader, prepare_train_epoch, split_ids, 
 from .metric import build_metric, metric_key
 from .model import build_model, model_anchors, model_data_shape
 from .optim import build_optimizer, build_scheduler
-from .runtime import amp_dtype_for, run_memory_format, seed_everything, select_device, share_cpu_cores
+from .runtime import (
+    amp_dtype_for,
+    run_memory_format,
+    seed_everything,
+    select_device,
+    share_cpu_cores,
+    synthetic_default_model,
+)
 
 __all__ = ["LoopPlan", "RunParts", "build_run", "prepare_config"]
 
@@ -82,7 +89,8 @@ class RunParts:
 
 def prepare_config(cfg: TrainConfig) -> TrainConfig:
     """Resolve ``cfg``: ``--resume auto``, the recipe saved in a checkpoint (it wins over the presets), the
-    process count under ``torchrun``, the presets and the default run folder."""
+    process count under ``torchrun``, the synthetic set's model for this machine
+    (:func:`.runtime.synthetic_default_model`), the presets and the default run folder."""
     cfg = dataclasses.replace(cfg)
     if cfg.resume == "auto":
         if not cfg.output:
@@ -103,6 +111,8 @@ def prepare_config(cfg: TrainConfig) -> TrainConfig:
     env = torchrun_env()
     if env is not None:  # torchrun decides the processes; --batch-size stays the global batch
         cfg.procs = env.world
+    if cfg.model is None and cfg.dataset == "synthetic":
+        cfg.model = synthetic_default_model(select_device(cfg.device), cfg.amp)
     cfg = resolve_config(cfg)
     cfg.extra = {START_KEY: time.time(), **cfg.extra}  # the time budget's clock (the CLI starts it earlier)
     if not cfg.output:
