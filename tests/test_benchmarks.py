@@ -71,6 +71,15 @@ def test_bench_train_step_tiny(bench, capsys):
     assert "of peak" in capsys.readouterr().out
 
 
+def test_onednn_kernels_times_each_layouts_kernels(bench, capsys):
+    result = bench("onednn_kernels").main(["--model", "tiny", "--batch", "2", "--top", "3"])
+    assert set(result) == {"nhwc", "nchw"}
+    for layout in result.values():
+        assert layout["total_ms"] > 0 and len(layout["top"]) == 3
+        assert all(key[0] in ("convolution", "reorder", "pooling", "batch_normalization") for key, _ in layout["top"])
+    assert "oneDNN primitives" in capsys.readouterr().out
+
+
 def test_bench_pipeline_ssdkit_side(bench):
     result = bench("bench_pipeline").main(
         ["--images", "4", "--batch", "2", "--workers", "0", "--repeats", "1", "--no-gluoncv", "--device", "cpu"]
