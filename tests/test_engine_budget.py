@@ -4,12 +4,23 @@ import time
 import pytest
 
 from ssdkit.engine import budget
-from ssdkit.engine.budget import RunShape, count_evals, fit_to_budget, predicted_seconds
+from ssdkit.engine.budget import RunShape, count_evals, fit_to_budget, predicted_seconds, probe_seconds
 from ssdkit.engine.config import ConfigError, TrainConfig, resolve_config
 
 RECIPE = RunShape(
     epochs=16, images_per_epoch=4000, lr_decay_epochs=(12, 14), dense_epochs=12, val_interval=8, batch_size=16
 )
+
+
+def test_one_slow_probe_step_does_not_set_the_plan():
+    """The probe's time is its median step times the steps: one step slowed 7x (a passing burst) changes nothing,
+    where the total would have read the machine as 1.8x slower."""
+    ends = [0.0, 1.0, 1.1, 1.2, 1.9, 2.0, 2.1]  # warm-up step, then six: 0.1 0.1 0.7 0.1 0.1 0.1
+    assert probe_seconds(ends, warmup=1) == pytest.approx(0.6)
+    assert probe_seconds([0.0, 0.5, 0.7, 0.9], warmup=2) == pytest.approx(0.4)
+    for bad in (([0.0, 1.0], 0), ([0.0], 1), ([0.0, 1.0], 2)):
+        with pytest.raises(ValueError, match="untimed"):
+            probe_seconds(*bad)
 
 
 def test_count_evals():

@@ -32,6 +32,7 @@ import torch
 from .config import ConfigError, TrainConfig, scale_epochs
 
 __all__ = [
+    "probe_seconds",
     "RunShape",
     "BudgetPlan",
     "count_evals",
@@ -57,7 +58,7 @@ EPOCH_SECONDS = 0.5  # per epoch besides its steps: loader start, last.pt
 SAFETY = 0.06  # the share of the time left that is kept free for a machine that slows down
 GROW_SAFETY = 0.09  # the share kept free when epochs are added
 PROBE_WARMUP_STEPS = 1  # steps not timed (oneDNN builds its kernels in the first ones)
-PROBE_STEPS = 6  # steps timed
+PROBE_STEPS = 16  # steps timed (a few seconds: the machine's speed wanders over shorter spans)
 PROBE_EVAL_BATCHES = 2  # validation batches timed
 # epochs timed before the keeper may shorten a run: the first one alone also holds one-time costs (loader and
 # kernel start-up) and whatever else the machine did in that minute
@@ -221,12 +222,24 @@ def fit_to_budget(recipe: RunShape, seconds_left: float, images_per_s: float, ev
     )
 
 
+def probe_seconds(step_ends: list[float], warmup: int) -> float:
+    """Seconds of the probe's timed steps, from the times at which its steps ended (``step_ends``, one per step,
+    the first ``warmup`` steps untimed): the median step times their number, so that one slow step (another job's
+    burst) does not set the whole run's plan. The plan's images per epoch stay what the probe measured (the keeper
+    changes only the number of epochs): one default run held to AVX2 measured 53.9 images/s, trained at 69-91, and
+    its epochs stayed a third smaller than the other runs'."""
+    if warmup < 1 or len(step_ends) <= warmup:
+        raise ValueError(f"need at least one untimed and one timed step, got {len(step_ends)} steps, warmup {warmup}")
+    steps = [b - a for a, b in zip(step_ends[warmup - 1 :], step_ends[warmup:])]
+    return statistics.median(steps) * len(steps)
+
+
 def measure_speed(cfg: TrainConfig, rank: int, world: int) -> tuple[float, float]:
     """``(training images/s of all processes together, seconds of one evaluation of the val split)`` of a
     throwaway copy of the run (built by :func:`~ssdkit.engine.builders.build_run` into a temporary folder):
     ``PROBE_STEPS`` timed steps on dense images (the slowest epochs) after ``PROBE_WARMUP_STEPS``, and rank 0
-    timing ``PROBE_EVAL_BATCHES`` validation batches. Every process gets the same numbers (the slowest process's
-    steps count)."""
+    timing ``PROBE_EVAL_BATCHES`` validation batches; the steps' time is their median (:func:`probe_seconds`).
+    Every process gets the same numbers (the slowest process's steps count)."""
     from .builders import build_run
     from .distributed import all_reduce_sum
     from .trainer import evaluate, train_parts_epoch
@@ -250,13 +263,8 @@ def measure_speed(cfg: TrainConfig, rank: int, world: int) -> tuple[float, float
         parts.prepare_epoch(0)
         parts.train_loader.batch_sampler.sampler.set_epoch(0)
         marks: list[float] = []
-        train_parts_epoch(
-            parts,
-            0,
-            log_interval=10**9,
-            on_step=lambda state: marks.append(time.perf_counter()) if len(marks) < PROBE_WARMUP_STEPS else None,
-        )
-        train_s = torch.tensor([time.perf_counter() - marks[-1]], dtype=torch.float64)
+        train_parts_epoch(parts, 0, log_interval=10**9, on_step=lambda state: marks.append(time.perf_counter()))
+        train_s = torch.tensor([probe_seconds(marks, PROBE_WARMUP_STEPS)], dtype=torch.float64)
         eval_s = 0.0
         if rank == 0:
             start = time.perf_counter()
