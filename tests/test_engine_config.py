@@ -329,3 +329,5 @@ def test_onednn_isa_hold_and_the_vgg_layout(monkeypatch):
     assert runtime.run_memory_format("ssd_300_vgg16_atrous_voc", cuda, torch.float16) == torch.channels_last
     monkeypatch.setattr(torch.cpu, "_is_avx512_supported", lambda: True)
     assert runtime.run_memory_format("ssd_300_vgg16_atrous_voc", cpu, None) == torch.channels_last
+    monkeypatch.delattr(torch.cpu, "_is_avx512_supported")  # PyTorch without the private query: NHWC as before
+    assert runtime.onednn_runs_avx512() is True

@@ -94,7 +94,9 @@ def onednn_runs_avx512() -> bool:
     held = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "").strip().upper()
     if held in _BELOW_AVX512:
         return False
-    return bool(torch.cpu._is_avx512_supported())
+    # a private PyTorch query; without it, assume AVX-512 (NHWC everywhere, as before the VGG exception)
+    probe = getattr(torch.cpu, "_is_avx512_supported", None)
+    return bool(probe()) if probe is not None else True
 
 
 def run_memory_format(model: str | None, device: torch.device, amp_dtype: torch.dtype | None) -> torch.memory_format:
