@@ -226,7 +226,7 @@ def probe_seconds(step_ends: list[float], warmup: int) -> float:
     """Seconds of the probe's timed steps, from the times at which its steps ended (``step_ends``, one per step,
     the first ``warmup`` steps untimed): the median step times their number, so that one slow step (another job's
     burst) does not set the whole run's plan. The plan's images per epoch stay what the probe measured (the keeper
-    changes only the number of epochs): one default run held to AVX2 measured 53.9 images/s, trained at 69-91, and
+    changes only the number of epochs): one default run held to AVX2 measured 53.9 images/s, trained at 65-92, and
     its epochs stayed a third smaller than the other runs'."""
     if warmup < 1 or len(step_ends) <= warmup:
         raise ValueError(f"need at least one untimed and one timed step, got {len(step_ends)} steps, warmup {warmup}")
