@@ -116,7 +116,7 @@ def synthetic_default_model(device: torch.device, amp: bool | None) -> str:
     In float32 the narrow stem's step takes 0.72x the time (held to AVX2), so a 10-minute budget trains more images
     with it, which wins where few fit; where the whole recipe (nearly) fits, the wider stem learns more from each.
     Measured (default runs, three each, median): held to AVX2, 48 0.8911 against 64 0.8902 in 10 minutes, 0.8465 /
-    0.8535 against 0.8332 / 0.8464 in 5 (two seeds); native bfloat16, 64 0.9043 (0.9075 with an earlier budget
-    keeper) against 48 0.8968 (``docs/synthetic-recipe.md``).
+    0.8535 against 0.8332 / 0.8464 in 5 (two seeds); native bfloat16, 64 0.9043 against 48 0.8968
+    (``docs/synthetic-recipe.md`` says which runs and budget versions these are).
     """
     return "ssd_tiny_synthetic" if amp_dtype_for(device, amp) is not None else "ssd_tiny48_synthetic"
