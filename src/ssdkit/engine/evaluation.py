@@ -167,12 +167,11 @@ def load_onnx_detector(path: str):
     """An ``OnnxRuntimeDetector`` for ``path``; a missing, unreadable or foreign file is a ``ConfigError``."""
     if not os.path.isfile(path):
         raise ConfigError(f"ONNX file not found: {path}")
-    try:
-        from ..export.runtime import OnnxRuntimeDetector
-    except ImportError as err:
-        raise ConfigError(
-            f"running ONNX files needs onnx and onnxruntime (pip install 'ssdkit[onnx]'): {err}"
-        ) from None
+    from ..export import ONNX_RUN_NEEDS, missing_modules
+    from ..export.runtime import OnnxRuntimeDetector
+
+    if missing := missing_modules(ONNX_RUN_NEEDS):
+        raise ConfigError(f"running ONNX files needs {' and '.join(missing)}: pip install 'ssdkit[onnx]'")
     try:
         return OnnxRuntimeDetector(path)
     except ValueError as err:
