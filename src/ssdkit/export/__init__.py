@@ -13,12 +13,14 @@ __all__ = [
     "read_onnx_metadata",
     "ONNX_EXPORT_NEEDS",
     "ONNX_RUN_NEEDS",
+    "ONNX_EXTRA",
     "missing_modules",
 ]
 
 # the optional packages of ``pip install 'ssdkit[onnx]'``; the modules here import them only when used
 ONNX_EXPORT_NEEDS = ("onnx", "onnxscript")
 ONNX_RUN_NEEDS = ("onnx", "onnxruntime")
+ONNX_EXTRA = "pip install -e '.[onnx]' in the ssdkit checkout"
 
 
 def missing_modules(names: tuple[str, ...]) -> list[str]:
