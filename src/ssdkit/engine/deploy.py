@@ -58,13 +58,10 @@ def export_model(
     """Export and return a summary (file, format, model, classes, input size, outputs)."""
     if fmt not in FORMATS:
         raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {fmt!r}")
-    from ..export import ONNX_EXPORT_NEEDS, ONNX_EXTRA, export_onnx, export_torchscript, missing_modules
+    from ..export import ONNX_EXPORT_NEEDS, export_onnx, export_torchscript, install_hint
 
-    if fmt == "onnx" and (missing := missing_modules(ONNX_EXPORT_NEEDS)):
-        raise ConfigError(
-            f"exporting to ONNX needs {' and '.join(missing)}: pip install {' '.join(missing)} (or the extra "
-            f"{ONNX_EXTRA}); --format torchscript needs nothing more"
-        )
+    if fmt == "onnx" and (hint := install_hint(ONNX_EXPORT_NEEDS)):
+        raise ConfigError(f"exporting to ONNX needs {hint}; --format torchscript needs nothing more")
     net, size = _load_net(checkpoint, model, pretrained)
     _check_writable(output)
     try:

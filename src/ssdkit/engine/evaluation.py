@@ -167,14 +167,11 @@ def load_onnx_detector(path: str):
     """An ``OnnxRuntimeDetector`` for ``path``; a missing, unreadable or foreign file is a ``ConfigError``."""
     if not os.path.isfile(path):
         raise ConfigError(f"ONNX file not found: {path}")
-    from ..export import ONNX_EXTRA, ONNX_RUN_NEEDS, missing_modules
+    from ..export import ONNX_RUN_NEEDS, install_hint
     from ..export.runtime import OnnxRuntimeDetector
 
-    if missing := missing_modules(ONNX_RUN_NEEDS):
-        raise ConfigError(
-            f"running ONNX files needs {' and '.join(missing)}: pip install {' '.join(missing)} (or the extra "
-            f"{ONNX_EXTRA})"
-        )
+    if hint := install_hint(ONNX_RUN_NEEDS):
+        raise ConfigError(f"running ONNX files needs {hint}")
     try:
         return OnnxRuntimeDetector(path)
     except ValueError as err:

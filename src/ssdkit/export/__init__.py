@@ -13,14 +13,13 @@ __all__ = [
     "read_onnx_metadata",
     "ONNX_EXPORT_NEEDS",
     "ONNX_RUN_NEEDS",
-    "ONNX_EXTRA",
     "missing_modules",
+    "install_hint",
 ]
 
 # the optional packages of ``pip install 'ssdkit[onnx]'``; the modules here import them only when used
 ONNX_EXPORT_NEEDS = ("onnx", "onnxscript")
 ONNX_RUN_NEEDS = ("onnx", "onnxruntime")
-ONNX_EXTRA = "pip install -e '.[onnx]' in the ssdkit checkout"
 
 
 def missing_modules(names: tuple[str, ...]) -> list[str]:
@@ -33,3 +32,15 @@ def missing_modules(names: tuple[str, ...]) -> list[str]:
         except ImportError:
             missing.append(name)
     return missing
+
+
+def install_hint(names: tuple[str, ...]) -> str | None:
+    """``"onnx and onnxscript: pip install onnx onnxscript (or ...)"`` for those of ``names`` that are missing, for
+    a command's one-line error; None when all import."""
+    missing = missing_modules(names)
+    if not missing:
+        return None
+    return (
+        f"{' and '.join(missing)}: pip install {' '.join(missing)} "
+        "(or the extra pip install -e '.[onnx]' in the ssdkit checkout)"
+    )
