@@ -123,6 +123,15 @@ def test_predict(trained_run, tmp_path):
     for det in res[0]["detections"]:
         x1, y1, x2, y2 = det["box_xyxy"]
         assert 0 <= x1 <= x2 <= 160 and 0 <= y1 <= y2 <= 90
+    # a bad file among good ones: reported on stderr and in the JSON, the others still detected, exit code 1
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"\x89PNG truncated")
+    proc = run("predict", "--checkpoint", str(out / "best.pt"), str(bad), str(img), "--output", str(tmp_path / "p2"))
+    assert proc.returncode == 1
+    res = json.loads(proc.stdout)
+    assert res[0]["image"] == str(bad) and "cannot decode image" in res[0]["error"]
+    assert res[1]["image"] == str(img) and os.path.exists(res[1]["picture"])
+    assert f"{bad}: cannot decode image" in proc.stderr and "1 of 2 images could not be read" in proc.stderr
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

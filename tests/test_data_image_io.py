@@ -26,3 +26,20 @@ def test_bad_files_are_named(tmp_path, content, reason):
     with pytest.raises(BadSampleError, match=reason) as err:
         read_image(str(path))
     assert err.value.path == str(path)
+
+
+def test_folder_is_not_called_missing(tmp_path):
+    with pytest.raises(BadSampleError, match="is a folder"):
+        read_image(str(tmp_path))
+
+
+def test_truncated_jpeg_reason_without_decoder_source_path(tmp_path):
+    from torchvision.io import encode_jpeg
+
+    data = encode_jpeg(torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8)).numpy().tobytes()
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BadSampleError, match="cannot decode image") as err:
+        read_image(str(path))
+    assert ".cpp" not in str(err.value) and "/__w/" not in str(err.value)
+    assert err.value.reason.endswith(")") and len(err.value.reason) > len("cannot decode image ()")

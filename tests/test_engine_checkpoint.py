@@ -98,3 +98,45 @@ def test_resume_auto_continues_the_output_folder_when_it_has_a_last_checkpoint(t
     save_checkpoint(str(tmp_path / "last.pt"), {"model": {}, "config": TrainConfig(seed=7, epochs=3).to_dict()})
     resumed = prepare_config(TrainConfig(resume="auto", output=str(tmp_path)))
     assert resumed.resume == str(tmp_path / "last.pt") and resumed.seed == 7 and resumed.epochs == 3
+
+
+def test_other_model_files_get_a_pointer_not_a_pickle_error(tmp_path):
+    """A GluonCV user tries --checkpoint with a .params file first; an export is no checkpoint either."""
+    import shutil
+    import warnings
+
+    from ssdkit.engine.config import ConfigError
+
+    params = tmp_path / "ssd_300_vgg16_atrous_voc.params"
+    shutil.copy(os.path.join(os.path.dirname(__file__), "data", "model_mxnet_v2.params"), params)
+    scripted = tmp_path / "model.ts"
+    torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(scripted))
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_bytes(b"\x08\x08\x12\x06ssdkit")
+    cases = [
+        (params, "MXNet .params file .*ssdkit convert"),
+        (scripted, "TorchScript file .*torch.jit.load"),
+        (onnx_file, "ONNX file; run it with `ssdkit predict --onnx`"),
+        (tmp_path, "is a folder; give the checkpoint file in it"),
+    ]
+    for path, pattern in cases:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # torch.load's TorchScript warning must not reach the user
+            with pytest.raises(ConfigError, match=pattern) as err:
+                load_checkpoint(str(path))
+        assert str(path) in str(err.value) and "\n" not in str(err.value)
+    # a plain torch.save zip that is no checkpoint keeps the generic message
+    torch.save({"w": torch.ones(1)}, tmp_path / "state.pt")
+    with pytest.raises(ConfigError, match="not an ssdkit training checkpoint"):
+        load_checkpoint(str(tmp_path / "state.pt"))
+
+
+def test_checkpoint_file_mode_follows_umask(tmp_path):
+    mask = os.umask(0o027)
+    try:
+        save_checkpoint(str(tmp_path / "a.pt"), {"model": {}, "config": {}})
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "a.pt").stat().st_mode & 0o777 == 0o640
+    save_checkpoint(str(tmp_path / "b.pt"), {"model": {}, "config": {}})
+    assert (tmp_path / "b.pt").stat().st_mode & 0o777 == 0o666 & ~mask

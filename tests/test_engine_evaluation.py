@@ -1,5 +1,7 @@
-"""predict_images: JSON boxes in original pixels and a picture drawn with plot_bbox; bad arguments are
-ConfigErrors naming the file."""
+"""predict_images: JSON boxes in original pixels and a picture drawn with plot_bbox; an unreadable image is an entry
+with its error and does not stop the others; bad arguments are ConfigErrors naming the file."""
+
+import os
 
 import pytest
 import torch
@@ -56,5 +58,15 @@ def test_bad_arguments(checkpoint, tmp_path):
         predict_images(path, [img], onnx=path)
     with pytest.raises(ConfigError, match="photo.png"):
         predict_images(path, [img], output=img + "/sub", device="cpu")  # a folder inside a file
-    with pytest.raises(ConfigError, match="missing.png"):
-        predict_images(path, [str(tmp_path / "missing.png")], output=str(tmp_path), device="cpu")
+
+
+def test_bad_image_files_are_reported_and_do_not_stop_the_others(checkpoint, tmp_path):
+    path, img = checkpoint
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    missing = str(tmp_path / "missing.png")
+    res = predict_images(path, [missing, img, str(corrupt), img], output=str(tmp_path / "out"), device="cpu")
+    assert [r["image"] for r in res] == [missing, img, str(corrupt), img]
+    assert res[0] == {"image": missing, "error": "image file not found"}
+    assert res[2]["error"].startswith("cannot decode image") and "picture" not in res[2]
+    assert res[1]["detections"] == res[3]["detections"] and os.path.exists(res[1]["picture"])

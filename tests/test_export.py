@@ -177,7 +177,23 @@ def test_torchscript_in_fresh_process_without_ssdkit(tiny, tmp_path, capsys):
     assert_same_detections(net.detect(x), [got[f"arr_{i}"] for i in range(3)], count=100)
 
 
-def test_raw_export(tiny, tmp_path):
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.load's deprecation notice
+@pytest.mark.parametrize("raw", [False, True])
+def test_torchscript_refuses_another_input_size(tiny, tmp_path, raw):
+    """The anchors inside the file are made for one size: a smaller image must not decode against them silently,
+    a larger one must not fail with an index error from inside the decoding."""
+    net, _, _, _ = tiny
+    path = str(tmp_path / "tiny.ts")
+    ssdkit.export.export_torchscript(net, path, raw=raw)
+    m = torch.jit.load(path)
+    s = net.data_shape
+    assert len(m(torch.rand(2, 3, s, s))) == 3
+    for shape in ((1, 3, s - 32, s - 32), (1, 3, s + 32, s), (1, 3, s, s + 32), (1, 1, s, s)):
+        with pytest.raises(Exception, match=rf"exported for images of shape \[N, 3, {s}, {s}\], got \[{shape[0]}, "):
+            m(torch.rand(*shape))
+
+
+def test_raw_export(tiny, tmp_path, capsys):
     net, ckpt, _, _ = tiny
     path = export_onnx(net, str(tmp_path / "raw.onnx"), raw=True)
     x = torch.rand(2, 3, net.data_shape, net.data_shape)
@@ -187,6 +203,8 @@ def test_raw_export(tiny, tmp_path):
     np.testing.assert_allclose(box_preds, ref[1].detach().numpy(), atol=1e-4)
     np.testing.assert_array_equal(anchors, ref[2][0].numpy())
     assert read_onnx_metadata(path)["outputs"] == "raw"
+    code, _, err = run(capsys, "predict", "--onnx", path, str(tmp_path / "photo.png"))  # checked before the image
+    assert code == 2 and err.count(path) == 1 and "export it again without --raw" in err, err
 
 
 @pytest.mark.parametrize(

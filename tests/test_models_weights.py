@@ -264,6 +264,15 @@ def test_bad_files(params_file, tmp_path):
     )
 
 
+def test_old_save_params_names_get_a_hint(tmp_path):
+    name = "ssd_512_mobilenet1.0_custom"
+    listing = NAMES["names"][name]
+    old_style = {"ssd0_" + k.replace(".", "_"): np.zeros(s, np.float32) for k, s in listing}
+    path = tmp_path / "old.params"
+    gen.write_params(str(path), old_style)
+    _one_line_error(lambda: get_model(name, pretrained=path, classes=gen.CUSTOM_CLASSES), "save_parameters")
+
+
 @pytest.mark.parametrize("change", ["missing", "extra", "shape", "anchors"])
 def test_wrong_names_and_shapes(change, tmp_path):
     name = "ssd_512_mobilenet1.0_custom"
@@ -316,3 +325,17 @@ def test_convert_cli(params_file, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "class_predictors.0.predictor.weight" in err
     assert not (tmp_path / "x.pt").exists() and not (tmp_path / "y.pt").exists()
+    # a custom model's file without --classes, or with too few: the message names the flag, or the class counts
+    assert main(["convert", str(src), "--model", name, "--output", str(tmp_path / "z.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--classes a,b,c" in err
+    assert main(["convert", str(src), "--model", name, "--classes", "a,b", "--output", str(tmp_path / "z.pt")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "the file predicts 3 classes, the model 2 (a, b)" in err
+    # export straight from the .params file, as convert does
+    ts = tmp_path / "custom.ts"
+    args = ["export", "--model", name, "--pretrained", str(src), "--classes", "a,b,c", "--format", "torchscript"]
+    assert main([*args, "--output", str(ts)]) == 0
+    assert json.loads(capsys.readouterr().out)["classes"] == list(gen.CUSTOM_CLASSES)
+    assert main(["export", "--checkpoint", str(out), "--classes", "a,b,c", "--output", str(tmp_path / "c.ts")]) == 2
+    assert "--classes goes with --model" in capsys.readouterr().err

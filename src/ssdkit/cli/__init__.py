@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--onnx", help="an ONNX file written by `ssdkit export` (runs on ONNX Runtime)")
     p.add_argument("images", nargs="+", help="image files (JPEG, PNG)")
     p.add_argument("--score-thresh", type=float, default=0.3, help="only report detections above this score")
-    p.add_argument("--output", help="folder for the pictures with boxes (default: beside the checkpoint)")
+    p.add_argument("--output", help="folder for the pictures with boxes (default: predictions/ beside the checkpoint)")
     p.add_argument("--device", default="auto")
 
     p = sub.add_parser(
@@ -97,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", help="a .pt file written by `ssdkit train`")
     src.add_argument("--model", help="a zoo model name (see `ssdkit models`)")
-    p.add_argument("--pretrained", help="with --model: a local weights file (ssdkit state dict or checkpoint)")
+    p.add_argument(
+        "--pretrained", help="with --model: a local weights file (GluonCV .params, ssdkit checkpoint or state dict)"
+    )
+    p.add_argument("--classes", type=_csv_list, help="with --model: comma-separated class names (*_custom models)")
     p.add_argument("--output", required=True, help="the file to write, e.g. model.onnx")
     p.add_argument(
         "--format",
@@ -206,6 +209,12 @@ def _cmd_predict(args) -> int:
 
     out = predict_images(args.checkpoint, args.images, **_pick(args, "score_thresh", "output", "device", "onnx"))
     print(json.dumps(out, indent=2))
+    failed = [entry for entry in out if "error" in entry]
+    for entry in failed:
+        print(f"ssdkit predict: {entry['image']}: {entry['error']}", file=sys.stderr)
+    if failed:
+        print(f"ssdkit predict: {len(failed)} of {len(out)} images could not be read", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -216,7 +225,9 @@ def _cmd_export(args) -> int:
         from ..engine.config import ConfigError
 
         raise ConfigError("--pretrained goes with --model (a checkpoint holds its own weights)")
-    out = export_model(args.output, fmt=args.format, **_pick(args, "checkpoint", "model", "pretrained", "opset", "raw"))
+    out = export_model(
+        args.output, fmt=args.format, **_pick(args, "checkpoint", "model", "pretrained", "opset", "raw", "classes")
+    )
     print(json.dumps(out, indent=2))
     return 0
 

@@ -55,6 +55,12 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def save_checkpoint(path: str, payload: dict[str, Any]) -> None:
     """Write ``payload`` to ``path`` atomically (a temporary file in the same folder, then ``os.replace``)."""
     folder = os.path.dirname(os.path.abspath(path))
@@ -65,6 +71,8 @@ def save_checkpoint(path: str, payload: dict[str, Any]) -> None:
             torch.save(payload, f)
             f.flush()
             os.fsync(f.fileno())
+        # mkstemp makes the file private (0600); a checkpoint is shared like the run's other files
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -76,8 +84,12 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict
     """Read a checkpoint written by :func:`save_checkpoint`; a clear error names the file when it is not one."""
     from .config import ConfigError
 
+    if os.path.isdir(path):
+        raise ConfigError(f"{path} is a folder; give the checkpoint file in it, e.g. {os.path.join(path, 'best.pt')}")
     if not os.path.isfile(path):
         raise ConfigError(f"checkpoint not found: {path}")
+    if hint := _foreign_file_hint(path):
+        raise ConfigError(f"{path} is not an ssdkit checkpoint: {hint}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
@@ -86,6 +98,30 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
         raise ConfigError(f"{path} is not an ssdkit training checkpoint (no 'model' and 'config' entries)")
     return ckpt
+
+
+def _foreign_file_hint(path: str) -> str | None:
+    """What to do instead when ``path`` is one of the other files ssdkit users hold: GluonCV's MXNet ``.params``,
+    a TorchScript or ONNX export. Read from the file's first bytes (and the zip's member names), so the check
+    neither loads the file nor trusts its extension alone."""
+    import zipfile
+
+    from ..models.mxnet_params import is_mxnet_params
+
+    if is_mxnet_params(path):
+        return "it is an MXNet .params file (GluonCV's weights); convert it first with `ssdkit convert`"
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return None
+        if any(name.split("/", 1)[-1].startswith(("code/", "constants.pkl")) for name in names):
+            return "it is a TorchScript file (`ssdkit export --format torchscript`); load it with torch.jit.load"
+        return None
+    if path.lower().endswith(".onnx"):
+        return "it looks like an ONNX file; run it with `ssdkit predict --onnx`"
+    return None
 
 
 class Checkpointer:

@@ -13,11 +13,13 @@ __all__ = ["export_model", "FORMATS"]
 FORMATS = ("onnx", "torchscript")
 
 
-def _load_net(checkpoint: str | None, model: str | None, pretrained: str | None):
+def _load_net(checkpoint: str | None, model: str | None, pretrained: str | None, classes: list[str] | None = None):
     from .evaluation import load_trained_model
 
     if (checkpoint is None) == (model is None):
         raise ConfigError("give either --checkpoint or --model")
+    if classes is not None and checkpoint is not None:
+        raise ConfigError("--classes goes with --model (a checkpoint holds its own class names)")
     if checkpoint is not None:
         net, cfg, ckpt = load_trained_model(checkpoint, torch.device("cpu"))
         return net, int(ckpt.get("data_shape") or cfg.data_shape or net.data_shape)
@@ -28,7 +30,7 @@ def _load_net(checkpoint: str | None, model: str | None, pretrained: str | None)
     if pretrained is not None and not os.path.isfile(pretrained):
         raise ConfigError(f"weights file not found: {pretrained}")
     try:
-        net = get_model(model, pretrained=pretrained or False)
+        net = get_model(model, pretrained=pretrained or False, classes=classes)
     except (ValueError, KeyError, RuntimeError) as err:
         raise ConfigError(f"{pretrained or model}: {str(err).splitlines()[0]}") from None
     return net.eval(), net.data_shape
@@ -54,6 +56,7 @@ def export_model(
     fmt: str = "onnx",
     opset: int | None = None,
     raw: bool = False,
+    classes: list[str] | None = None,
 ) -> dict:
     """Export and return a summary (file, format, model, classes, input size, outputs)."""
     if fmt not in FORMATS:
@@ -62,7 +65,7 @@ def export_model(
 
     if fmt == "onnx" and (hint := install_hint(ONNX_EXPORT_NEEDS)):
         raise ConfigError(f"exporting to ONNX needs {hint}; --format torchscript needs nothing more")
-    net, size = _load_net(checkpoint, model, pretrained)
+    net, size = _load_net(checkpoint, model, pretrained, classes)
     _check_writable(output)
     try:
         if fmt == "onnx":

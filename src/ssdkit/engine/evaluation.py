@@ -104,7 +104,10 @@ def predict_images(
     onnx: str | None = None,
 ) -> list[dict[str, Any]]:
     """Detect objects in ``images`` with the checkpoint ``path`` or the ONNX file ``onnx`` (ONNX Runtime); boxes
-    in original pixels. Writes ``<name>.pred.png`` with the boxes drawn by ``ssdkit.viz.plot_bbox``."""
+    in original pixels. Writes ``<name>.pred.png`` with the boxes drawn by ``ssdkit.viz.plot_bbox``.
+
+    One entry per image, in order: ``{"image", "detections", "picture"}``, or ``{"image", "error"}`` for a file
+    that is missing or does not decode; such a file does not stop the others."""
     from ..data.errors import BadSampleError
     from ..data.image_io import read_image
     from ..data.transforms import SSDValTransform
@@ -140,7 +143,8 @@ def predict_images(
         try:
             image = read_image(image_path)
         except BadSampleError as err:
-            raise ConfigError(str(err)) from None
+            results.append({"image": image_path, "error": err.reason})
+            continue
         h, w = image.shape[-2:]
         x, _ = transform(image, {"boxes": _empty_boxes(h, w), "labels": torch.zeros(0, dtype=torch.int64)})
         ids, scores, boxes = detect(x[None])
@@ -175,7 +179,7 @@ def load_onnx_detector(path: str):
     try:
         return OnnxRuntimeDetector(path)
     except ValueError as err:
-        raise ConfigError(f"{path}: {err}") from None
+        raise ConfigError(str(err) if str(err).startswith(path) else f"{path}: {err}") from None
     except Exception as err:  # protobuf's decode errors and ONNX Runtime's load errors have no common base
         raise ConfigError(
             f"{path} is not a readable ONNX file ({type(err).__name__}: {str(err).splitlines()[0]})"

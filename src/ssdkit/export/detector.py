@@ -21,7 +21,23 @@ from torch import Tensor, nn
 
 from . import nms_op  # noqa: F401  (registers ssdkit::class_nms)
 
-__all__ = ["DeployDetector", "OnnxDetector", "RawHeads", "greedy_class_nms"]
+__all__ = ["DeployDetector", "OnnxDetector", "RawHeads", "greedy_class_nms", "check_input_size"]
+
+
+def check_input_size(images: Tensor, height: int, width: int) -> None:
+    """Raise ``ValueError`` unless ``images`` is ``Tensor[N, 3, height, width]``: the exported anchors are made for
+    one input size, and another size would silently decode boxes against the wrong anchors (or index past them).
+    Written in the subset of Python that TorchScript compiles, so the check travels inside the exported file."""
+    if images.dim() != 4 or images.shape[1] != 3 or images.shape[2] != height or images.shape[3] != width:
+        raise ValueError(
+            "this detector was exported for images of shape [N, 3, "
+            + str(height)
+            + ", "
+            + str(width)
+            + "], got "
+            + str(list(images.shape))
+            + "; resize the images to that size or export again at another size"
+        )
 
 
 class RawHeads(nn.Module):
@@ -70,6 +86,7 @@ class DeployDetector(nn.Module):
         pp = net.postprocessor
         height = int(height or net.data_shape)
         width = int(width or height)
+        self.height, self.width = height, width
         self.heads = RawHeads(net)
         self.register_buffer("anchors", net.anchors_for_input(height, width).reshape(-1, 4).float().clone())
         self.num_classes = int(net.num_classes)
@@ -117,6 +134,7 @@ class DeployDetector(nn.Module):
         return greedy_class_nms(boxes_xyxy, ids, valid, self.nms_thresh)
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        check_input_size(images, self.height, self.width)
         cls_preds, box_preds = self.heads(images)
         scores, ids, anchor_index = self.candidates(cls_preds)
         boxes = self.decode(box_preds, anchor_index)

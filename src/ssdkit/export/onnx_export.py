@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from ..constants import IMAGENET_MEAN, IMAGENET_STD
-from .detector import DeployDetector, OnnxDetector, RawHeads, preprocessing_info
+from .detector import DeployDetector, OnnxDetector, RawHeads, check_input_size, preprocessing_info
 
 __all__ = ["export_onnx", "export_torchscript", "read_onnx_metadata", "METADATA_KEY", "DEFAULT_OPSET"]
 
@@ -29,10 +29,12 @@ DEFAULT_OPSET = 18
 class _RawWithAnchors(nn.Module):
     def __init__(self, net: nn.Module, height: int, width: int):
         super().__init__()
+        self.height, self.width = int(height), int(width)
         self.heads = RawHeads(net)
         self.register_buffer("anchors_cxcywh", net.anchors_for_input(height, width).reshape(-1, 4).float().clone())
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        check_input_size(images, self.height, self.width)
         cls_preds, box_preds = self.heads(images)
         return cls_preds, box_preds, self.anchors_cxcywh.clone()
 

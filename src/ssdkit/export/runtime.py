@@ -24,7 +24,9 @@ class OnnxRuntimeDetector:
         model = onnx.load(path)
         self.info = read_onnx_metadata(model)
         if self.info.get("outputs") != "detections":
-            raise ValueError(f"{path} holds the raw network outputs (--raw), not detections")
+            raise ValueError(
+                f"{path} holds the raw network outputs (--raw), not detections; export it again without --raw"
+            )
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = int(threads)

@@ -131,7 +131,7 @@ def build_from_preset(
                 f"{preset.transfer_prefix}{transfer}> (nothing is downloaded)"
             )
         if classes is None:
-            raise ValueError(f"{name} needs classes=[...]")
+            raise ValueError(f"{name} needs classes=[...] (on the command line: --classes a,b,c)")
         source = PRESETS[preset.transfer_prefix + transfer]
         net = build_from_preset(source, pretrained=pretrained, **common, **backbone_kwargs)
         net.reset_class(classes, reuse_weights=[c for c in classes if c in net.classes])
@@ -152,7 +152,10 @@ def build_from_preset(
             classes = checkpoint_classes(meta)
         classes = classes or preset.default_classes
         if classes is None:
-            raise ValueError(f"{name} needs classes=[...] (the names of the foreground classes)")
+            raise ValueError(
+                f"{name} needs classes=[...], the names of the foreground classes "
+                "(on the command line: --classes a,b,c)"
+            )
 
     try:
         features: Any = BACKBONES[preset.backbone](**backbone_kwargs)

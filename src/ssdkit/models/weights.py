@@ -160,11 +160,34 @@ def load_state_strict(
         if unexpected:
             parts.append(f"{len(unexpected)} unexpected keys, first: {unexpected[:_SHOW]}")
         what = getattr(module, "name", None) or type(module).__name__
+        if hint := _class_count_hint(module, state):
+            parts.insert(0, hint)
+        if unexpected and not any("." in origin.get(k, k) for k in state):
+            parts.append(
+                "names without dots are what Gluon's deprecated save_params wrote: load the file in GluonCV "
+                "(net.load_params) and write it again with net.save_parameters"
+            )
         raise WeightsError(f"weight file {source!r} does not fit {what}: " + "; ".join(parts))
     # load_state_dict (not a plain copy) runs the modules' load hooks, e.g. FixedGammaBatchNorm2d's gamma reset
     module.load_state_dict(
         {k: v.to(dtype=target[k].dtype).reshape(target[k].shape) for k, v in state.items()}, strict=False
     )
+
+
+def _class_count_hint(module: nn.Module, state: Mapping[str, Tensor]) -> str:
+    """``"the file predicts 3 classes, the model 2 (a, b)"`` when an SSD's first class head says so, else ``""``:
+    one line that names the cause of the many head mismatches that follow from it."""
+    weight = state.get("class_predictors.0.predictor.weight")
+    spec, classes = getattr(module, "anchor_spec", None), getattr(module, "classes", None)
+    if weight is None or spec is None or classes is None:
+        return ""
+    per_position = spec.anchors_per_position()[0]
+    if weight.shape[0] % per_position:
+        return ""
+    in_file = weight.shape[0] // per_position - 1
+    if in_file == len(classes):
+        return ""
+    return f"the file predicts {in_file} classes, the model {len(classes)} ({', '.join(classes)})"
 
 
 def _same_but_unit_dims(a: torch.Size, b: torch.Size) -> bool:
