@@ -136,3 +136,52 @@ def test_the_cli_reports_the_stop_in_one_line_and_exits_1(tmp_path, monkeypatch,
     err = capsys.readouterr().err
     assert code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert "2 steps in a row had a non-finite loss" in err
+
+
+def test_a_skipped_step_leaves_the_batch_norm_statistics_as_they_were(tmp_path, monkeypatch):
+    """An inf pixel reaches the running statistics in the forward pass, before any loss or gradient is seen; the
+    skipped step must put them back, so the run ends exactly as one whose step 2 was skipped for a NaN loss."""
+    calls = {"n": 0}
+
+    def inf_pixel_at_step_2(module, args):
+        if isinstance(module, torch.nn.Conv2d) and module.in_channels == 3 and module.training:
+            calls["n"] += 1
+            if calls["n"] == 2:
+                x = args[0].clone()
+                x[0, 0, 0, 0] = float("inf")
+                return (x,)
+        return None
+
+    handle = torch.nn.modules.module.register_module_forward_pre_hook(inf_pixel_at_step_2)
+    try:
+        fit(_cfg(tmp_path, "inf"), say=lambda m: None)
+    finally:
+        handle.remove()
+    monkeypatch.setattr("ssdkit.engine.builders.run.SSDMultiBoxLoss", _LossWithNaN)
+    monkeypatch.setattr(_LossWithNaN, "bad", {2})
+    monkeypatch.setattr(_LossWithNaN, "calls", 0)
+    fit(_cfg(tmp_path, "nan"), say=lambda m: None)
+    a = torch.load(tmp_path / "inf" / "last.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "nan" / "last.pt", weights_only=True)["model"]
+    assert calls["n"] > 2
+    for key, value in a.items():
+        assert torch.equal(value, b[key]), key
+        assert not value.is_floating_point() or torch.isfinite(value).all(), key
+
+
+def test_restore_batch_norms_unit():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    guard = NonFiniteGuard(opt, torch.device("cpu"))
+    guard.watch_batch_norms(net)
+    before = {k: v.clone() for k, v in net[1].state_dict().items()}
+    guard.save_batch_norms()
+    net(torch.randn(2, 3, 8, 8))  # a good forward pass, then a step that is skipped for another reason
+    guard.restore_batch_norms(torch.ones(()))
+    assert all(torch.equal(v, before[k]) for k, v in net[1].state_dict().items())
+    guard.save_batch_norms()
+    net(torch.randn(2, 3, 8, 8))
+    moved = {k: v.clone() for k, v in net[1].state_dict().items()}
+    guard.restore_batch_norms(torch.zeros(()))  # a good step keeps what it learned
+    assert all(torch.equal(v, moved[k]) for k, v in net[1].state_dict().items())
+    assert not torch.equal(moved["running_mean"], before["running_mean"])

@@ -9,6 +9,7 @@ what every checkpoint stores. Why the synthetic recipe is what it is: ``docs/syn
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -250,8 +251,12 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
             raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(out, name)}")
     if not 0 < out.match_iou <= 1:
         raise ConfigError(f"--match-iou must be in (0, 1], got {out.match_iou}")
-    if out.lr <= 0:
-        raise ConfigError(f"--lr must be positive, got {out.lr}")
+    if not math.isfinite(out.lr) or out.lr <= 0:  # a NaN rate makes every weight NaN without a bad gradient
+        raise ConfigError(f"--lr must be a positive number, got {out.lr}")
+    for name in ("momentum", "wd", "lr_decay"):
+        value = getattr(out, name)
+        if value is not None and (not math.isfinite(value) or value < 0):
+            raise ConfigError(f"--{name.replace('_', '-')} must be a finite number >= 0, got {value}")
     if out.checkpoint_steps < 0:
         raise ConfigError(f"--checkpoint-steps must be >= 0, got {out.checkpoint_steps}")
     if out.max_bad_steps < 1:

@@ -11,6 +11,11 @@ Everything is decided on the device, so a guarded step adds no host synchronisat
 * the counters (skipped steps, the current streak of bad steps, the step where the streak reached ``patience``)
   are device tensors, read by the trainer only at its log intervals.
 
+* the forward pass of a skipped step has already moved the batch norms' running statistics (an inf pixel makes
+  them inf, and every later evaluation with them): :meth:`save_batch_norms` copies them before the forward pass
+  and :meth:`restore_batch_norms` puts the copies back, on the device, when the step was skipped or the statistics
+  came out non-finite.
+
 With float16 loss scaling (``GradScaler``) the scaler already skips steps with non-finite gradients; the guard
 then counts the steps whose loss itself was not finite (an overflow of the scaled gradients is routine and is
 not counted). The scaler lowers its scale on such a step too: it cannot tell the two apart.
@@ -20,6 +25,7 @@ An optimizer without a fused kernel falls back to reading the flag on the host (
 from __future__ import annotations
 
 import torch
+from torch import nn
 
 __all__ = ["NonFiniteGuard"]
 
@@ -41,6 +47,38 @@ class NonFiniteGuard:
         self._one = torch.ones((), device=device)
         # skipped steps, current streak, step count, step where the streak reached patience (-1: never)
         self.counters = torch.tensor([0.0, 0.0, 0.0, -1.0], device=device, dtype=torch.float64)
+        self._stats: list[torch.Tensor] = []  # the watched batch norms' running statistics and step counts
+        self._saved: list[torch.Tensor] = []
+        self._stats_bad = torch.zeros((), device=device)
+
+    def watch_batch_norms(self, net: nn.Module) -> None:
+        """Guard the running statistics of every batch norm in ``net`` (call again after the buffers were
+        replaced, e.g. by ``.to()``)."""
+        self._stats = [
+            buffer
+            for module in net.modules()
+            if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats
+            for buffer in (module.running_mean, module.running_var, module.num_batches_tracked)
+            if buffer is not None
+        ]
+        self._saved = [buffer.clone() for buffer in self._stats]
+
+    def save_batch_norms(self) -> None:
+        """Copy the watched statistics (before the forward pass)."""
+        if self._stats:
+            torch._foreach_copy_(self._saved, self._stats)
+
+    def restore_batch_norms(self, bad: torch.Tensor) -> None:
+        """Put the copies back where ``bad`` > 0 (the step was skipped) or a running statistic is not finite;
+        decided on the device."""
+        if not self._stats:
+            return
+        self._stats_bad.zero_()
+        floats = [t for t in self._stats if t.is_floating_point()]
+        torch._amp_foreach_non_finite_check_and_unscale_(floats, self._stats_bad, self._one)
+        revert = (bad > 0) | (self._stats_bad > 0)
+        for stat, saved in zip(self._stats, self._saved):
+            stat.copy_(torch.where(revert, saved, stat))
 
     def guard_loss(self, backprop: torch.Tensor, loss: torch.Tensor) -> torch.Tensor:
         """``backprop`` unchanged when ``loss`` is finite, else NaN (so every gradient becomes NaN)."""

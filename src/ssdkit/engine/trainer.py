@@ -115,6 +115,7 @@ def train_one_epoch(
     net.train()
     world = world_size()
     guard = guard or NonFiniteGuard(optimizer, device, patience=2**31, scaler=scaler)
+    guard.watch_batch_norms(net)
     state = state or EpochState(epoch)
     if state.window is None:
         state.window = torch.zeros(5, device=device)
@@ -131,6 +132,7 @@ def train_one_epoch(
         images = batch["images"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
         cls_targets = batch["cls_targets"].to(device, non_blocking=True)
         box_targets = batch["box_targets"].to(device, non_blocking=True)
+        guard.save_batch_norms()
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             cls_preds, box_preds, _ = net(images)
         sum_loss, cls_loss, box_loss = loss_fn(cls_preds, box_preds, cls_targets, box_targets)
@@ -147,6 +149,7 @@ def train_one_epoch(
             guard.step()
         scheduler.step()
         bad = guard.bad_loss if scaler is not None else guard.found_inf
+        guard.restore_batch_norms(bad)
         row = torch.cat((torch.stack((loss.detach(), cls_total.detach(), box_total.detach())).float(), one_zero))
         state.window += torch.where(bad > 0, skip_row, row)
         state.steps += 1
