@@ -116,6 +116,39 @@ def test_resume_continues_exactly(tmp_path, procs):
     a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "part" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+    if procs == 1:
+        # resuming a finished run trains nothing and reports the run's last evaluation, not NaN
+        said = []
+        again = fit(_tiny_cfg(tmp_path, "part", resume="auto"), say=said.append)
+        assert again.epochs_run == 0 and again.last_map == pytest.approx(resumed.last_map, abs=1e-6)
+        assert any("finished all 2 epochs already: nothing to train" in m for m in said)
+        assert not any("ignored" in m for m in said)
+        # recipe options given with --resume do not change the run, and the run says so
+        said.clear()
+        saved_model = torch.load(tmp_path / "part" / "last.pt", weights_only=True)["config"]["model"]
+        other = "ssd_tiny_synthetic" if saved_model == "ssd_tiny48_synthetic" else "ssd_tiny48_synthetic"
+        fit(_tiny_cfg(tmp_path, "part", resume="auto", lr=0.5, model=other), say=said.append)
+        notes = [m for m in said if "resuming keeps the checkpoint's recipe" in m]
+        assert len(notes) == 1 and "--lr 0.5" in notes[0] and f"--model {other}" in notes[0]
+
+
+def test_a_step_checkpoint_keeps_the_epoch_time_so_far(tmp_path, monkeypatch):
+    """A run resumed inside an epoch counts the steps before the checkpoint with their time: a checkpoint that
+    kept the images but not the seconds made the resumed epoch report several times its images/s."""
+    from ssdkit.engine import trainer
+
+    saved = []
+    real_save = trainer._save
+
+    def spy(parts, names, epoch_done, best, bad, state=None):
+        if state is not None:
+            saved.append(state.progress())
+        return real_save(parts, names, epoch_done, best, bad, state)
+
+    monkeypatch.setattr(trainer, "_save", spy)
+    fit(_tiny_cfg(tmp_path, "steps", epochs=1, synthetic_train_size=64, checkpoint_steps=2), say=lambda m: None)
+    assert [p["steps"] for p in saved] == [2]  # 4 steps of 16: a checkpoint after step 2 (not after the last)
+    assert saved[0]["images"] == 32 and saved[0]["seconds"] > 0
 
 
 def test_a_run_repeats_exactly_and_writes_its_folder(tmp_path):
@@ -133,6 +166,9 @@ def test_a_run_repeats_exactly_and_writes_its_folder(tmp_path):
     } <= files
     splits = json.load(open(os.path.join(first.output, "splits.json")))
     assert len(splits["train"]) == 32 and len(splits["val"]) == 8 and not set(splits["train"]) & set(splits["val"])
+    epochs_csv = open(os.path.join(first.output, "epochs.csv")).read().splitlines()
+    header, last = epochs_csv[0].split(","), epochs_csv[-1].split(",")
+    assert last[header.index("voc07_map")] != "" and last[header.index("elapsed_s")] != ""  # the last epoch too
     again = fit(_tiny_cfg(tmp_path, "again", epochs=1), say=lambda m: None)
     assert run_metrics(first.output) == run_metrics(again.output)
     assert same_weights(first.output, again.output)

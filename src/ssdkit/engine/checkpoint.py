@@ -85,7 +85,9 @@ def load_checkpoint(path: str, map_location: str | torch.device = "cpu") -> dict
     from .config import ConfigError
 
     if os.path.isdir(path):
-        raise ConfigError(f"{path} is a folder; give the checkpoint file in it, e.g. {os.path.join(path, 'best.pt')}")
+        inside = [name for name in ("last.pt", "best.pt") if os.path.isfile(os.path.join(path, name))]
+        example = os.path.join(path, inside[0] if inside else "last.pt")
+        raise ConfigError(f"{path} is a folder; give the checkpoint file in it, e.g. {example}")
     if not os.path.isfile(path):
         raise ConfigError(f"checkpoint not found: {path}")
     if hint := _foreign_file_hint(path):

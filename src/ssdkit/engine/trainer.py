@@ -157,6 +157,7 @@ def train_one_epoch(
         if state.steps % log_interval == 0:
             _reduce_window(state, guard, scheduler, optimizer, stop, epoch, on_log, bar, start)
         if on_step is not None:
+            state.seconds = time.perf_counter() - start  # a step checkpoint keeps the epoch's time so far
             on_step(state)
         if stop is not None and (stop.requested if world == 1 else state.stop) and state.steps < end:
             state.stop = stop.requested or state.stop
@@ -322,6 +323,13 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
     iters = len(parts.train_loader)
     t0 = time.perf_counter()
     last_map, table, stopped = float("nan"), "", ""
+    if parts.resume is not None and start_epoch >= plan.epochs:
+        evaluated = logger.eval_points(key) if logger is not None else []
+        last_map = evaluated[-1][1] if evaluated else last_map
+        say(
+            f"{parts.resume_path} finished all {plan.epochs} epochs already: nothing to train "
+            f"(give a larger --epochs to train on)"
+        )
     epoch = start_epoch - 1
 
     def on_log(step: int, values: dict[str, float], e: int) -> None:
@@ -373,8 +381,6 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
                     "images_per_s": stats["images_per_s"],
                     "skipped_steps": stats["skipped"],
                 }
-                if logger is not None:
-                    logger.log_epoch(row)
                 msg = (
                     f"epoch {epoch + 1}/{plan.epochs}  loss {stats['loss']:.4f} (cls {stats['cls_loss']:.4f}, "
                     f"box {stats['box_loss']:.4f})  {stats['images_per_s']:.1f} img/s"
@@ -393,6 +399,8 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
                     msg += f"  {key} {last_map:.4f}"
                     improved, best = last_map > best, max(best, last_map)
                     table = format_ap_table(names, values, title=f"{key} after epoch {epoch + 1}")
+                if logger is not None:  # after the evaluation: the epoch's row holds its mAP too
+                    logger.log_epoch(row)
                 names = ["last.pt"] + (["best.pt"] if improved else [])
                 names += [f"epoch_{epoch + 1:04d}.pt"] if (epoch + 1) % plan.save_interval == 0 else []
                 _save(parts, names, epoch, best, bad)  # the other ranks wait here for rank 0's evaluation

@@ -107,6 +107,9 @@ def prepare_config(cfg: TrainConfig) -> TrainConfig:
                 setattr(saved, maybe, getattr(cfg, maybe))
         saved.output = cfg.output or saved.output or os.path.dirname(os.path.abspath(cfg.resume))
         saved.resume = cfg.resume
+        ignored = _options_the_resume_ignores(cfg, saved)
+        if ignored:
+            saved.extra = {**saved.extra, RESUME_IGNORED_KEY: ignored}
         cfg = saved
     env = torchrun_env()
     if env is not None:  # torchrun decides the processes; --batch-size stays the global batch
@@ -118,6 +121,24 @@ def prepare_config(cfg: TrainConfig) -> TrainConfig:
     if not cfg.output:
         cfg.output = os.path.join("runs", f"{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
     return cfg
+
+
+RESUME_IGNORED_KEY = "resume_ignored"  # TrainConfig.extra: options given with --resume that the saved recipe overrode
+
+
+def _options_the_resume_ignores(given: TrainConfig, saved: TrainConfig) -> list[str]:
+    """``--name value`` of every recipe option the user gave that differs from the checkpoint's recipe: a field
+    counts as given when it differs from the dataclass default (the CLI leaves unset options at it)."""
+    defaults = TrainConfig()
+    skip = {"device", "num_workers", "progress", "on_bad_sample", "checkpoint_steps", "max_bad_steps", "epochs",
+            "procs", "output", "resume", "extra", "time_budget"}  # fmt: skip
+    ignored = []
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(given, f.name)
+        if f.name in skip or value == getattr(defaults, f.name) or value == getattr(saved, f.name):
+            continue
+        ignored.append(f"--{f.name.replace('_', '-')} {value}")
+    return ignored
 
 
 def build_run(cfg: TrainConfig, rank: int, world: int) -> RunParts:
@@ -163,6 +184,11 @@ def build_run(cfg: TrainConfig, rank: int, world: int) -> RunParts:
     checkpointer = Checkpointer(cfg.output, net, optimizer, scheduler, scaler, guard, meta, enabled=main)
 
     notes = _split_notes(cfg, train_set, val_set)
+    if cfg.extra.get(RESUME_IGNORED_KEY):
+        notes.append(
+            f"  resuming keeps the checkpoint's recipe; ignored: {', '.join(cfg.extra[RESUME_IGNORED_KEY])} "
+            f"(only --epochs, --procs and where-to-run options change on resume)"
+        )
     if main:
         os.makedirs(cfg.output, exist_ok=True)
         with open(os.path.join(cfg.output, "config.json"), "w") as f:
