@@ -7,6 +7,8 @@ import torch
 from torchvision import tv_tensors
 
 from ssdkit.data import BadSampleLog, TargetCollate, compute_ssd_targets, detection_collate
+from ssdkit.data.collate import nonempty_batches
+from ssdkit.data.errors import DroppedSample, NoValidSampleError
 
 
 def item(n_boxes, size=8, label_base=0, bad=()):
@@ -54,6 +56,43 @@ def test_bad_sample_reports_are_gathered():
     assert batch["bad_samples"] == [("x.jpg", "cannot decode"), ("y.xml", "degenerate"), ("x.jpg", "cannot decode")]
     log = BadSampleLog()
     assert log.record_batch(batch) == 2 and log.paths == ["x.jpg", "y.xml"]
+
+
+def test_dropped_items_are_left_out_and_their_problems_kept():
+    gone = DroppedSample([("x.jpg", "cannot decode")])
+    batch = detection_collate([gone, item(2), gone, item(1, bad=[("y.xml", "degenerate")])])
+    assert batch["images"].shape == (2, 3, 8, 8) and batch["image_ids"] == ["id2", "id1"]
+    assert batch["gt_boxes"].shape == (2, 2, 4) and batch["num_boxes"].tolist() == [2, 1]
+    assert batch["dropped"] == 2 and detection_collate([item(1)])["dropped"] == 0
+    assert batch["bad_samples"] == [("x.jpg", "cannot decode"), ("x.jpg", "cannot decode"), ("y.xml", "degenerate")]
+
+
+def test_a_batch_of_dropped_items_has_no_image():
+    batch = detection_collate([DroppedSample([("x.jpg", "empty")])])
+    assert batch["images"].shape == (0, 3, 0, 0) and batch["gt_boxes"].shape == (0, 1, 4)
+    assert batch["gt_ids"].shape == batch["difficult"].shape == (0, 1) and batch["orig_sizes"].shape == (0, 2)
+    assert batch["image_ids"] == batch["paths"] == [] and batch["num_boxes"].tolist() == []
+    assert (batch["dropped"], batch["bad_samples"]) == (1, [("x.jpg", "empty")])
+
+
+def test_nonempty_batches_pass_empty_ones_over_and_keep_their_reports():
+    def gone(name):
+        return DroppedSample([(name, "cannot decode")])
+
+    batches = [[gone("a.jpg")], [item(1)], [gone("b.jpg"), gone("c.jpg")], [item(2)], [gone("d.jpg")]]
+    out = list(nonempty_batches(detection_collate(b) for b in batches))
+    assert [b["image_ids"] for b in out] == [["id1"], ["id2"]]
+    log = BadSampleLog()
+    for b in out:
+        log.record_batch(b)
+    assert log.paths == ["a.jpg", "b.jpg", "c.jpg", "d.jpg"] and log.dropped == 4
+    assert list(nonempty_batches([])) == []
+
+
+def test_nonempty_batches_of_nothing_but_dropped_items_is_an_error():
+    batches = [detection_collate([DroppedSample([(f"{k}.jpg", "empty")])]) for k in range(2)]
+    with pytest.raises(NoValidSampleError, match=r"^none of its 2 images can be read \(0.jpg: empty; 1.jpg: empty\)$"):
+        list(nonempty_batches(batches))
 
 
 def test_rejects_mixed_image_sizes_and_bad_items():

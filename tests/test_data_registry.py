@@ -38,3 +38,17 @@ def test_a_registered_kind_is_built_like_the_builtin_ones(monkeypatch):
     cfg.dataset = "unregistered"
     with pytest.raises(ConfigError, match="unknown data set kind 'unregistered'"):
         build_datasets(cfg, 64)
+
+
+@pytest.mark.parametrize("policy, val_policy", [("skip", "drop"), ("error", "error")])
+def test_the_val_split_drops_what_training_skips(tmp_path, policy, val_policy):
+    # a stand-in image would be scored twice in validation, so "skip" becomes "drop" there
+    (tmp_path / "Annotations").mkdir()
+    (tmp_path / "JPEGImages").mkdir()
+    box = "<bndbox><xmin>1</xmin><ymin>1</ymin><xmax>5</xmax><ymax>5</ymax></bndbox>"
+    (tmp_path / "Annotations" / "a.xml").write_text(f"<annotation><object><name>dot</name>{box}</object></annotation>")
+    (tmp_path / "JPEGImages" / "a.jpg").write_bytes(b"not decoded at construction")
+    req = DatasetRequest(root=str(tmp_path), on_bad_sample=policy)
+    assert req.val_on_bad_sample == val_policy
+    train_set, val_set = get_dataset_kind("voc-folder").factory(req)
+    assert (train_set.on_bad_sample, val_set.on_bad_sample) == (policy, val_policy)

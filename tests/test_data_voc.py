@@ -10,7 +10,16 @@ import pytest
 import torch
 from torchvision.io import write_jpeg
 
-from ssdkit.data import VOC_CLASSES, BadSampleError, BadSampleLog, VOCDetection, VOCFolder, detection_collate
+from ssdkit.data import (
+    VOC_CLASSES,
+    BadSampleError,
+    BadSampleLog,
+    SSDValTransform,
+    VOCDetection,
+    VOCFolder,
+    detection_collate,
+)
+from ssdkit.data.errors import DroppedSample
 from ssdkit.data.voc import holdout_split, parse_voc_xml
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -120,6 +129,16 @@ def test_parse_bad_boxes_are_reported(tmp_path):
     np.testing.assert_array_equal(ann.boxes_xyxy, [[0, 0, 29, 375], [1, 2, 3, 4]])
 
 
+def test_a_clipped_box_states_the_bounds_it_was_clipped_to(tmp_path):
+    # y2 = 375 is one past the last 0-based row of a 375-high image: GluonCV's bound, said so in the report
+    path = write(tmp_path / "a.xml", ann_xml([obj_xml("dog", ("100", "50", "400", "300"))], 128, 96))
+    _, problems = parse_voc_xml(path, VOC_MAP)
+    assert problems == [
+        "object 0 (dog) box [99, 49, 399, 299] (0-based): partly outside the 128x96 image, clipped to "
+        "[99, 49, 128, 96] (GluonCV's bounds 0 <= x <= 128, 0 <= y <= 96)"
+    ]
+
+
 def test_parse_unknown_class_is_named(tmp_path):
     path = write(tmp_path / "a.xml", ann_xml([obj_xml("unicorn"), obj_xml("dog")]))
     ann, problems = parse_voc_xml(path, VOC_MAP)
@@ -214,6 +233,16 @@ def test_voc_skip_reports_missing_and_corrupt_images(tmp_path):
     assert "000003.jpg" in summary and "decode" in summary and "000005.jpg" in summary
     # a valid sample carries an empty report
     assert ds[0][1]["bad_samples"] == []
+
+
+def test_voc_drop_leaves_a_corrupt_image_out_and_each_image_comes_once(tmp_path):
+    make_devkit(tmp_path, with_missing=False)
+    ds = VOCDetection(str(tmp_path), splits="2007_trainval", transform=SSDValTransform(32), on_bad_sample="drop")
+    dropped = ds[2]
+    assert isinstance(dropped, DroppedSample) and dropped.problems[0][0].endswith("000003.jpg")
+    assert "decode" in dropped.problems[0][1] and ds[3][1]["image_id"] == "VOC2007/000004"
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, collate_fn=detection_collate)
+    assert [i for batch in loader for i in batch["image_ids"]] == [f"VOC2007/00000{k}" for k in (1, 2, 4)]
 
 
 def test_voc_error_policy_raises_with_file_name(tmp_path):

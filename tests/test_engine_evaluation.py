@@ -70,3 +70,24 @@ def test_bad_image_files_are_reported_and_do_not_stop_the_others(checkpoint, tmp
     assert res[0] == {"image": missing, "error": "image file not found"}
     assert res[2]["error"].startswith("cannot decode image") and "picture" not in res[2]
     assert res[1]["detections"] == res[3]["detections"] and os.path.exists(res[1]["picture"])
+
+
+def test_eval_leaves_an_unreadable_val_image_out_and_says_so(tmp_path):
+    """`ssdkit eval` on a split with a corrupt image listed twice scores the other images once each: the same
+    AP as the split without it, and the title counts the images scored."""
+    from test_engine_builders_data import make_folder
+
+    from ssdkit.engine.evaluation import evaluate_checkpoint
+
+    make_folder(tmp_path)
+    torch.manual_seed(0)
+    net = ssdkit.get_model("ssd_tiny_custom", classes=["dot"])
+    path = str(tmp_path / "dot.pt")
+    cfg = TrainConfig(model="ssd_tiny_custom", dataset="voc-folder", data_root=str(tmp_path), classes=["dot"])
+    save_checkpoint(
+        path, {"model": net.state_dict(), "config": cfg.to_dict(), "classes": ["dot"], "model_name": net.name}
+    )
+    names, clean, title = evaluate_checkpoint(path, val_splits="val", device="cpu", batch_size=2)
+    _, dirty, title_bad = evaluate_checkpoint(path, val_splits="valbad", device="cpu", batch_size=2)
+    assert dirty == clean and "(3 images, decoder" in title
+    assert "(3 images, 2 unreadable left out: " in title_bad and "bad.jpg" in title_bad

@@ -16,7 +16,7 @@ Every data set item is ``(image, target)``:
   ``image_id``   VOC ``"VOC2007/000005"``, COCO image id (int), synthetic index (int)
   ``path``       the image file (for error messages)
   ``orig_size``  ``(H, W)`` of the decoded image, kept through transforms
-  ``bad_samples`` list of ``(path, reason)`` met while producing this item (``"skip"`` policy)
+  ``bad_samples`` list of ``(path, reason)`` met while producing this item (``"skip"`` / ``"drop"``)
   ============== ============================================================================
 
   ``G`` may be 0. Data sets expose ``classes`` (tuple of names) and ``num_classes``.
@@ -24,13 +24,13 @@ Every data set item is ``(image, target)``:
 Transforms (:mod:`ssdkit.data.transforms`) are ``torchvision.transforms.v2`` transforms on this
 format (GluonCV's names and call convention in :mod:`ssdkit.data.transforms.presets.ssd`);
 :func:`detection_collate` batches it into padded tensors; :mod:`ssdkit.data.errors` holds the bad-sample
-policy (``on_bad_sample="skip" | "error"``) and :class:`BadSampleLog`; :mod:`ssdkit.data.image_io` decodes
+policy (``on_bad_sample="skip" | "drop" | "error"``) and :class:`BadSampleLog`; :mod:`ssdkit.data.image_io` decodes
 images, :mod:`ssdkit.data.sample` builds targets and :mod:`ssdkit.data.mixins` holds the data sets' mixins.
 """
 
 from .coco import COCODetection
-from .collate import TargetCollate, compute_ssd_targets, detection_collate
-from .errors import BadSampleError, BadSampleLog, SkipBadSamples
+from .collate import TargetCollate, compute_ssd_targets, detection_collate, nonempty_batches
+from .errors import BadSampleError, BadSampleLog, DroppedSample, NoValidSampleError, SkipBadSamples
 from .synthetic import SHAPE_CLASSES, VAL_SEED_OFFSET, SyntheticShapes
 from .transforms import (
     IMAGENET_MEAN,
@@ -52,8 +52,10 @@ __all__ = [
     "BadSampleLog",
     "COCODetection",
     "DivideBy255",
+    "DroppedSample",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "NoValidSampleError",
     "RandomColorDistort",
     "RandomExpand",
     "RandomInterpolationResize",
@@ -71,5 +73,6 @@ __all__ = [
     "VOC_CLASSES",
     "compute_ssd_targets",
     "detection_collate",
+    "nonempty_batches",
     "random_crop_with_constraints",
 ]

@@ -17,9 +17,11 @@ key             value                   notes
 ``paths``       ``list[str | None]``
 ``orig_sizes``  ``Tensor[B, 2]``        ``(H, W)`` before the transform (``-1`` when unknown)
 ``bad_samples`` ``list[(path, reason)]`` problems met while producing the batch (see errors.py)
+``dropped``     ``int``                 items left out: the :class:`DroppedSample` of policy ``"drop"``
 =============== ======================= ==========================================================
 
-An image without boxes gives a row of -1, as GluonCV's ``Pad(pad_val=-1)``.
+An image without boxes gives a row of -1, as GluonCV's ``Pad(pad_val=-1)``. A batch whose items were all
+dropped has ``B = 0`` (``images`` ``Tensor[0, 3, 0, 0]``); :func:`nonempty_batches` passes over such batches.
 
 ``TargetCollate`` additionally runs the SSD target generator on the whole batch (in DataLoader
 workers when ``num_workers > 0``), as GluonCV's train transform does when given anchors.
@@ -27,26 +29,53 @@ workers when ``num_workers > 0``), as GluonCV's train transform does when given 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
+from .errors import DroppedSample, NoValidSampleError, brief_problems
+
 if TYPE_CHECKING:
     from ..anchors import AnchorGrid
 
-__all__ = ["detection_collate", "TargetCollate", "compute_ssd_targets"]
+__all__ = ["detection_collate", "nonempty_batches", "TargetCollate", "compute_ssd_targets"]
 
 
 def _plain(t: Tensor) -> Tensor:
     return t.as_subclass(Tensor) if isinstance(t, Tensor) else torch.as_tensor(t)
 
 
-def detection_collate(batch: Sequence[tuple[Any, dict]]) -> dict[str, Any]:
-    """Collate ``[(image Tensor[3, H, W], target dict), ...]`` into the dict described above."""
+def detection_collate(batch: Sequence[tuple[Any, dict] | DroppedSample]) -> dict[str, Any]:
+    """Collate ``[(image Tensor[3, H, W], target dict), ...]`` into the dict described above; a
+    :class:`DroppedSample` is left out, its problems kept in ``bad_samples``."""
     if len(batch) == 0:
         raise ValueError("detection_collate got an empty batch")
+    lost = [p for sample in batch if isinstance(sample, DroppedSample) for p in sample.problems]
+    kept = [sample for sample in batch if not isinstance(sample, DroppedSample)]
+    out = _collate_kept(kept) if kept else _empty_batch()
+    out["bad_samples"] = lost + out["bad_samples"]
+    out["dropped"] = len(batch) - len(kept)
+    return out
+
+
+def _empty_batch() -> dict[str, Any]:
+    """The batch of no image (every item was dropped), with the keys and ranks of any other batch."""
+    return {
+        "images": torch.zeros(0, 3, 0, 0),
+        "gt_boxes": torch.full((0, 1, 4), -1.0),
+        "gt_ids": torch.full((0, 1), -1, dtype=torch.int64),
+        "difficult": torch.full((0, 1), -1, dtype=torch.int64),
+        "num_boxes": torch.zeros(0, dtype=torch.int64),
+        "image_ids": [],
+        "paths": [],
+        "orig_sizes": torch.zeros(0, 2, dtype=torch.int64),
+        "bad_samples": [],
+    }
+
+
+def _collate_kept(batch: Sequence[tuple[Any, dict]]) -> dict[str, Any]:
     images, targets = [], []
     for k, sample in enumerate(batch):
         if not (isinstance(sample, (tuple, list)) and len(sample) == 2 and isinstance(sample[1], dict)):
@@ -92,6 +121,37 @@ def detection_collate(batch: Sequence[tuple[Any, dict]]) -> dict[str, Any]:
         "orig_sizes": orig_sizes.reshape(bsz, 2),
         "bad_samples": [tuple(p) for t in targets for p in t.get("bad_samples", ())],
     }
+
+
+def nonempty_batches(batches: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The batches of ``batches`` (from :func:`detection_collate`) that hold an image, in order; the
+    ``bad_samples`` and ``dropped`` count of a batch whose items were all dropped go with a neighbour, so a
+    :class:`~ssdkit.data.errors.BadSampleLog` fed by ``record_batch`` still sees them. Each batch is passed on
+    once the next batch with an image (or the end) is reached. Raises
+    :class:`~ssdkit.data.errors.NoValidSampleError` when no batch holds an image."""
+    held: dict[str, Any] | None = None
+    problems: list[tuple[str, str]] = []
+    dropped = 0
+    for batch in batches:
+        if len(batch["images"]) == 0:
+            problems += batch["bad_samples"]
+            dropped += batch["dropped"]
+            continue
+        if held is not None:
+            yield _with_dropped(held, problems, dropped)
+            problems, dropped = [], 0
+        held = batch
+    if held is None:
+        if not dropped:  # no batch at all: an empty loader is its owner's business, not a bad sample
+            return
+        raise NoValidSampleError(f"none of its {dropped} images can be read ({brief_problems(problems)})")
+    yield _with_dropped(held, problems, dropped)
+
+
+def _with_dropped(batch: dict[str, Any], problems: list[tuple[str, str]], dropped: int) -> dict[str, Any]:
+    batch["bad_samples"] = list(batch.get("bad_samples", ())) + problems
+    batch["dropped"] = batch.get("dropped", 0) + dropped
+    return batch
 
 
 def compute_ssd_targets(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .errors import attach_problems, load_with_policy
+from .errors import DroppedSample, finish_sample, load_with_policy
 
 __all__ = ["NamedClasses", "PolicyLoading"]
 
@@ -21,13 +21,13 @@ class NamedClasses:
 
 class PolicyLoading(NamedClasses):
     """Mixin for file-backed data sets: ``__getitem__`` loads ``self.load_raw(i)`` under the bad-sample policy,
-    then applies ``self.transform``. Needs ``load_raw``, ``transform``, ``on_bad_sample``, ``bad_sample_log`` and
-    ``_known_bad``."""
+    then applies ``self.transform`` (not to the :class:`DroppedSample` of ``"drop"``). Needs ``load_raw``,
+    ``transform``, ``on_bad_sample``, ``bad_sample_log`` and ``_known_bad``."""
 
     def __getitem__(self, index: int):
         sample, _, problems = load_with_policy(
             self.load_raw, index, len(self), self.on_bad_sample, self.bad_sample_log, self._known_bad
         )
-        if self.transform is not None:
+        if self.transform is not None and not isinstance(sample, DroppedSample):
             sample = self.transform(*sample)
-        return attach_problems(sample, problems) if self.on_bad_sample == "skip" else sample
+        return finish_sample(sample, problems, self.on_bad_sample)

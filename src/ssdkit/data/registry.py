@@ -1,12 +1,17 @@
 """Data-set registry: ``register_dataset(name, factory)``, as the models' ``register_model``.
 
 A factory turns a :class:`DatasetRequest` into ``(train_set | None, val_set | None)``, transforms attached. It
-raises ``ValueError`` / ``FileNotFoundError`` naming the file or argument at fault. The four built-in kinds
-(``synthetic``, ``voc``, ``voc-folder``, ``coco``) are registered below; your own kind plugs in the same way:
+raises ``ValueError`` / ``FileNotFoundError`` naming the file or argument at fault. The val set takes the policy
+``req.val_on_bad_sample`` (``"drop"`` for ``"skip"``: an unreadable validation image is left out, not replaced).
+The four built-in kinds (``synthetic``, ``voc``, ``voc-folder``, ``coco``) are registered below; your own kind
+plugs in the same way:
 
     @register_dataset("my-set", needs_root=True)
     def my_set(req):
-        return MyTrain(req.root, transform=req.train_transform), MyVal(req.root, transform=req.val_transform)
+        return (
+            MyTrain(req.root, transform=req.train_transform, on_bad_sample=req.on_bad_sample),
+            MyVal(req.root, transform=req.val_transform, on_bad_sample=req.val_on_bad_sample),
+        )
 """
 
 from __future__ import annotations
@@ -33,6 +38,12 @@ class DatasetRequest:
     seed: int = 0
     image_size: int = 300
     options: dict[str, Any] = field(default_factory=dict)  # kind-specific (synthetic sizes, object ranges)
+
+    @property
+    def val_on_bad_sample(self) -> str:
+        """The val split's policy: ``"skip"`` becomes ``"drop"``, since an image standing in for an unreadable one
+        would be scored twice (see :mod:`ssdkit.data.errors`)."""
+        return "drop" if self.on_bad_sample == "skip" else self.on_bad_sample
 
 
 @dataclass(frozen=True)
@@ -108,7 +119,7 @@ def _voc(req: DatasetRequest):
         )
     if req.val:
         val_set = VOCDetection(
-            req.root, splits=req.val_splits, transform=req.val_transform, on_bad_sample=req.on_bad_sample
+            req.root, splits=req.val_splits, transform=req.val_transform, on_bad_sample=req.val_on_bad_sample
         )
     return train_set, val_set
 
@@ -117,19 +128,16 @@ def _voc(req: DatasetRequest):
 def _voc_folder(req: DatasetRequest):
     from .voc import VOCFolder
 
-    def make(splits, transform, classes):
+    def make(splits, transform, classes, on_bad_sample):
         return VOCFolder(
-            req.root,
-            classes=classes,
-            split=",".join(splits) or None,
-            transform=transform,
-            on_bad_sample=req.on_bad_sample,
+            req.root, classes=classes, split=",".join(splits) or None, transform=transform, on_bad_sample=on_bad_sample
         )
 
-    train_set = make(req.train_splits, req.train_transform, req.classes) if req.train else None
+    train_set = make(req.train_splits, req.train_transform, req.classes, req.on_bad_sample) if req.train else None
     val_set = None
     if req.val:
-        val_set = make(req.val_splits, req.val_transform, req.classes or (train_set.classes if train_set else None))
+        classes = req.classes or (train_set.classes if train_set else None)
+        val_set = make(req.val_splits, req.val_transform, classes, req.val_on_bad_sample)
     if train_set is not None and val_set is not None and tuple(val_set.classes) != tuple(train_set.classes):
         raise ValueError(
             f"train and val splits disagree on the classes: {tuple(train_set.classes)} vs {tuple(val_set.classes)}"
@@ -142,9 +150,8 @@ def _coco(req: DatasetRequest):
     from .coco import COCODetection
 
     def make(splits, transform, train):  # GluonCV skips images without boxes for training only
-        return COCODetection(
-            req.root, splits=splits, transform=transform, skip_empty=train, on_bad_sample=req.on_bad_sample
-        )
+        policy = req.on_bad_sample if train else req.val_on_bad_sample
+        return COCODetection(req.root, splits=splits, transform=transform, skip_empty=train, on_bad_sample=policy)
 
     train_set = make(req.train_splits, req.train_transform, True) if req.train else None
     val_set = make(req.val_splits, req.val_transform, False) if req.val else None

@@ -13,13 +13,15 @@ reported up front; see :mod:`ssdkit.data.errors` for the ``on_bad_sample`` polic
   (GluonCV skips unknown names silently and crashes on missing fields);
 * ``x2 <= x1`` or ``y2 <= y1`` (degenerate) or entirely outside the image -> dropped, reported;
 * partly outside ``[0, W] x [0, H]`` -> clipped to it, reported (GluonCV drops such boxes with a
-  warning instead; clipping keeps the object);
+  warning instead; clipping keeps the object). These are GluonCV's bounds (it accepts ``x2 <= W``),
+  so a clipped ``x2`` may be ``W``, one past the last 0-based pixel ``W - 1``, as an unclipped one may;
 * an annotation without a usable ``<size>`` cannot be checked against the image at construction:
   its boxes are clipped to the decoded image when loaded.
 
 Per file: an XML that is missing or does not parse, or an image that is missing, is reported and
 the file dropped. An image that does not decode, or whose size disagrees with ``<size>``, is found
-when loaded and replaced by the next valid sample (``"skip"``) or raised (``"error"``).
+when loaded and replaced by the next valid sample (``"skip"``), left out (``"drop"``, for
+evaluation) or raised (``"error"``).
 """
 
 from __future__ import annotations

@@ -66,6 +66,12 @@ def object_names(root, lowercase: bool) -> list[str]:
     return names
 
 
+def _bounds(width: int, height: int) -> str:
+    """The clip bounds as a clipped box's report states them: x2 = W is one past the last 0-based pixel, W - 1, but
+    inside the bounds GluonCV's VOC reader accepts (``xmin < xmax <= width``), so ssdkit clips to them too."""
+    return f"(GluonCV's bounds 0 <= x <= {width}, 0 <= y <= {height})"
+
+
 def parse_voc_xml(
     path: str, class_to_id: dict[str, int], keep_difficult: bool = True, lowercase: bool = True, root=None
 ) -> tuple[VOCAnnotation, list[str]]:
@@ -128,7 +134,7 @@ def parse_voc_xml(
                 cx2, cy2 = min(x2, float(width)), min(y2, float(height))
                 problems.append(
                     f"{desc}: partly outside the {width}x{height} image, clipped to "
-                    f"[{cx1:g}, {cy1:g}, {cx2:g}, {cy2:g}]"
+                    f"[{cx1:g}, {cy1:g}, {cx2:g}, {cy2:g}] {_bounds(width, height)}"
                 )
                 x1, y1, x2, y2 = cx1, cy1, cx2, cy2
         boxes.append((x1, y1, x2, y2))

@@ -46,6 +46,7 @@ def evaluate_checkpoint(
     """Evaluate ``path`` on its own validation split or on the given one: ``(names, values, table)``.
     ``int8_calibration`` > 0: evaluate the int8 network (:class:`~ssdkit.export.quantized.Int8Detector`) calibrated
     on that many images of the checkpoint's training split instead (CPU only)."""
+    from ..data.errors import BadSampleLog
     from ..metrics.report import format_ap_table
 
     if int8_calibration < 0:
@@ -74,8 +75,11 @@ def evaluate_checkpoint(
             raise ConfigError("--int8 runs on the CPU: add --device cpu")
         model = int8_detector(net, cfg, data_shape, int8_calibration)
         precision = f", int8 calibrated on {int8_calibration} training images"
-    names, values = evaluate(model, loader, metric, dev, decoder=cfg.decoder)
-    title = f"{os.path.basename(path)} on {cfg.dataset} ({len(val_set)} images, decoder {cfg.decoder}{precision})"
+    bad = BadSampleLog()
+    names, values = evaluate(model, loader, metric, dev, bad, decoder=cfg.decoder)
+    left_out = f", {bad.dropped} unreadable left out: {', '.join(bad.paths)}" if bad.dropped else ""
+    images = f"{len(val_set) - bad.dropped} images{left_out}"
+    title = f"{os.path.basename(path)} on {cfg.dataset} ({images}, decoder {cfg.decoder}{precision})"
     return names, values, format_ap_table(names, values, title=title)
 
 

@@ -8,6 +8,7 @@ import os
 import torch
 from torch.utils.data import DataLoader
 
+from ...data.errors import NoValidSampleError
 from ...data.registry import DatasetRequest, get_dataset_kind
 from ..config import ConfigError, TrainConfig
 from ..sampler import ResumableSampler, TrainBatches
@@ -19,6 +20,7 @@ __all__ = [
     "prepare_train_epoch",
     "build_datasets",
     "build_loader",
+    "SplitLoader",
     "split_ids",
     "split_overlap",
 ]
@@ -125,6 +127,34 @@ def split_overlap(train_set, val_set) -> int:
     return sum(i in train_keys for i in split_ids(val_set, "val"))
 
 
+class SplitLoader(DataLoader):
+    """The loader of one split; ``split`` names it in errors (``"the val split of --dataset voc-folder
+    (--val-splits val)"``). A split where no image can be read (:class:`NoValidSampleError`, raised here or in a
+    worker) is a :class:`ConfigError`, one line for the command line. With ``evaluation``, batches whose images
+    were all dropped (``on_bad_sample="drop"``) are passed over (:func:`~ssdkit.data.collate.nonempty_batches`):
+    the evaluation loop gets images to score only."""
+
+    def __init__(self, dataset, split: str, evaluation: bool = False, **kwargs):
+        super().__init__(dataset, **kwargs)
+        self.split = split
+        self.evaluation = evaluation
+
+    def __iter__(self):
+        from ...data.collate import nonempty_batches
+
+        batches = super().__iter__()
+        try:
+            yield from nonempty_batches(batches) if self.evaluation else batches
+        except NoValidSampleError as err:
+            raise ConfigError(f"{self.split}: {err}") from None
+
+
+def _split_name(cfg: TrainConfig, train: bool) -> str:
+    name, splits = ("train", cfg.train_splits) if train else ("val", cfg.val_splits)
+    option = f" (--{name}-splits {splits})" if splits else ""
+    return f"the {name} split of --dataset {cfg.dataset}{option}"
+
+
 def build_loader(
     dataset,
     cfg: TrainConfig,
@@ -134,7 +164,8 @@ def build_loader(
     shard: tuple[int, int] = (0, 1),
     anchor_grid=None,
 ) -> DataLoader:
-    """Training loaders compute SSD targets in their workers (``TargetCollate``); evaluation loaders only pad.
+    """A :class:`SplitLoader`. Training loaders compute SSD targets in their workers (``TargetCollate``);
+    evaluation loaders only pad, and leave out the images that the val split's ``"drop"`` policy dropped.
 
     A training loader takes ``batch_size / world`` images a step (:class:`TrainBatches`) from its
     :class:`ResumableSampler` shard (``shard=(rank, world)``; call ``batch_sampler.sampler.set_epoch`` every epoch).
@@ -144,6 +175,7 @@ def build_loader(
     rank, world = shard
     workers = cfg.num_workers
     common = dict(
+        split=_split_name(cfg, train),
         num_workers=workers,
         worker_init_fn=worker_init if workers else None,
         generator=generator,
@@ -152,7 +184,9 @@ def build_loader(
         prefetch_factor=4 if workers else None,
     )
     if not train:
-        return DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, collate_fn=detection_collate, **common)
+        return SplitLoader(
+            dataset, evaluation=True, batch_size=cfg.batch_size, shuffle=False, collate_fn=detection_collate, **common
+        )
     from ...targets import SSDTargetGenerator
 
     # no sampling in the targets (negative_mining_ratio=-1): hard negatives are mined in the loss, as GluonCV
@@ -162,4 +196,4 @@ def build_loader(
     batches = TrainBatches(
         ResumableSampler(dataset, num_replicas=world, rank=rank, seed=cfg.seed), cfg.batch_size // world
     )
-    return DataLoader(dataset, batch_sampler=batches, collate_fn=collate, **common)
+    return SplitLoader(dataset, batch_sampler=batches, collate_fn=collate, **common)
