@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import datetime
 import os
+import re
+import signal
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 import torch
@@ -12,7 +17,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ssdkit.data.errors import BadSampleLog
-from ssdkit.engine import builders
+from ssdkit.engine import builders, distributed
 from ssdkit.engine.config import ConfigError, TrainConfig, resolve_config
 from ssdkit.engine.distributed import ProcessFailed, gather_bad_samples, run_in_processes
 from ssdkit.engine.trainer import fit, train_one_epoch
@@ -89,6 +94,77 @@ def test_a_failing_child_is_reported_by_rank_0_with_its_message():
         run_in_processes(_fail_in_child, TrainConfig(procs=2), lambda m: None)
     assert "_fail_in_child" in caught.value.child_traceback
     assert not dist.is_initialized()
+
+
+def _killed_in_child(cfg, say, rank, world):
+    """Rank 1 is killed (SIGKILL: what the out-of-memory killer sends) while rank 0 waits in a collective, or while
+    rank 0 works alone (as it evaluates) and only then reaches one; the others wait in the collective."""
+    kill = lambda: os.kill(os.getpid(), signal.SIGKILL)
+    if rank == 1 and cfg.extra["when"] == "rank 0 waits":
+        time.sleep(1.0)
+        kill()
+    if rank == 1 and cfg.extra["when"] == "rank 0 works alone":
+        threading.Timer(0.5, kill).start()  # once it waits in the barrier
+    if rank == 0 and cfg.extra["when"] == "rank 0 works alone":
+        time.sleep(2.0)
+    dist.barrier()
+
+
+@pytest.mark.parametrize("when, procs", [("rank 0 waits", 2), ("rank 0 works alone", 2), ("rank 0 waits", 3)])
+def test_a_child_killed_from_outside_is_reported_with_its_signal_and_the_last_checkpoint(when, procs, tmp_path):
+    (tmp_path / "last.pt").write_bytes(b"")
+    cfg = TrainConfig(procs=procs, output=str(tmp_path), extra={"when": when})
+    # with 3 processes rank 2 reports "connection closed": the killed rank is the cause to name
+    last = re.escape(str(tmp_path / "last.pt"))
+    expected = (
+        rf"^training process 1 died \(signal 9: SIGKILL\); the last checkpoint is {last} \(continue with --resume auto"
+    )
+    with pytest.raises(ProcessFailed, match=expected):
+        run_in_processes(_killed_in_child, cfg, lambda m: None)
+    assert not dist.is_initialized()
+
+
+def _on_arrival(how: str) -> None:
+    if how == "killed":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif how == "crashes":
+        raise ImportError("the child cannot start")
+    else:
+        time.sleep(60)
+
+
+class _EndsOnArrival:
+    """A ``fn`` whose unpickling ends the child as it starts, before it joins the process group."""
+
+    def __init__(self, how: str):
+        self.how = how
+
+    def __reduce__(self):
+        return _on_arrival, (self.how,)
+
+
+@pytest.mark.parametrize(
+    "how, expected",
+    [
+        ("killed", r"^training process 1 died \(signal 9: SIGKILL\)$"),
+        ("crashes", r"^training process 1 exited with code 1$"),
+    ],
+    ids=["killed", "crashes"],
+)
+def test_a_child_that_ends_before_it_joins_is_reported_at_once(how, expected, monkeypatch):
+    # rank 0 used to wait for it in the rendezvous until the group's timeout (hours; shortened here)
+    monkeypatch.setattr(distributed, "_TIMEOUT", datetime.timedelta(seconds=60))
+    start = time.monotonic()
+    with pytest.raises(ProcessFailed, match=expected):
+        run_in_processes(_EndsOnArrival(how), TrainConfig(procs=2), lambda m: None)
+    assert time.monotonic() - start < 50
+    assert not dist.is_initialized()
+
+
+def test_a_child_that_never_joins_is_reported_after_the_timeout(monkeypatch):
+    monkeypatch.setattr(distributed, "_TIMEOUT", datetime.timedelta(seconds=2))
+    with pytest.raises(ProcessFailed, match="did not start within 0:00:02"):
+        run_in_processes(_EndsOnArrival("stuck"), TrainConfig(procs=2), lambda m: None)
 
 
 def _skip_some(cfg, say, rank, world):

@@ -7,7 +7,8 @@ CPU, NCCL with one GPU per process on CUDA), and returns rank 0's result:
   environment) this process joins from those variables, as ``env://`` does, as the rank torchrun gave it;
 * with ``cfg.procs > 1`` it starts ``N - 1`` child processes and runs rank 0 in the calling process, so the
   caller keeps its console messages, its return value and its exceptions; a child that fails reports its error
-  through a queue, and rank 0 raises it with the child's message;
+  through a queue, and rank 0 raises it with the child's message; a child that dies without a word (killed from
+  outside: SIGKILL, the out-of-memory killer) is raised as how it died, with the run's last checkpoint;
 * otherwise it calls ``fn`` directly (rank 0 of 1).
 
 Gradients are averaged by ``DistributedDataParallel``; the loss's batch-wise normalization sums the positives of
@@ -19,6 +20,7 @@ from __future__ import annotations
 import datetime
 import inspect
 import os
+import signal
 import socket
 import threading
 import time
@@ -46,6 +48,8 @@ __all__ = [
 
 # long enough for rank 0 to evaluate a large validation set while the others wait at their next collective
 _TIMEOUT = datetime.timedelta(hours=6)
+# the store key each child of ``--procs`` adds 1 to once it reaches rank 0's store
+_JOINED = "ssdkit/joined"
 
 
 class ProcessFailed(RuntimeError):
@@ -154,14 +158,11 @@ def _env_store(rank: int, world: int) -> dist.Store:
     return dist.PrefixStore(f"ssdkit/attempt-{os.environ.get('TORCHELASTIC_RESTART_COUNT', '0')}", store)
 
 
-def _init(rank: int, world: int, local_rank: int, init_method: str, device_type: str) -> None:
+def _init(rank: int, world: int, local_rank: int, store: dist.Store, device_type: str) -> None:
     backend = "nccl" if device_type == "cuda" else "gloo"
     if device_type == "cuda":
         torch.cuda.set_device(local_rank % max(1, torch.cuda.device_count()))
-    if init_method == "env://":
-        dist.init_process_group(backend, store=_env_store(rank, world), rank=rank, world_size=world, timeout=_TIMEOUT)
-    else:
-        dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world, timeout=_TIMEOUT)
+    dist.init_process_group(backend, store=store, rank=rank, world_size=world, timeout=_TIMEOUT)
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -182,7 +183,9 @@ def _child(
 
     _exit_with_parent(parent)
     try:
-        _init(rank, world, rank, f"tcp://127.0.0.1:{port}", device_type)
+        store = dist.TCPStore("127.0.0.1", port, world, is_master=False, timeout=_TIMEOUT)
+        store.add(_JOINED, 1)  # rank 0 waits for this while it watches that this process is alive
+        _init(rank, world, rank, store, device_type)
         try:
             fn(TrainConfig.from_dict(cfg_dict), lambda message: None, rank, world)
         finally:
@@ -211,25 +214,30 @@ def run_in_processes(fn: Callable, cfg, say: Callable[[str], None], device_type:
         )
         for rank in range(1, world)
     ]  # may start DataLoader workers
+    # rank 0 hosts the store but does not wait in it for the children (``wait_for_workers``): one that dies before
+    # it connects would keep rank 0 there until the timeout, hours; _await_children watches them instead
+    store = dist.TCPStore("127.0.0.1", port, world, is_master=True, timeout=_TIMEOUT, wait_for_workers=False)
     for p in children:
         p.start()
+    output = getattr(cfg, "output", None)
     finished = False
     try:
-        _init(0, world, 0, f"tcp://127.0.0.1:{port}", device_type)
+        _await_children(store, children, errors, output)
         try:
+            _init(0, world, 0, store, device_type)
             result = fn(cfg, say, 0, world)
             finished = True
             return result
         except RuntimeError as err:
-            # a collective that failed because a child died: raise the child's own error instead
-            for p in children:
-                p.join(timeout=10)
-            if not errors.empty():
-                rank, message, child_traceback = errors.get()
-                raise ProcessFailed(f"training process {rank} failed: {message}", child_traceback) from err
+            # a collective that failed because a child died (gloo notices a closed connection at once): raise the
+            # child's own error, or how it died, instead
+            failure = _child_failure(children, errors, output, wait=10)
+            if failure is not None:
+                raise failure from err
             raise
         finally:
-            dist.destroy_process_group()
+            if is_distributed():
+                dist.destroy_process_group()
     finally:
         for p in children:  # after a failure or Ctrl-C of rank 0 the others cannot go on: stop them
             if not _exited(p, 60 if finished else 2):
@@ -237,6 +245,58 @@ def run_in_processes(fn: Callable, cfg, say: Callable[[str], None], device_type:
                 if not _exited(p, 10):  # collective cannot, so it is killed
                     p.kill()
                     p.join()
+
+
+def _await_children(store: dist.Store, children: list, errors, output: str | None) -> None:
+    """Wait until every child has reached the store; raise how one failed if it ends first (a child that cannot
+    start, or is killed while it imports). The children join the group's rendezvous right after this."""
+    deadline = time.monotonic() + _TIMEOUT.total_seconds()
+    while store.add(_JOINED, 0) < len(children):
+        if any(p.exitcode is not None for p in children):
+            failure = _child_failure(children, errors, output, wait=0)
+            if failure is not None:
+                raise failure
+        if time.monotonic() > deadline:
+            raise ProcessFailed(f"the training processes did not start within {_TIMEOUT}")
+        time.sleep(0.05)
+
+
+def _child_failure(children: list, errors, output: str | None, wait: float) -> ProcessFailed | None:
+    """What ended the run on a child's side, after up to ``wait`` seconds for the children to end: a child killed
+    by a signal (its peers' reports are then only "connection closed"), else the first error a child reported,
+    else a child that exited with an error code; ``None`` when every child is still running or ended well."""
+    deadline = time.monotonic() + wait
+    while any(p.exitcode is None for p in children) and time.monotonic() < deadline:
+        if any(p.exitcode is not None and p.exitcode < 0 for p in children):
+            break  # the cause is known; the others may be in the middle of a step
+        time.sleep(0.05)
+    codes = [(rank, p.exitcode) for rank, p in enumerate(children, start=1) if p.exitcode]
+    killed = [(rank, code) for rank, code in codes if code < 0]
+    if killed:
+        rank, code = killed[0]
+        return ProcessFailed(f"training process {rank} died ({_signal_name(-code)}){_resume_hint(output)}")
+    if not errors.empty():
+        rank, message, child_traceback = errors.get()
+        return ProcessFailed(f"training process {rank} failed: {message}", child_traceback)
+    if codes:
+        rank, code = codes[0]
+        return ProcessFailed(f"training process {rank} exited with code {code}{_resume_hint(output)}")
+    return None
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return f"signal {number}: {signal.Signals(number).name}"
+    except ValueError:
+        return f"signal {number}"
+
+
+def _resume_hint(output: str | None) -> str:
+    """Where a run killed from outside can continue from (a child's own error would only recur on resume)."""
+    last = os.path.join(output, "last.pt") if output else ""
+    if not last or not os.path.isfile(last):
+        return ""
+    return f"; the last checkpoint is {last} (continue with --resume auto or --resume <that file>)"
 
 
 def _exited(process, seconds: float) -> bool:
@@ -254,7 +314,7 @@ def launch(fn: Callable, cfg, say: Callable[[str], None], device_type: str = "cp
     """Run ``fn(cfg, say, rank, world)`` in every process of the run (see the module docstring)."""
     env = torchrun_env()
     if env is not None:
-        _init(env.rank, env.world, env.local_rank, "env://", device_type)
+        _init(env.rank, env.world, env.local_rank, _env_store(env.rank, env.world), device_type)
         try:
             return fn(cfg, say if env.rank == 0 else (lambda message: None), env.rank, env.world)
         finally:
