@@ -100,6 +100,7 @@ def test_resume_auto_continues_the_output_folder_when_it_has_a_last_checkpoint(t
     assert resumed.resume == str(tmp_path / "last.pt") and resumed.seed == 7 and resumed.epochs == 3
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit:FutureWarning")  # making the TorchScript file, not loading it
 def test_other_model_files_get_a_pointer_not_a_pickle_error(tmp_path):
     """A GluonCV user tries --checkpoint with a .params file first; an export is no checkpoint either."""
     import shutil
