@@ -180,6 +180,19 @@ def test_rank_0_reports_the_samples_every_rank_skipped():
     assert entries == [("img0.jpg", "corrupt"), ("shared.jpg", "corrupt"), ("img1.jpg", "corrupt")]
 
 
+def _warn_in_each_rank(cfg, say, rank, world):
+    BadSampleLog().add(f"only-in-rank-{rank}.jpg", "corrupt")  # warns through the ssdkit.data logger
+    gather_bad_samples(BadSampleLog())
+
+
+def test_only_rank_0_warns_about_bad_samples(capfd, caplog):
+    """Every rank meets the same bad files while it builds its data sets; one warning each, from rank 0."""
+    with caplog.at_level("WARNING", logger="ssdkit.data"):
+        run_in_processes(_warn_in_each_rank, TrainConfig(procs=2), lambda m: None)
+    assert "only-in-rank-0.jpg" in caplog.text
+    assert "only-in-rank-1.jpg" not in capfd.readouterr().err
+
+
 def test_batch_size_must_split_evenly_over_the_processes():
     with pytest.raises(ConfigError, match="--batch-size 10 must be a multiple of --procs 4"):
         resolve_config(TrainConfig(procs=4, batch_size=10))

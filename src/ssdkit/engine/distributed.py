@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import inspect
+import logging
 import os
 import signal
 import socket
@@ -176,6 +177,12 @@ def _exit_with_parent(parent: int) -> None:
     threading.Thread(target=watch, daemon=True, name="ssdkit-parent-watch").start()
 
 
+def _quiet_data_warnings() -> None:
+    """Every rank builds the same data sets and meets the same bad files; rank 0 alone warns about them, and
+    :func:`gather_bad_samples` brings what the others met into its summary at the end."""
+    logging.getLogger("ssdkit.data").setLevel(logging.ERROR)
+
+
 def _child(
     fn, cfg_dict: dict[str, Any], rank: int, world: int, port: int, device_type: str, errors, parent: int
 ) -> None:
@@ -186,6 +193,7 @@ def _child(
         store = dist.TCPStore("127.0.0.1", port, world, is_master=False, timeout=_TIMEOUT)
         store.add(_JOINED, 1)  # rank 0 waits for this while it watches that this process is alive
         _init(rank, world, rank, store, device_type)
+        _quiet_data_warnings()
         try:
             fn(TrainConfig.from_dict(cfg_dict), lambda message: None, rank, world)
         finally:
@@ -315,6 +323,8 @@ def launch(fn: Callable, cfg, say: Callable[[str], None], device_type: str = "cp
     env = torchrun_env()
     if env is not None:
         _init(env.rank, env.world, env.local_rank, _env_store(env.rank, env.world), device_type)
+        if env.rank:
+            _quiet_data_warnings()
         try:
             return fn(cfg, say if env.rank == 0 else (lambda message: None), env.rank, env.world)
         finally:
