@@ -91,3 +91,7 @@ def test_eval_leaves_an_unreadable_val_image_out_and_says_so(tmp_path):
     _, dirty, title_bad = evaluate_checkpoint(path, val_splits="valbad", device="cpu", batch_size=2)
     assert dirty == clean and "(3 images, decoder" in title
     assert "(3 images, 2 unreadable left out: " in title_bad and "bad.jpg" in title_bad
+    from ssdkit.data.errors import BadSampleError
+
+    with pytest.raises(BadSampleError, match="bad.jpg: cannot decode image"):
+        evaluate_checkpoint(path, val_splits="valbad", device="cpu", batch_size=2, on_bad_sample="error")

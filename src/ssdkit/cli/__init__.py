@@ -63,6 +63,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the metrics as JSON instead of a table")
     p.add_argument(
+        "--on-bad-sample",
+        choices=("skip", "error"),
+        default="skip",
+        help="skip: leave an unreadable image out and say so in the title (default); error: stop at it",
+    )
+    p.add_argument(
         "--int8",
         type=int,
         nargs="?",
@@ -193,6 +199,7 @@ def _cmd_eval(args) -> int:
     names, values, table = evaluate_checkpoint(
         args.checkpoint,
         **_pick(args, "dataset", "data_root", "val_splits", "decoder", "batch_size", "device", "num_workers"),
+        on_bad_sample=args.on_bad_sample,
         int8_calibration=args.int8,
     )
     if args.json:

@@ -42,10 +42,12 @@ def evaluate_checkpoint(
     device: str = "auto",
     num_workers: int = 0,
     int8_calibration: int = 0,
+    on_bad_sample: str = "skip",
 ) -> tuple[list[str], list[float], str]:
     """Evaluate ``path`` on its own validation split or on the given one: ``(names, values, table)``.
     ``int8_calibration`` > 0: evaluate the int8 network (:class:`~ssdkit.export.quantized.Int8Detector`) calibrated
-    on that many images of the checkpoint's training split instead (CPU only)."""
+    on that many images of the checkpoint's training split instead (CPU only). ``on_bad_sample``: ``"skip"`` leaves
+    an unreadable image out (the title says so), ``"error"`` raises ``BadSampleError`` at it."""
     from ..data.errors import BadSampleLog
     from ..metrics.report import format_ap_table
 
@@ -53,7 +55,12 @@ def evaluate_checkpoint(
         raise ConfigError(f"--int8 {int8_calibration}: give a positive number of calibration images")
     dev = select_device(device)
     net, cfg, ckpt = load_trained_model(path, dev, decoder)
-    changes: dict[str, Any] = {"num_workers": num_workers, "device": device, "resume": None}
+    changes: dict[str, Any] = {
+        "num_workers": num_workers,
+        "device": device,
+        "resume": None,
+        "on_bad_sample": on_bad_sample,
+    }
     if dataset is not None:
         changes.update(dataset=dataset, train_splits=None, val_splits=None, data_root=None)
     if data_root is not None:
