@@ -221,3 +221,29 @@ def test_synthetic_fresh_flag_and_help_shows_the_presets(capsys):
     for flag, key in (("--epochs", "epochs"), ("--batch-size", "batch_size"), ("--lr", "lr")):
         assert f"synthetic: {syn[key]:g}" in text, flag  # help texts follow the presets, never stale numbers
     assert f"synthetic: {','.join(map(str, syn['lr_decay_epochs']))}" in text
+
+
+@pytest.mark.parametrize("bad", ["image", "annotation"])
+def test_on_bad_sample_error_is_one_line_exit_2_for_images_and_annotations(bad, tmp_path, capsys):
+    """An undecodable image (met while training) and a malformed annotation (met while the split is read) stop
+    the run alike: one line naming the file and the policy, exit code 2."""
+    from test_engine_builders_data import make_folder
+
+    from ssdkit.cli import main
+
+    make_folder(tmp_path)
+    split = tmp_path / "ImageSets" / "Main" / "trainbad.txt"
+    if bad == "image":
+        split.write_text("img0\nbad\nimg1\n")
+        culprit = "bad.jpg"
+    else:
+        (tmp_path / "Annotations" / "img2.xml").write_text("<annotation><size><width>32</width>")
+        split.write_text("img0\nimg2\n")
+        culprit = "img2.xml"
+    args = ["train", "--dataset", "voc-folder", "--data-root", str(tmp_path), "--model", "ssd_tiny_custom"]
+    args += ["--train-splits", "trainbad", "--val-splits", "val", "--epochs", "1", "--batch-size", "2", "--procs", "1"]
+    args += ["--num-workers", "0", "--no-progress", "--on-bad-sample", "error", "--output", str(tmp_path / "run")]
+    code = main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "bad sample, stopping (--on-bad-sample error)" in err and culprit in err

@@ -323,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BadSampleError as err:
         print(f"ssdkit {args.command}: bad sample, stopping (--on-bad-sample error): {err}", file=sys.stderr)
-        return 1
+        return 2  # bad input, as every user error; the same whether the file is an image or an annotation
     except (FloatingPointError, ProcessFailed) as err:
         print(f"ssdkit {args.command}: error: {err}", file=sys.stderr)
         return 1

@@ -8,7 +8,7 @@ import os
 import torch
 from torch.utils.data import DataLoader
 
-from ...data.errors import NoValidSampleError
+from ...data.errors import BadSampleError, NoValidSampleError
 from ...data.registry import DatasetRequest, get_dataset_kind
 from ..config import ConfigError, TrainConfig
 from ..sampler import ResumableSampler, TrainBatches
@@ -96,7 +96,7 @@ def build_datasets(cfg: TrainConfig, data_shape: int, train: bool = True, val: b
     )
     try:
         train_set, val_set = kind.factory(request)
-    except ConfigError:
+    except (ConfigError, BadSampleError):  # a bad file under --on-bad-sample error: the CLI names the policy
         raise
     except (FileNotFoundError, ValueError) as err:
         raise ConfigError(str(err).strip('"')) from None
