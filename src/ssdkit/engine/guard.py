@@ -9,8 +9,7 @@ Everything is decided on the device, so a guarded step adds no host synchronisat
   gradient is not finite; the fused SGD / AdamW step reads that flag on the device and leaves parameters,
   momentum and Adam's moments and step count unchanged;
 * the counters (skipped steps, the current streak of bad steps, the step where the streak reached ``patience``)
-  are device tensors, read by the trainer only at its log intervals.
-
+  are device tensors, read by the trainer only at its log intervals;
 * the forward pass of a skipped step has already moved the batch norms' running statistics (an inf pixel makes
   them inf, and every later evaluation with them): :meth:`save_batch_norms` copies them before the forward pass
   and :meth:`restore_batch_norms` puts the copies back, on the device, when the step was skipped or the statistics
@@ -49,6 +48,7 @@ class NonFiniteGuard:
         self.counters = torch.tensor([0.0, 0.0, 0.0, -1.0], device=device, dtype=torch.float64)
         self._stats: list[torch.Tensor] = []  # the watched batch norms' running statistics and step counts
         self._saved: list[torch.Tensor] = []
+        self._float_stats: list[torch.Tensor] = []
         self._stats_bad = torch.zeros((), device=device)
 
     def watch_batch_norms(self, net: nn.Module) -> None:
@@ -62,6 +62,7 @@ class NonFiniteGuard:
             if buffer is not None
         ]
         self._saved = [buffer.clone() for buffer in self._stats]
+        self._float_stats = [buffer for buffer in self._stats if buffer.is_floating_point()]
 
     def save_batch_norms(self) -> None:
         """Copy the watched statistics (before the forward pass)."""
@@ -74,8 +75,7 @@ class NonFiniteGuard:
         if not self._stats:
             return
         self._stats_bad.zero_()
-        floats = [t for t in self._stats if t.is_floating_point()]
-        torch._amp_foreach_non_finite_check_and_unscale_(floats, self._stats_bad, self._one)
+        torch._amp_foreach_non_finite_check_and_unscale_(self._float_stats, self._stats_bad, self._one)
         revert = (bad > 0) | (self._stats_bad > 0)
         for stat, saved in zip(self._stats, self._saved):
             stat.copy_(torch.where(revert, saved, stat))
