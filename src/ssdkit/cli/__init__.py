@@ -198,8 +198,17 @@ def _cmd_eval(args) -> int:
 
     names, values, table = evaluate_checkpoint(
         args.checkpoint,
-        **_pick(args, "dataset", "data_root", "val_splits", "decoder", "batch_size", "device", "num_workers"),
-        on_bad_sample=args.on_bad_sample,
+        **_pick(
+            args,
+            "dataset",
+            "data_root",
+            "val_splits",
+            "decoder",
+            "batch_size",
+            "device",
+            "num_workers",
+            "on_bad_sample",
+        ),
         int8_calibration=args.int8,
     )
     if args.json:
