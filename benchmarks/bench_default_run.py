@@ -140,14 +140,16 @@ def one_run(label: str, index: int, seed: int, avx2: bool, extra: list[str], out
     # what was trained (epochs run x images per epoch), after the budget's plan and any epochs it left out later
     with open(os.path.join(output, "config.json")) as f:
         per_epoch = json.load(f)["synthetic_train_size"]
-    with open(os.path.join(output, "epochs.csv")) as f:
-        images = f"{per_epoch * len(list(csv.DictReader(f))):,}"
+    # the epochs this run trained, from its own log lines (a run folder used before may hold older rows)
+    epochs = re.findall(r"^epoch (\d+)/\d+ ", text, flags=re.M)
+    images = f"{per_epoch * int(epochs[-1]):,}" if epochs else "?"
     rates = re.findall(r"([\d.]+) img/s", text)
+    final = re.findall(r"^done: final voc07_map ([\d.]+)", text, flags=re.M)
     result = {
         "label": label,
         "seed": seed,
         "minutes": minutes,
-        "map": float(rows[-1]["voc07_map"]),
+        "map": float(final[-1]) if final else float(rows[-1]["voc07_map"]),
         "images": images,
         "img_s": rates[-1] if rates else "?",
     }

@@ -42,3 +42,12 @@ def test_resumed_run_keeps_history(tmp_path):
     # an epoch logged twice (a run resumed from an earlier checkpoint) keeps its latest row
     resumed.log_epoch({"epoch": 6, "train_loss": 0.125})
     assert resumed.epoch_losses()[-1] == (6, pytest.approx(0.125))
+
+
+def test_a_new_run_in_a_used_folder_starts_its_history_anew(tmp_path):
+    fake_run(tmp_path, epochs=range(6))  # an earlier run that reached epoch 6
+    again = fake_run(tmp_path, epochs=range(4), logger=RunLogger(str(tmp_path), tensorboard=False, keep_history=False))
+    assert [e for e, _ in again.epoch_losses()] == [1, 2, 3, 4]
+    assert [e for e, _ in again.eval_points("voc07_map")] == [2, 4]
+    assert [int(r["epoch"]) for r in csv.DictReader(open(tmp_path / "epochs.csv"))] == [1, 2, 3, 4]
+    assert [int(r["epoch"]) for r in csv.DictReader(open(tmp_path / "metrics.csv"))] == [2, 4]

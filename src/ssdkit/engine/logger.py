@@ -12,15 +12,21 @@ __all__ = ["RunLogger"]
 
 class RunLogger:
     """Writes into a run folder. ``log_train`` per logged step, ``log_epoch`` per epoch, ``log_eval`` per evaluation,
-    ``plot`` at the end."""
+    ``plot`` at the end. ``keep_history`` (a resumed run) continues the folder's ``metrics.csv`` and ``epochs.csv``;
+    without it a new run in a folder used before starts them anew, so that no row of the earlier run (an epoch it
+    reached and this one does not) stays among this run's."""
 
-    def __init__(self, folder: str, tensorboard: bool = True):
+    def __init__(self, folder: str, tensorboard: bool = True, keep_history: bool = True):
         self.folder = folder
         os.makedirs(folder, exist_ok=True)
         self.csv_path = os.path.join(folder, "metrics.csv")
         self.epochs_path = os.path.join(folder, "epochs.csv")
         self.train_curve: list[tuple[float, float]] = []  # (epoch as float, loss)
-        self.eval_rows = _read_rows(self.csv_path)  # a resumed run keeps its history
+        if not keep_history:
+            for path in (self.csv_path, self.epochs_path):
+                if os.path.exists(path):
+                    os.remove(path)
+        self.eval_rows = _read_rows(self.csv_path)
         self.epoch_rows = _read_rows(self.epochs_path)
         self.writer = None
         if tensorboard:

@@ -238,7 +238,7 @@ def build_run(cfg: TrainConfig, rank: int, world: int) -> RunParts:
         metric=build_metric(cfg, classes, val_set, data_shape),
         metric_key=metric_key(cfg.dataset),
         checkpointer=checkpointer,
-        logger=RunLogger(cfg.output) if main else None,
+        logger=RunLogger(cfg.output, keep_history=bool(cfg.resume)) if main else None,
         plan=plan,
         resume=load_checkpoint(cfg.resume) if cfg.resume else None,
         resume_path=cfg.resume,
