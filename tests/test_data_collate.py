@@ -161,3 +161,23 @@ def test_target_collate_with_the_real_generator():
     )
     assert cls_t.shape == (1, 3) and box_t.shape == (1, 3, 4)
     assert int(cls_t[0, 0]) == 3  # class 2 -> target 3 (0 is background)
+
+
+def test_target_collate_takes_the_anchors_of_the_batch_image_size():
+    from ssdkit.anchors import AnchorGrid
+
+    seen = []
+
+    def gen(anchors, cls_preds, gt_boxes, gt_ids, anchor_grid=None):
+        seen.append((anchors.shape[1], anchor_grid))
+        return RecordingGenerator()(anchors, cls_preds, gt_boxes, gt_ids)
+
+    small_grid = AnchorGrid(((1, 1, 3),))
+    collate = TargetCollate(
+        torch.rand(5, 4), target_generator=gen, other_sizes={(6, 6): (torch.rand(3, 4), small_grid)}
+    )
+    assert collate([item(1, size=6)])["cls_targets"].shape == (1, 3)  # the 6 x 6 images: their 3 anchors
+    assert collate([item(1, size=8)])["cls_targets"].shape == (1, 5)  # any other size: the main anchors
+    assert seen == [(3, small_grid), (5, None)]
+    with pytest.raises(ValueError, match="anchor_grid describes 3 anchors"):
+        TargetCollate(torch.rand(5, 4), target_generator=gen, other_sizes={(6, 6): (torch.rand(4, 4), small_grid)})

@@ -176,3 +176,20 @@ def test_the_images_of_a_seed_do_not_change():
         assert got_labels.tolist() == labels
         np.testing.assert_allclose(got_boxes, np.asarray(boxes, np.float32), atol=1.0)
         np.testing.assert_allclose(image.reshape(-1, 3).mean(0), channel_means, atol=0.5)
+
+
+def test_images_drawn_smaller_look_downscaled():
+    ds = SyntheticShapes(40, seed=3, fresh_per_epoch=True)
+    ds.set_epoch(1)
+    full = [ds[i] for i in range(3)]
+    ds.set_image_size(96)
+    small = [ds.render(i) for i in range(40)]
+    assert small[0][0].shape == (96, 96, 3) and (ds.min_size, ds.max_size) == (6.0, 75.0)
+    assert "size=96x96" in ds[0][1]["path"] and ds[0][1]["boxes"].canvas_size == (96, 96)
+    boxes = np.concatenate([b for _, b, _ in small])
+    sides = np.maximum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]) + 1
+    assert boxes.min() >= 0 and boxes.max() <= 95 and sides.max() <= 75 * 1.3 * 1.45
+    ds.set_image_size(None)  # back to the constructor's size: the very same images as before
+    assert all(torch.equal(ds[i][0], full[i][0]) for i in range(3)) and (ds.min_size, ds.max_size) == (8.0, 100.0)
+    with pytest.raises(ValueError, match="image_size"):
+        ds.set_image_size(8)

@@ -180,7 +180,10 @@ def test_run_folder_key_covers_training_settings_only():
         other = {"output": "elsewhere", "progress": False, "log_interval": 7, "decoder": "argmax"}[field]
         assert ablate.config_key(dataclasses.replace(cfg, **{field: other})) == key
     # ... and any setting that changes what is trained, or a non-neutral run-control value, makes a new folder
-    for field, other in (("lr", 0.04), ("seed", 234), ("wd", 1e-4), ("time_budget", 5.0), ("compile", True)):
+    for field, other in (
+        ("lr", 0.04), ("seed", 234), ("wd", 1e-4), ("time_budget", 5.0), ("compile", True),
+        ("synthetic_dense_scale", 0.75),
+    ):  # fmt: skip
         assert ablate.config_key(dataclasses.replace(cfg, **{field: other})) != key
     assert ablate.run_folder("s", cfg).startswith(os.path.join("s", "run-batch-default-lr0.08-seed233-"))
 

@@ -336,3 +336,50 @@ def test_onednn_isa_hold_and_the_vgg_layout(monkeypatch):
     assert runtime.run_memory_format("ssd_300_vgg16_atrous_voc", cpu, None) == torch.channels_last
     monkeypatch.delattr(torch.cpu, "_is_avx512_supported")  # PyTorch without the private query: NHWC as before
     assert runtime.onednn_runs_avx512() is True
+
+
+def test_the_dense_synthetic_epochs_may_draw_smaller_images():
+    from ssdkit.engine.builders import build_datasets, prepare_train_epoch, synthetic_image_size, train_transform
+    from ssdkit.engine.builders.run import prepare_config
+
+    cfg = resolve_config(TrainConfig(synthetic_dense_scale=0.75, synthetic_dense_epochs=2, synthetic_train_size=4))
+    assert resolve_config(TrainConfig()).synthetic_dense_scale == 1.0  # resolve_config alone: full size
+    cfg.data_shape = 128
+    assert [synthetic_image_size(cfg, e) for e in range(4)] == [96, 96, 128, 128]
+    train, _, _ = build_datasets(cfg, 128, val=False)
+    transforms = {s: train_transform(cfg.augment, s) for s in (96, 128)}
+    shapes = []
+    for epoch in range(4):
+        prepare_train_epoch(train, cfg, epoch, transforms)
+        shapes.append(tuple(train[0][0].shape[-2:]))
+    assert shapes == [(96, 96), (96, 96), (128, 128), (128, 128)]
+    # the default follows the precision, like the model: smaller dense images in float32, full size under autocast
+    assert prepare_config(TrainConfig(amp=False, output="x")).synthetic_dense_scale == 0.75
+    assert prepare_config(TrainConfig(amp=True, output="x")).synthetic_dense_scale == 1.0
+    assert prepare_config(TrainConfig(amp=False, synthetic_dense_scale=1.0, output="x")).synthetic_dense_scale == 1.0
+    # the VGG models' last layers need their full input: full size unless asked, and a clear error when asked
+    vgg = TrainConfig(amp=False, model="ssd_300_vgg16_atrous_voc", output="x")
+    assert prepare_config(vgg).synthetic_dense_scale == 1.0
+    for bad in (0.0, 1.5, float("nan")):
+        with pytest.raises(ConfigError, match="--synthetic-dense-scale"):
+            resolve_config(TrainConfig(synthetic_dense_scale=bad))
+    with pytest.raises(ConfigError, match="at least 16"):
+        resolve_config(TrainConfig(synthetic_dense_scale=0.1, data_shape=128))
+    old = TrainConfig().to_dict()  # a config saved before the option existed trained at full size
+    del old["synthetic_dense_scale"]
+    assert TrainConfig.from_dict(old).synthetic_dense_scale == 1.0
+
+
+def test_a_dense_scale_the_model_cannot_take_is_a_clear_error(tmp_path):
+    from ssdkit.engine.builders import build_run, prepare_config
+
+    cfg = prepare_config(
+        TrainConfig(
+            model="ssd_300_vgg16_atrous_custom", amp=False, procs=1, synthetic_dense_scale=0.75,
+            synthetic_train_size=4, synthetic_val_size=4, output=str(tmp_path / "run"),
+        )
+    )  # fmt: skip
+    with pytest.raises(
+        ConfigError, match=r"--synthetic-dense-scale 0.75: ssd_300_vgg16_atrous_custom cannot take 225 x"
+    ):
+        build_run(cfg, 0, 1)

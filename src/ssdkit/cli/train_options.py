@@ -96,6 +96,13 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         help="epochs trained on those dense images; later ones have 1-10 objects like the val split "
         "(default: the epochs before the first LR decay)",
     )
+    g.add_argument(
+        "--synthetic-dense-scale",
+        type=float,
+        metavar="S",
+        help="the dense epochs draw their images at S times the input size, objects scaled alike: cheaper steps "
+        "early in the run (default: 0.75 for the tiny models in float32, else 1)",
+    )
 
     g = p.add_argument_group("recipe (defaults: GluonCV's train_ssd.py; a CPU recipe for the synthetic set)")
     g.add_argument("--epochs", type=int, help=f"training epochs ({both('epochs')})")

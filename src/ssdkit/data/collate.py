@@ -186,6 +186,9 @@ class TargetCollate:
     the loss). Pass it as ``collate_fn`` to a DataLoader so the targets are computed in workers.
     ``anchor_grid`` (the anchors' :class:`ssdkit.anchors.AnchorGrid`, e.g. ``net.anchor_grid_for_input()``)
     lets the generator compute the IoU separably; without it the dense IoU gives the same targets.
+    ``other_sizes`` maps further input sizes ``(H, W)`` to their ``(anchors_cxcywh, anchor_grid)``: a batch's
+    images choose the anchors (e.g. smaller training images in the first epochs); any other size gets
+    ``anchors_cxcywh``.
     """
 
     def __init__(
@@ -194,28 +197,37 @@ class TargetCollate:
         target_generator: Callable | None = None,
         collate_fn: Callable = detection_collate,
         anchor_grid: AnchorGrid | None = None,
+        other_sizes: dict[tuple[int, int], tuple[Tensor, AnchorGrid | None]] | None = None,
     ):
         if target_generator is None:
             from ssdkit.targets import SSDTargetGenerator
 
             target_generator = SSDTargetGenerator(negative_mining_ratio=-1)
-        anchors = torch.as_tensor(anchors_cxcywh).detach().to("cpu", torch.float32)
-        if anchors.dim() == 2:
-            anchors = anchors.unsqueeze(0)
-        if anchors.dim() != 3 or anchors.shape[0] != 1 or anchors.shape[-1] != 4:
-            raise ValueError(f"anchors_cxcywh must be Tensor[1, A, 4] or [A, 4], got {tuple(anchors.shape)}")
-        if anchor_grid is not None and anchor_grid.num_anchors != anchors.shape[1]:
-            raise ValueError(
-                f"anchor_grid describes {anchor_grid.num_anchors} anchors, anchors_cxcywh has {anchors.shape[1]}"
-            )
-        self.anchors_cxcywh = anchors
-        self.anchor_grid = anchor_grid
+        self.anchors_cxcywh, self.anchor_grid = _checked_anchors(anchors_cxcywh, anchor_grid)
+        self.other_sizes = {(int(h), int(w)): _checked_anchors(*pair) for (h, w), pair in (other_sizes or {}).items()}
         self.target_generator = target_generator
         self.collate_fn = collate_fn
 
     def __call__(self, batch: Sequence[tuple[Any, dict]]) -> dict[str, Any]:
         out = self.collate_fn(batch)
+        anchors, grid = self.anchors_cxcywh, self.anchor_grid
+        if self.other_sizes and out["images"].shape[0]:
+            size = (int(out["images"].shape[-2]), int(out["images"].shape[-1]))
+            anchors, grid = self.other_sizes.get(size, (anchors, grid))
         out["cls_targets"], out["box_targets"] = compute_ssd_targets(
-            self.target_generator, self.anchors_cxcywh, out["gt_boxes"], out["gt_ids"], self.anchor_grid
+            self.target_generator, anchors, out["gt_boxes"], out["gt_ids"], grid
         )
         return out
+
+
+def _checked_anchors(anchors_cxcywh: Tensor, anchor_grid: AnchorGrid | None) -> tuple[Tensor, AnchorGrid | None]:
+    anchors = torch.as_tensor(anchors_cxcywh).detach().to("cpu", torch.float32)
+    if anchors.dim() == 2:
+        anchors = anchors.unsqueeze(0)
+    if anchors.dim() != 3 or anchors.shape[0] != 1 or anchors.shape[-1] != 4:
+        raise ValueError(f"anchors_cxcywh must be Tensor[1, A, 4] or [A, 4], got {tuple(anchors.shape)}")
+    if anchor_grid is not None and anchor_grid.num_anchors != anchors.shape[1]:
+        raise ValueError(
+            f"anchor_grid describes {anchor_grid.num_anchors} anchors, anchors_cxcywh has {anchors.shape[1]}"
+        )
+    return anchors, anchor_grid

@@ -105,6 +105,13 @@ def _unit_mask(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown shape {kind!r}")
 
 
+def _size_pair(image_size: int | Sequence[int]) -> tuple[int, int]:
+    size = (int(image_size), int(image_size)) if np.isscalar(image_size) else tuple(int(s) for s in image_size)
+    if len(size) != 2 or min(size) < 16:
+        raise ValueError(f"image_size must be an int or (H, W) of at least 16 pixels, got {image_size}")
+    return size  # type: ignore[return-value]
+
+
 class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
     """Deterministic synthetic detection data: ``(image, target)`` in the common format of :mod:`ssdkit.data`.
 
@@ -135,9 +142,7 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
             raise ValueError(f"num_images must be >= 0, got {num_images}")
         if int(seed) < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed}")
-        size = (int(image_size), int(image_size)) if np.isscalar(image_size) else tuple(int(s) for s in image_size)
-        if len(size) != 2 or min(size) < 16:
-            raise ValueError(f"image_size must be an int or (H, W) of at least 16 pixels, got {image_size}")
+        size = _size_pair(image_size)
         classes = tuple(classes)
         unknown = [c for c in classes if c not in SHAPE_CLASSES]
         if unknown or not classes or len(set(classes)) != len(classes):
@@ -160,6 +165,10 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
         self.transform = transform
         self.fresh_per_epoch = bool(fresh_per_epoch)
         self.epoch = 0
+        self._base = (size, self.min_size, self.max_size)
+        self._set_grid(size)
+
+    def _set_grid(self, size: tuple[int, int]) -> None:
         h, w = size
         self._yy, self._xx = np.meshgrid(
             np.arange(h, dtype=np.float32) + 0.5, np.arange(w, dtype=np.float32) + 0.5, indexing="ij"
@@ -196,6 +205,17 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
             raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
         self.min_objects, self.max_objects = int(min_objects), int(max_objects)
 
+    def set_image_size(self, image_size: int | Sequence[int] | None) -> None:
+        """Draw the next images at ``image_size`` (int or ``(H, W)``; None: the size given to the constructor), with
+        the object sizes scaled alike (by the shorter side), so that a smaller image looks like a downscaled one:
+        e.g. cheaper training images early in a run. Like ``set_epoch``, call it before iterating the loader."""
+        base, min_size, max_size = self._base
+        size = base if image_size is None else _size_pair(image_size)
+        scale = min(size) / min(base)
+        self.image_size = size
+        self.min_size, self.max_size = min_size * scale, max_size * scale
+        self._set_grid(size)
+
     def _in_fresh_epoch(self) -> bool:
         return self.fresh_per_epoch and self.epoch > 0
 
@@ -211,6 +231,7 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
         h, w = self.image_size
         image = tv_tensors.Image(torch.from_numpy(np.ascontiguousarray(image_hwc.transpose(2, 0, 1))))
         epoch = f", epoch={self.epoch}" if self._in_fresh_epoch() else ""
+        epoch += f", size={h}x{w}" if (h, w) != self._base[0] else ""
         target = make_target(
             boxes,
             labels,

@@ -81,9 +81,16 @@ def arm_configs(
 
 
 # Settings that leave a finished run's weights as they are when at these values: checkpoint cadence, the guard's
-# patience (a finished run never reached it), no budget, eager mode. Left out of the key at these values so that a
-# study's runs keep their folders when such an option is added or set to its default.
-_KEY_NEUTRAL = {"checkpoint_steps": 0, "max_bad_steps": 10, "time_budget": 0, "compile": False}
+# patience (a finished run never reached it), no budget, eager mode, every synthetic image at full size (as every
+# run before --synthetic-dense-scale). Left out of the key at these values so that a study's runs keep their folders
+# when such an option is added or set to its default.
+_KEY_NEUTRAL = {
+    "checkpoint_steps": 0,
+    "max_bad_steps": 10,
+    "time_budget": 0,
+    "compile": False,
+    "synthetic_dense_scale": 1.0,
+}
 
 
 def config_key(cfg: TrainConfig) -> str:

@@ -26,6 +26,7 @@ __all__ = [
     "scaled_decay_epochs",
     "scale_epochs",
     "SYNTHETIC_TRAIN_OBJECTS",
+    "dense_image_size",
 ]
 
 DATASETS = ("synthetic", "voc", "coco", "voc-folder")
@@ -62,6 +63,9 @@ class TrainConfig:
     # SYNTHETIC_TRAIN_OBJECTS); later epochs, and the val split, have the data set's own 1-10
     synthetic_train_objects: list[int] | None = None
     synthetic_dense_epochs: int | None = None  # None: the epochs before the first LR decay
+    # the dense epochs draw their images at this share of data_shape, objects scaled alike (None: 0.75 for the tiny
+    # models in float32, else 1; see builders.runtime.synthetic_default_dense_scale)
+    synthetic_dense_scale: float | None = None
     # the recipe (None: from the data set's preset)
     epochs: int | None = None
     batch_size: int | None = None
@@ -108,6 +112,7 @@ class TrainConfig:
         d = dict(d)
         # configs saved before the field existed trained on the data set's own 1-10 objects per image
         d.setdefault("synthetic_train_objects", [1, 10])
+        d.setdefault("synthetic_dense_scale", 1.0)  # and at full size
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
@@ -162,6 +167,11 @@ _PRESETS: dict[str, dict[str, Any]] = {
         val_splits="instances_val2017",
     ),
 }
+
+
+def dense_image_size(data_shape: int, scale: float) -> int:
+    """The size (pixels, square) that the dense synthetic epochs draw their images at."""
+    return max(1, round(data_shape * scale))
 
 
 def preset(dataset: str) -> dict[str, Any]:
@@ -300,6 +310,15 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         out.synthetic_dense_epochs = min(out.lr_decay_epochs) if out.lr_decay_epochs else out.epochs
     if out.synthetic_dense_epochs < 0:
         raise ConfigError(f"--synthetic-dense-epochs must be >= 0, got {out.synthetic_dense_epochs}")
+    if out.synthetic_dense_scale is None:
+        out.synthetic_dense_scale = 1.0
+    if not (math.isfinite(out.synthetic_dense_scale) and 0 < out.synthetic_dense_scale <= 1):
+        raise ConfigError(f"--synthetic-dense-scale must be in (0, 1], got {out.synthetic_dense_scale}")
+    if out.data_shape and dense_image_size(out.data_shape, out.synthetic_dense_scale) < 16:
+        raise ConfigError(
+            f"--synthetic-dense-scale {out.synthetic_dense_scale} draws {out.data_shape} px images at "
+            f"{dense_image_size(out.data_shape, out.synthetic_dense_scale)} px; the synthetic set needs at least 16"
+        )
     if out.time_budget is not None and out.time_budget < 0:
         raise ConfigError(f"--time-budget must be >= 0 minutes (0: no budget), got {out.time_budget}")
     if out.time_budget and out.dataset != "synthetic":

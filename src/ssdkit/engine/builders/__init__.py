@@ -10,6 +10,7 @@ from .data import (
     prepare_train_epoch,
     split_ids,
     split_overlap,
+    synthetic_image_size,
     synthetic_object_range,
     train_transform,
 )
@@ -25,6 +26,7 @@ from .runtime import (
     seed_everything,
     select_device,
     share_cpu_cores,
+    synthetic_default_dense_scale,
     synthetic_default_model,
     worker_init,
 )
@@ -39,6 +41,7 @@ __all__ = [
     "onednn_runs_avx512",
     "run_memory_format",
     "synthetic_default_model",
+    "synthetic_default_dense_scale",
     "build_model",
     "model_anchors",
     "model_data_shape",
@@ -47,6 +50,7 @@ __all__ = [
     "train_transform",
     "prepare_train_epoch",
     "synthetic_object_range",
+    "synthetic_image_size",
     "split_ids",
     "split_overlap",
     "build_optimizer",

@@ -10,13 +10,14 @@ from torch.utils.data import DataLoader
 
 from ...data.errors import BadSampleError, NoValidSampleError
 from ...data.registry import DatasetRequest, get_dataset_kind
-from ..config import ConfigError, TrainConfig
+from ..config import ConfigError, TrainConfig, dense_image_size
 from ..sampler import ResumableSampler, TrainBatches
 from .runtime import worker_init
 
 __all__ = [
     "train_transform",
     "synthetic_object_range",
+    "synthetic_image_size",
     "prepare_train_epoch",
     "build_datasets",
     "build_loader",
@@ -49,13 +50,34 @@ def synthetic_object_range(cfg: TrainConfig, epoch: int) -> tuple[int, int]:
     return low, high
 
 
-def prepare_train_epoch(train_set, cfg: TrainConfig, epoch: int) -> None:
+def synthetic_image_size(cfg: TrainConfig, epoch: int) -> int:
+    """The size (pixels, square) that synthetic training images of epoch ``epoch`` (0-based) are drawn at: in the
+    dense epochs ``cfg.synthetic_dense_scale`` of ``cfg.data_shape`` (cheaper steps early in the run), after them
+    ``cfg.data_shape``. Needs the resolved ``cfg.data_shape``."""
+    if cfg.data_shape is None:
+        raise ValueError("synthetic_image_size needs cfg.data_shape")
+    if epoch < cfg.synthetic_dense_epochs:
+        return dense_image_size(cfg.data_shape, cfg.synthetic_dense_scale or 1.0)
+    return cfg.data_shape
+
+
+def synthetic_train_sizes(cfg: TrainConfig) -> set[int]:
+    """Every size :func:`synthetic_image_size` gives for ``cfg``'s run."""
+    return {synthetic_image_size(cfg, 0), synthetic_image_size(cfg, cfg.synthetic_dense_epochs)}
+
+
+def prepare_train_epoch(train_set, cfg: TrainConfig, epoch: int, transforms: dict | None = None) -> None:
     """Point the training set at epoch ``epoch`` (0-based) before its loader starts (workers copy the set then):
-    the synthetic set's new images and its objects per image (:func:`synthetic_object_range`)."""
+    the synthetic set's new images, its objects per image (:func:`synthetic_object_range`) and the size it draws
+    them at (:func:`synthetic_image_size`), with that size's transform from ``transforms`` (size -> transform)."""
     if hasattr(train_set, "set_epoch"):
         train_set.set_epoch(epoch)
     if cfg.dataset == "synthetic" and hasattr(train_set, "set_object_range"):
         train_set.set_object_range(*synthetic_object_range(cfg, epoch))
+    if cfg.dataset == "synthetic" and transforms and hasattr(train_set, "set_image_size"):
+        size = synthetic_image_size(cfg, epoch)
+        train_set.set_image_size(size)
+        train_set.transform = transforms[size]
 
 
 def _splits(text: str | None) -> list[str]:
@@ -163,12 +185,14 @@ def build_loader(
     generator: torch.Generator | None = None,
     shard: tuple[int, int] = (0, 1),
     anchor_grid=None,
+    other_sizes: dict | None = None,
 ) -> DataLoader:
     """A :class:`SplitLoader`. Training loaders compute SSD targets in their workers (``TargetCollate``);
     evaluation loaders only pad, and leave out the images that the val split's ``"drop"`` policy dropped.
 
     A training loader takes ``batch_size / world`` images a step (:class:`TrainBatches`) from its
     :class:`ResumableSampler` shard (``shard=(rank, world)``; call ``batch_sampler.sampler.set_epoch`` every epoch).
+    ``other_sizes`` (``(H, W) -> (anchors, anchor_grid)``) serves training images of other sizes than ``anchors``'.
     """
     from ...data.collate import TargetCollate, detection_collate
 
@@ -191,7 +215,10 @@ def build_loader(
 
     # no sampling in the targets (negative_mining_ratio=-1): hard negatives are mined in the loss, as GluonCV
     collate = TargetCollate(
-        anchors, SSDTargetGenerator(iou_thresh=cfg.match_iou, negative_mining_ratio=-1), anchor_grid=anchor_grid
+        anchors,
+        SSDTargetGenerator(iou_thresh=cfg.match_iou, negative_mining_ratio=-1),
+        anchor_grid=anchor_grid,
+        other_sizes=other_sizes,
     )
     batches = TrainBatches(
         ResumableSampler(dataset, num_replicas=world, rank=rank, seed=cfg.seed), cfg.batch_size // world

@@ -18,7 +18,17 @@ from ..config import ConfigError, TrainConfig, resolve_config
 from ..distributed import torchrun_env, wrap_ddp
 from ..guard import NonFiniteGuard
 from ..logger import RunLogger
-from .data import build_datasets, build_loader, prepare_train_epoch, split_ids, split_overlap, synthetic_object_range
+from .data import (
+    build_datasets,
+    build_loader,
+    prepare_train_epoch,
+    split_ids,
+    split_overlap,
+    synthetic_image_size,
+    synthetic_object_range,
+    synthetic_train_sizes,
+    train_transform,
+)
 from .metric import build_metric, metric_key
 from .model import build_model, model_anchors, model_data_shape
 from .optim import build_optimizer, build_scheduler
@@ -28,6 +38,7 @@ from .runtime import (
     seed_everything,
     select_device,
     share_cpu_cores,
+    synthetic_default_dense_scale,
     synthetic_default_model,
 )
 
@@ -116,6 +127,8 @@ def prepare_config(cfg: TrainConfig) -> TrainConfig:
         cfg.procs = env.world
     if cfg.model is None and cfg.dataset == "synthetic":
         cfg.model = synthetic_default_model(select_device(cfg.device), cfg.amp)
+    if cfg.synthetic_dense_scale is None and cfg.dataset == "synthetic":
+        cfg.synthetic_dense_scale = synthetic_default_dense_scale(select_device(cfg.device), cfg.amp, cfg.model)
     cfg = resolve_config(cfg)
     cfg.extra = {START_KEY: time.time(), **cfg.extra}  # the time budget's clock (the CLI starts it earlier)
     if not cfg.output:
@@ -158,6 +171,19 @@ def build_run(cfg: TrainConfig, rank: int, world: int) -> RunParts:
     cfg.data_shape = data_shape
     cfg.classes = list(classes)
     anchors = model_anchors(net, data_shape, device)
+    # the synthetic set's dense epochs may draw smaller images: their transforms and anchors
+    sizes = synthetic_train_sizes(cfg) if cfg.dataset == "synthetic" else {data_shape}
+    transforms = {size: train_transform(cfg.augment, size) for size in sizes}
+    try:
+        other_sizes = {
+            (s, s): (net.anchors_for_input(s, s), net.anchor_grid_for_input(s, s)) for s in sizes if s != data_shape
+        }
+    except RuntimeError as err:  # a layer's kernel larger than its input: the model needs a larger image
+        small = min(sizes)
+        raise ConfigError(
+            f"--synthetic-dense-scale {cfg.synthetic_dense_scale}: {cfg.model} cannot take {small} x {small} inputs "
+            f"({(str(err).splitlines() or [''])[0]}); use a larger scale, or 1"
+        ) from None
     amp_dtype = amp_dtype_for(device, cfg.amp)
     # before the optimizer: its momentum buffers copy each weight's layout, which CUDA's fused SGD requires
     memory_format = run_memory_format(cfg.model, device, amp_dtype)
@@ -172,6 +198,7 @@ def build_run(cfg: TrainConfig, rank: int, world: int) -> RunParts:
         generator=loader_gen,
         shard=(rank, world),
         anchor_grid=net.anchor_grid_for_input(data_shape),
+        other_sizes=other_sizes,
     )
     val_loader = build_loader(val_set, cfg, train=False)
     scheduler = build_scheduler(optimizer, cfg, len(train_loader))
@@ -198,10 +225,15 @@ def build_run(cfg: TrainConfig, rank: int, world: int) -> RunParts:
     if cfg.dataset == "synthetic" and cfg.synthetic_dense_epochs > 0:
         dense = min(cfg.synthetic_dense_epochs, cfg.epochs)
         (low, high), (low_after, high_after) = synthetic_object_range(cfg, 0), synthetic_object_range(cfg, dense)
-        later = f", then {low_after}-{high_after}" if dense < cfg.epochs else ""
+        size, size_after = synthetic_image_size(cfg, 0), synthetic_image_size(cfg, dense)
+        at, at_after, scale = "", "", ""
+        if size != size_after:
+            at, at_after = f" at {size} x {size} px", f" at {size_after} x {size_after}"
+            scale = ", --synthetic-dense-scale"
+        later = f", then {low_after}-{high_after}{at_after}" if dense < cfg.epochs else ""
         notes.append(
-            f"  training images hold {low}-{high} objects in epochs 1-{dense}{later} "
-            f"(--synthetic-train-objects, --synthetic-dense-epochs)"
+            f"  training images hold {low}-{high} objects{at} in epochs 1-{dense}{later} "
+            f"(--synthetic-train-objects, --synthetic-dense-epochs{scale})"
         )
     plan = LoopPlan(
         epochs=cfg.epochs,
@@ -234,7 +266,7 @@ def build_run(cfg: TrainConfig, rank: int, world: int) -> RunParts:
         train_loader=train_loader,
         val_loader=val_loader,
         loader_gen=loader_gen,
-        prepare_epoch=lambda epoch: prepare_train_epoch(train_set, cfg, epoch),
+        prepare_epoch=lambda epoch: prepare_train_epoch(train_set, cfg, epoch, transforms),
         metric=build_metric(cfg, classes, val_set, data_shape),
         metric_key=metric_key(cfg.dataset),
         checkpointer=checkpointer,
