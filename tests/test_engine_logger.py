@@ -51,3 +51,11 @@ def test_a_new_run_in_a_used_folder_starts_its_history_anew(tmp_path):
     assert [e for e, _ in again.eval_points("voc07_map")] == [2, 4]
     assert [int(r["epoch"]) for r in csv.DictReader(open(tmp_path / "epochs.csv"))] == [1, 2, 3, 4]
     assert [int(r["epoch"]) for r in csv.DictReader(open(tmp_path / "metrics.csv"))] == [2, 4]
+
+
+def test_a_resumed_run_finds_where_its_clock_stood(tmp_path):
+    logger = RunLogger(str(tmp_path), tensorboard=False)
+    logger.log_epoch({"epoch": 1, "train_loss": 1.0, "elapsed_s": 12.5})
+    logger.log_eval({"epoch": 2, "voc07_map": 0.5, "elapsed_s": 30.0}, 10)  # an evaluation row only
+    resumed = RunLogger(str(tmp_path), tensorboard=False)
+    assert resumed.elapsed_after(1) == 12.5 and resumed.elapsed_after(2) == 30.0 and resumed.elapsed_after(3) == 0.0

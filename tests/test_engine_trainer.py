@@ -1,3 +1,4 @@
+import csv
 import json
 import os
 import random
@@ -110,6 +111,9 @@ def test_resume_continues_exactly(tmp_path, procs):
     assert os.path.exists(tmp_path / "part" / "last.pt")
     resumed = fit(_tiny_cfg(tmp_path, "part", resume=str(tmp_path / "part" / "last.pt")), say=lambda m: None)
     assert resumed.epochs_run == 1
+    with open(tmp_path / "part" / "epochs.csv") as f:
+        elapsed = [float(r["elapsed_s"]) for r in csv.DictReader(f)]
+    assert len(elapsed) == 2 and 0 < elapsed[0] < elapsed[1]  # the resumed part's clock goes on from epoch 1's
     loss_full = [float(r["train_loss"]) for r in full.history]
     loss_resumed = [float(r["train_loss"]) for r in resumed.history]
     assert loss_full == loss_resumed  # epoch 1 from the first part, epoch 2 after the resume

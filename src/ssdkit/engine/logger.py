@@ -57,6 +57,15 @@ class RunLogger:
                 if k != "epoch" and isinstance(v, (int, float)):
                     self.writer.add_scalar(f"val/{k}", v, step)
 
+    def elapsed_after(self, epoch: int) -> float:
+        """The run's seconds when epoch ``epoch`` (1-based) was logged: where a resumed run's clock goes on (0 when
+        no row of that epoch says)."""
+        for rows in (self.epoch_rows, self.eval_rows):
+            for r in rows:
+                if int(float(r["epoch"])) == int(epoch) and r.get("elapsed_s") not in (None, ""):
+                    return float(r["elapsed_s"])
+        return 0.0
+
     def epoch_losses(self) -> list[tuple[int, float]]:
         """``(epoch, mean training loss)`` of every finished epoch (of the evaluated ones for runs logged before
         ``epochs.csv`` existed)."""

@@ -322,6 +322,8 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
         say(note)
     iters = len(parts.train_loader)
     t0 = time.perf_counter()
+    if parts.resume is not None and logger is not None:  # elapsed_s counts the run's earlier parts too
+        t0 -= logger.elapsed_after(start_epoch)
     last_map, table, stopped = float("nan"), "", ""
     if parts.resume is not None and start_epoch >= plan.epochs:
         evaluated = logger.eval_points(key) if logger is not None else []
@@ -400,6 +402,7 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
                     improved, best = last_map > best, max(best, last_map)
                     table = format_ap_table(names, values, title=f"{key} after epoch {epoch + 1}")
                 if logger is not None:  # after the evaluation: the epoch's row holds its mAP too
+                    row.setdefault("elapsed_s", round(time.perf_counter() - t0, 1))
                     logger.log_epoch(row)
                 names = ["last.pt"] + (["best.pt"] if improved else [])
                 names += [f"epoch_{epoch + 1:04d}.pt"] if (epoch + 1) % plan.save_interval == 0 else []
