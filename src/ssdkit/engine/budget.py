@@ -103,9 +103,10 @@ def measure_speed(cfg: TrainConfig, rank: int, world: int) -> tuple[float, float
             progress=False,
         )
         parts = build_run(probe, rank, world)
-        kinds = [0] if cfg.synthetic_dense_epochs >= cfg.epochs else [0, max(cfg.synthetic_dense_epochs, 0)]
+        # the first epoch, and the first sparse one when there is one: the epoch index chooses the images
+        kinds = sorted({0, max(cfg.synthetic_dense_epochs, 0)} & set(range(cfg.epochs)))
         seconds = []
-        for kind, epoch in enumerate(kinds):  # the epoch index chooses the images (dense or sparse)
+        for kind, epoch in enumerate(kinds):
             parts.prepare_epoch(epoch)
             parts.train_loader.batch_sampler.sampler.set_epoch(kind)
             marks: list[float] = []
@@ -113,7 +114,7 @@ def measure_speed(cfg: TrainConfig, rank: int, world: int) -> tuple[float, float
                 parts, kind, log_interval=10**9, on_step=lambda state, mark=marks.append: mark(time.perf_counter())
             )
             seconds.append(probe_seconds(marks, PROBE_WARMUP_STEPS))
-        if len(seconds) == 1:  # no sparse epochs: one rate for all
+        if len(seconds) == 1:  # one kind of epoch only: one rate for all
             seconds.append(seconds[0])
         train_s = torch.tensor(seconds, dtype=torch.float64)
         eval_s = 0.0
@@ -237,12 +238,12 @@ class BudgetKeeper:
                 new = lengthen(new, done, left, dense_s, self.eval_s, self.max_images, sparse_s)
             if new != self.shape():
                 dense_left = self.cfg.synthetic_dense_epochs is not None and done < self.cfg.synthetic_dense_epochs
-                timed = f"{dense_s:.1f} s per dense epoch, {sparse_s:.1f} s per later one" if dense_left else ""
-                change = {
-                    "shape": dataclasses.asdict(new),
-                    "left": left,
-                    "timed": timed or f"{sparse_s:.1f} s per epoch",
-                }
+                timed = (
+                    f"{dense_s:.1f} s per dense epoch, {sparse_s:.1f} s per later one"
+                    if dense_left
+                    else f"{sparse_s:.1f} s per epoch"
+                )
+                change = {"shape": dataclasses.asdict(new), "left": left, "timed": timed}
         if self.world > 1:
             change = broadcast_object(change)
         if change is None:

@@ -171,9 +171,10 @@ def build_run(cfg: TrainConfig, rank: int, world: int) -> RunParts:
     cfg.data_shape = data_shape
     cfg.classes = list(classes)
     anchors = model_anchors(net, data_shape, device)
-    # the synthetic set's dense epochs may draw smaller images: their transforms and anchors
+    # the synthetic set's dense epochs may draw smaller images: their transforms and anchors (real data sets keep
+    # the transform they were built with)
     sizes = synthetic_train_sizes(cfg) if cfg.dataset == "synthetic" else {data_shape}
-    transforms = {size: train_transform(cfg.augment, size) for size in sizes}
+    transforms = {size: train_transform(cfg.augment, size) for size in sizes} if cfg.dataset == "synthetic" else None
     try:
         other_sizes = {
             (s, s): (net.anchors_for_input(s, s), net.anchor_grid_for_input(s, s)) for s in sizes if s != data_shape
