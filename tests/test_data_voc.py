@@ -349,14 +349,33 @@ def test_holdout_is_about_ten_percent_and_each_image_keeps_its_side():
     assert holdout_split(ids[:1000]) == {i for i in held if i in set(ids[:1000])}  # adding images moves none
 
 
-def test_voc_folder_unknown_class_named_under_error_and_dropped_under_skip(tmp_path):
+def test_voc_folder_chosen_classes_leave_the_others_out_counted(tmp_path):
+    """A class list chosen on purpose: the other classes' objects are left out as GluonCV does, counted by name in
+    one note, not reported object by object, and not an error under "error"."""
     make_folder(tmp_path)
-    with pytest.raises(BadSampleError, match="img0.xml.*'Zebra'"):
-        VOCFolder(str(tmp_path), classes=["apple", "kiwi"], on_bad_sample="error")
-    ds = VOCFolder(str(tmp_path), classes=["apple", "kiwi"])
-    assert ds.classes == ("apple", "kiwi")
-    assert ds[0][1]["labels"].tolist() == [0]
-    assert "'Zebra'" in ds.bad_sample_log.summary()
+    for policy in ("skip", "error"):
+        ds = VOCFolder(str(tmp_path), classes=["apple", "kiwi"], on_bad_sample=policy)
+        assert ds.classes == ("apple", "kiwi")
+        assert ds[0][1]["labels"].tolist() == [0]
+        assert "Zebra" not in ds.bad_sample_log.summary()
+        assert ds.other_classes == {"Zebra": 1}
+        assert ds.classes_note == "1 objects of classes outside the 2 chosen left out: Zebra 1"
+    assert VOCFolder(str(tmp_path)).classes_note is None  # every class found in the folder
+
+
+def test_voc_unknown_class_is_reported_unless_a_subset_was_chosen(tmp_path):
+    """The standard 20 VOC classes: a name outside them is a bad annotation (a typo), named under "error"; a chosen
+    subset leaves the other classes' objects out, counted."""
+    root = tmp_path / "VOC2007"
+    write(root / "Annotations" / "a.xml", ann_xml([obj_xml("dog"), obj_xml("cat"), obj_xml("dgo")]))
+    write(root / "ImageSets" / "Main" / "x.txt", "a\n")
+    write_image(root / "JPEGImages" / "a.jpg", 375, 500)
+    with pytest.raises(BadSampleError, match="a.xml.*'dgo'"):
+        VOCDetection(str(tmp_path), splits="2007_x", on_bad_sample="error")
+    full = VOCDetection(str(tmp_path), splits="2007_x")
+    assert len(full[0][1]["labels"]) == 2 and "'dgo'" in full.bad_sample_log.summary() and not full.other_classes
+    subset = VOCDetection(str(tmp_path), splits="2007_x", classes=["cat"], on_bad_sample="error")
+    assert subset[0][1]["labels"].tolist() == [0] and subset.other_classes == {"dgo": 1, "dog": 1}
 
 
 def test_voc_folder_finds_png_via_filename(tmp_path):

@@ -83,3 +83,33 @@ def test_a_train_split_without_a_readable_image_is_a_config_error(tmp_path, work
     message = str(info.value)
     assert message.startswith("the train split of --dataset voc-folder (--train-splits allbad): none of its 2 images")
     assert "\n" not in message
+
+
+def test_voc_classes_subset_reaches_the_data_and_the_notes_count_the_rest(tmp_path):
+    """--classes on VOC: the data sets carry the subset (a *_custom model then predicts it), and the run's notes
+    count the other classes' objects left out of each split."""
+    from test_data_voc import ann_xml, obj_xml, write, write_image
+
+    from ssdkit.engine.builders.run import _split_notes
+
+    root = tmp_path / "VOC2007"
+    write(root / "Annotations" / "a.xml", ann_xml([obj_xml("dog"), obj_xml("cat"), obj_xml("cat")]))
+    for split in ("tr", "te"):
+        write(root / "ImageSets" / "Main" / f"{split}.txt", "a\n")
+    write_image(root / "JPEGImages" / "a.jpg", 375, 500)
+    cfg = resolve_config(
+        TrainConfig(
+            dataset="voc",
+            data_root=str(tmp_path),
+            train_splits="2007_tr",
+            val_splits="2007_te",
+            classes=["dog"],
+            model="ssd_300_vgg16_atrous_custom",
+            num_workers=0,
+        )
+    )
+    train_set, val_set, classes = build_datasets(cfg, 300)
+    assert tuple(classes) == ("dog",) and train_set[0][1]["labels"].tolist() == [0]
+    notes = _split_notes(cfg, train_set, val_set)
+    assert "  training split: 2 objects of classes outside the 1 chosen left out: cat 2 (--classes)" in notes
+    assert any(n.startswith("  validation split: 2 objects") for n in notes)

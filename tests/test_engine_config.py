@@ -153,6 +153,19 @@ def test_presets_amp_and_batch():
     assert resolve_config(TrainConfig(dataset="voc", data_root="/data", amp=True, batch_size=4)).batch_size == 4
 
 
+def test_loader_workers_fit_the_cores(monkeypatch):
+    """GluonCV's 4 loader workers on a machine with fewer cores: one per core instead (PyTorch warns at every loader
+    when a loader has more workers than the process may use); a number given by the user stays."""
+    from ssdkit.engine import config as config_module
+
+    monkeypatch.setattr(config_module, "usable_cpus", lambda: 2)
+    assert resolve_config(TrainConfig(dataset="voc", data_root="/data")).num_workers == 2
+    assert resolve_config(TrainConfig(dataset="voc", data_root="/data", procs=2, batch_size=32)).num_workers == 1
+    assert resolve_config(TrainConfig(dataset="voc", data_root="/data", num_workers=4)).num_workers == 4
+    monkeypatch.setattr(config_module, "usable_cpus", lambda: 16)
+    assert resolve_config(TrainConfig(dataset="coco", data_root="/data")).num_workers == 4  # GluonCV's number
+
+
 def test_amp_dtype_choice(monkeypatch):
     from ssdkit.engine.builders import runtime as trainer
 
@@ -365,6 +378,12 @@ def test_the_dense_synthetic_epochs_may_draw_smaller_images():
             resolve_config(TrainConfig(synthetic_dense_scale=bad))
     with pytest.raises(ConfigError, match="at least 16"):
         resolve_config(TrainConfig(synthetic_dense_scale=0.1, data_shape=128))
+    # with smaller dense images the LR decays later (their epochs are cheap): at 14 and 15, scaled with --epochs
+    small = prepare_config(TrainConfig(amp=False, output="x"))
+    assert small.lr_decay_epochs == [14, 15] and small.synthetic_dense_epochs == 14
+    assert prepare_config(TrainConfig(amp=True, output="x")).lr_decay_epochs == [12, 14]
+    assert resolve_config(TrainConfig(synthetic_dense_scale=0.75, epochs=8)).lr_decay_epochs == [7]
+    assert resolve_config(TrainConfig(synthetic_dense_scale=0.75, lr_decay_epochs=[9])).lr_decay_epochs == [9]
     old = TrainConfig().to_dict()  # a config saved before the option existed trained at full size
     del old["synthetic_dense_scale"]
     assert TrainConfig.from_dict(old).synthetic_dense_scale == 1.0

@@ -177,3 +177,19 @@ def test_matches_gluoncv(tmp_path):
     assert values[-1] == pytest.approx(float(ref["coco_stats"][0]), abs=1e-12)
     assert "Average Precision" in metric.summary
     assert not math.isnan(values[names.index("AP50")])
+
+
+def test_score_seen_only_leaves_the_other_images_out(tmp_path):
+    """Image 3 alone, perfectly detected: AP 1 once the metric scores only what it saw, not 1 while image 7's
+    objects count as missed; reset() scores every image again."""
+    metric = COCODetectionMetric(str(_write_json(tmp_path)))
+    boxes, labels, scores = _perfect()[0]  # sorted ids: image 3 first
+    metric.update(boxes[None], labels[None], scores[None])
+    with pytest.warns(UserWarning, match="count as missed"):
+        assert dict(zip(*metric.get()))["AP/cat"] < 1
+    assert metric.score_seen_only() == [7]
+    assert dict(zip(*metric.get()))["AP/cat"] == pytest.approx(1.0)
+    metric.reset()
+    metric.update(boxes[None], labels[None], scores[None])
+    with pytest.warns(UserWarning, match="count as missed"):
+        metric.get()

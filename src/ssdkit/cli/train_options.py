@@ -68,7 +68,12 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         help="comma-separated, e.g. 2007_trainval,2012_trainval (voc), instances_train2017 (coco), train (voc-folder)",
     )
     g.add_argument("--val-splits", help="e.g. 2007_test (voc), instances_val2017 (coco), val (voc-folder)")
-    g.add_argument("--classes", type=_csv_list, help="comma-separated class names (voc-folder / synthetic)")
+    g.add_argument(
+        "--classes",
+        type=_csv_list,
+        help="comma-separated class names (voc-folder, synthetic; voc: a subset of its 20 for a *_custom model); "
+        "objects of other classes are left out",
+    )
     g.add_argument("--data-shape", type=int, help="input size in pixels (default: the model's)")
     g.add_argument("--pretrained-base", help="local ImageNet weights file for the backbone (never downloaded)")
     g.add_argument("--pretrained", help="local ssdkit checkpoint to start from")

@@ -112,14 +112,15 @@ def _voc(req: DatasetRequest):
     unknown = [c for c in req.classes or () if c not in VOC_CLASSES]
     if unknown:
         raise ValueError(f"--classes: {', '.join(unknown)} not among the 20 VOC classes")
+    classes = tuple(req.classes) if req.classes else VOC_CLASSES
     train_set = val_set = None
     if req.train:
         train_set = VOCDetection(
-            req.root, splits=req.train_splits, transform=req.train_transform, on_bad_sample=req.on_bad_sample
+            req.root, req.train_splits, req.train_transform, classes, on_bad_sample=req.on_bad_sample
         )
     if req.val:
         val_set = VOCDetection(
-            req.root, splits=req.val_splits, transform=req.val_transform, on_bad_sample=req.val_on_bad_sample
+            req.root, req.val_splits, req.val_transform, classes, on_bad_sample=req.val_on_bad_sample
         )
     return train_set, val_set
 

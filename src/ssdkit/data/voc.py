@@ -10,7 +10,9 @@ All annotations are parsed at construction (GluonCV preloads labels too), so bad
 reported up front; see :mod:`ssdkit.data.errors` for the ``on_bad_sample`` policy. Per box:
 
 * NaN/inf or missing coordinates, a missing class name, or an unknown class -> box dropped, reported
-  (GluonCV skips unknown names silently and crashes on missing fields);
+  (GluonCV skips unknown names silently and crashes on missing fields); where the class list was chosen (a
+  subset of VOC's 20, or ``VOCFolder``'s ``classes``), the objects of other classes are left out as GluonCV
+  does and counted in ``other_classes`` / ``classes_note`` instead, so a subset is not a flood of reports;
 * ``x2 <= x1`` or ``y2 <= y1`` (degenerate) or entirely outside the image -> dropped, reported;
 * partly outside ``[0, W] x [0, H]`` -> clipped to it, reported (GluonCV drops such boxes with a
   warning instead; clipping keeps the object). These are GluonCV's bounds (it accepts ``x2 <= W``),
@@ -29,6 +31,7 @@ from __future__ import annotations
 import glob
 import hashlib
 import os
+from collections import Counter
 from typing import Any, Callable, Iterable, Sequence
 
 import torch
@@ -72,6 +75,7 @@ class _VOCBase(PolicyLoading, torch.utils.data.Dataset):
         lowercase: bool,
         trees: dict | None = None,
         resolve_image: Callable | None = None,
+        classes_chosen: bool = False,
     ):
         self.on_bad_sample = check_policy(on_bad_sample)
         self.bad_sample_log = BadSampleLog()
@@ -86,10 +90,13 @@ class _VOCBase(PolicyLoading, torch.utils.data.Dataset):
         trees = trees or {}
         self._items: list[tuple[str, str]] = []  # (image_id, image_path)
         self._annotations: list[VOCAnnotation] = []
+        # a class list chosen on purpose leaves the other classes' objects out (as GluonCV does), counted, not
+        # reported object by object
+        other_classes: Counter[str] | None = Counter() if classes_chosen else None
         for image_id, xml_path, image_path in items:
             try:
                 ann, problems = parse_voc_xml(
-                    xml_path, class_to_id, keep_difficult, lowercase, root=trees.get(xml_path)
+                    xml_path, class_to_id, keep_difficult, lowercase, trees.get(xml_path), other_classes
                 )
             except BadSampleError as err:
                 reporter.report(err.path, err.reason)
@@ -104,7 +111,18 @@ class _VOCBase(PolicyLoading, torch.utils.data.Dataset):
             self._items.append((image_id, image_path))
             self._annotations.append(ann)
 
+        self.other_classes: dict[str, int] = dict(sorted((other_classes or {}).items()))
+
     # --- public attributes ---------------------------------------------------------------------
+    @property
+    def classes_note(self) -> str | None:
+        """One line on the objects of classes outside a chosen class list that were left out, or None."""
+        if not self.other_classes:
+            return None
+        counts = ", ".join(f"{name} {n}" for name, n in self.other_classes.items())
+        total = sum(self.other_classes.values())
+        return f"{total} objects of classes outside the {self.num_classes} chosen left out: {counts}"
+
     @property
     def image_ids(self) -> list[str]:
         return [image_id for image_id, _ in self._items]
@@ -218,7 +236,10 @@ class VOCDetection(_VOCBase):
                         os.path.join(base, "JPEGImages", stem + ".jpg"),
                     )
                 )
-        super().__init__(items, classes, transform, keep_difficult, on_bad_sample, lowercase=True)
+        chosen = tuple(classes) != VOC_CLASSES
+        super().__init__(
+            items, classes, transform, keep_difficult, on_bad_sample, lowercase=True, classes_chosen=chosen
+        )
 
 
 HOLDOUT_NAMES = ("val", "valid", "validation", "test")
@@ -288,6 +309,7 @@ class VOCFolder(_VOCBase):
                 stems = [s for s in stems if (s in held) == is_val]
         items = [(stem, os.path.join(ann_dir, stem + ".xml"), os.path.join(img_dir, stem + ".jpg")) for stem in stems]
         trees: dict[str, Any] = {}
+        chosen = classes is not None
         if classes is None:
             classes = self._collect_classes(ann_dir, trees)
             if not classes:
@@ -310,6 +332,7 @@ class VOCFolder(_VOCBase):
             lowercase=False,
             trees=trees,
             resolve_image=resolve_image,
+            classes_chosen=chosen,
         )
 
     @staticmethod

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,13 +74,20 @@ def _bounds(width: int, height: int) -> str:
 
 
 def parse_voc_xml(
-    path: str, class_to_id: dict[str, int], keep_difficult: bool = True, lowercase: bool = True, root=None
+    path: str,
+    class_to_id: dict[str, int],
+    keep_difficult: bool = True,
+    lowercase: bool = True,
+    root=None,
+    other_classes: Counter[str] | None = None,
 ) -> tuple[VOCAnnotation, list[str]]:
     """Parse one VOC XML file into 0-based boxes.
 
     Returns ``(annotation, problems)``: ``problems`` describes each box that was dropped or clipped
     (see the module docstring). Raises :class:`BadSampleError` when the file is missing or does not
     parse. ``class_to_id`` maps names (after ``strip()``, and ``lower()`` when ``lowercase``) to ids.
+    With ``other_classes`` (classes chosen on purpose), an object of a name outside ``class_to_id`` is left out
+    and counted there by name instead of being a problem.
     """
     if root is None:
         root = load_tree(path)
@@ -92,6 +100,9 @@ def parse_voc_xml(
             continue
         if lowercase:
             name = name.lower()
+        if name not in class_to_id and other_classes is not None:
+            other_classes[name] += 1
+            continue
         if name not in class_to_id:
             known = ", ".join(class_to_id)
             problems.append(f"object {k}: unknown class {name!r} (known classes: {known})")

@@ -42,7 +42,18 @@ def evaluate(
             )
     finally:
         net.postprocessor.decoder = old_decoder
+    if bad_samples is not None and bad_samples.dropped:
+        _score_read_images_only(metric)
     return metric.get()
+
+
+def _score_read_images_only(metric) -> None:
+    """The images left out as unreadable are not scored: the VOC metric sees only the ground truths of the batches,
+    and the COCO one, which holds every image's annotations, is told to score the images it saw."""
+    from ..metrics import COCODetectionMetric
+
+    if isinstance(metric, COCODetectionMetric):
+        metric.score_seen_only()
 
 
 def _metric_extras(metric, batch) -> dict[str, Any]:

@@ -123,6 +123,14 @@ class COCODetectionMetric:
         self._results: list[dict] = []
         self._current = 0
         self._seen: set[int] = set()
+        self._seen_only = False
+
+    def score_seen_only(self) -> list[int]:
+        """Until :meth:`reset`, score only the images that got an update, for a caller that left images out of its
+        batches on purpose (unreadable ones): their objects would otherwise count as missed. Returns the ids of the
+        annotated images left out, in sorted order."""
+        self._seen_only = True
+        return [i for i in self._img_ids if i not in self._seen]
 
     def update(
         self,
@@ -216,6 +224,8 @@ class COCODetectionMetric:
             }
             _quiet(dt.createIndex)
         coco_eval = COCOeval(gt, dt, "bbox")
+        if self._seen_only:
+            coco_eval.params.imgIds = sorted(self._seen)
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
             coco_eval.evaluate()
@@ -230,7 +240,7 @@ class COCODetectionMetric:
         ``"AP_small"``, ``"AP_medium"``, ``"AP_large"`` and ``"AP"`` (AP@[.50:.95]) last. Values are in
         [0, 1]; nan where COCO has nothing to measure (a class or size range without gts)."""
         missing = [i for i in self._img_ids if i not in self._seen and self.coco.imgToAnns.get(i)]
-        if missing:
+        if missing and not self._seen_only:
             warnings.warn(
                 f"COCODetectionMetric: {len(missing)} annotated images of {len(self._img_ids)} got no "
                 "update; their objects count as missed",

@@ -30,6 +30,7 @@ import torchvision
 from torch import Tensor, nn
 
 from ..init import init_weights
+from .strided_conv import StridedConv2d
 
 __all__ = ["FixedGammaBatchNorm2d", "ResNet50V1Body", "MobileNetV1Body", "FeatureExpander", "EXPANDER_FILTERS"]
 
@@ -172,7 +173,7 @@ def _extra_block(in_ch: int, filters: int, trans_ch: int) -> nn.Sequential:
         nn.Conv2d(in_ch, trans_ch, 1, bias=False),
         FixedGammaBatchNorm2d(trans_ch),
         nn.ReLU(inplace=True),
-        nn.Conv2d(trans_ch, filters, 3, 2, 1, bias=False),
+        StridedConv2d(trans_ch, filters, 3, 2),  # GluonCV's 3x3/2 conv, padding 1; a 1 x 1 map takes its centre tap
         FixedGammaBatchNorm2d(filters),
         nn.ReLU(inplace=True),
     )

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 
 from ..anchors import AnchorSpec
 from ..init import init_weights
+from .strided_conv import StridedConv2d
 
 __all__ = ["DEFAULT_SYNTHETIC_CLASSES", "TINY_ANCHORS", "TINY_DATA_SHAPE", "TINY_MATCH_IOU", "TinyExtractor"]
 
@@ -47,11 +48,11 @@ TINY_MATCH_IOU = 0.4
 
 
 def _cbr(in_ch: int, out_ch: int, kernel: int, stride: int = 1) -> list[nn.Module]:
-    return [
-        nn.Conv2d(in_ch, out_ch, kernel, stride, kernel // 2, bias=False),
-        nn.BatchNorm2d(out_ch),
-        nn.ReLU(inplace=True),
-    ]
+    if stride > 1:  # a map may shrink to 1 x 1 under it (see StridedConv2d)
+        conv: nn.Conv2d = StridedConv2d(in_ch, out_ch, kernel, stride)
+    else:
+        conv = nn.Conv2d(in_ch, out_ch, kernel, 1, kernel // 2, bias=False)
+    return [conv, nn.BatchNorm2d(out_ch), nn.ReLU(inplace=True)]
 
 
 def _extra(in_ch: int, mid_ch: int, out_ch: int) -> nn.Sequential:

@@ -286,6 +286,10 @@ def _split_notes(cfg: TrainConfig, train_set, val_set) -> list[str]:
     holdout = getattr(val_set, "holdout", None)
     if holdout:
         notes.append(f"  {holdout}")
+    for name, split in (("training", train_set), ("validation", val_set)):
+        left_out = getattr(split, "classes_note", None)
+        if left_out:
+            notes.append(f"  {name} split: {left_out} (--classes)")
     shared = split_overlap(train_set, val_set)
     if shared:
         notes.append(
