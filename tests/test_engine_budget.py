@@ -29,13 +29,14 @@ def test_the_cli_option():
 
 
 def test_a_run_ends_within_a_small_budget(tmp_path):
-    """30 s for a recipe of 16 epochs of 100 000 images in the default two processes: the run measures itself and
-    trains what fits."""
+    """A minute for a recipe of 16 epochs of 100 000 images in the default two processes: the run measures itself and
+    trains what fits. (Half a minute was too little on a 2-core machine in a slow spell: its probe alone took 23 s
+    there, and the run rightly refused to start with 7 s left.)"""
     from ssdkit.engine.trainer import fit
 
     said = []
     cfg = TrainConfig(
-        time_budget=0.5,
+        time_budget=1.0,
         synthetic_train_size=100_000,
         synthetic_val_size=32,
         progress=False,
@@ -44,11 +45,11 @@ def test_a_run_ends_within_a_small_budget(tmp_path):
     start = time.time()
     result = fit(cfg, say=said.append)
     elapsed = time.time() - start
-    plan = next(s for s in said if s.startswith("time budget 0.5 min"))
+    plan = next(s for s in said if s.startswith("time budget 1 min"))
     assert "fits" in plan and "of the recipe's 1,600,000 training images" in plan
     assert "training images/s in the dense epochs" in plan  # float32: dense images drawn smaller, timed apart
     assert result.epochs_run >= 1 and result.last_map == result.last_map  # it trained and evaluated
-    assert elapsed <= 30.0 + 10.0, (elapsed, said)
+    assert elapsed <= 60.0 + 10.0, (elapsed, said)
 
 
 def test_a_run_that_slows_down_is_shortened_after_an_epoch(tmp_path, monkeypatch):
