@@ -10,7 +10,7 @@ import shutil
 import tempfile
 
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from torchvision.io import encode_jpeg
 
@@ -56,7 +56,8 @@ def _voc_object(name: str, box) -> str:
 
 def make_voc(root: str, faults: dict[int, str]) -> tuple[set[str], set[str], set[str]]:
     """VOC folder of 6 train + 2 val images, two objects each; ``faults`` corrupts train image k.
-    Returns (corrupted files, train ids with a usable image, train ids with a broken image)."""
+    Returns (corrupted files, train ids with a usable image, train ids with a broken image). An object of a class
+    outside the chosen ``["a", "b"]`` is no corruption: it is left out and counted in the run's notes."""
     for d in ("Annotations", "JPEGImages", "ImageSets/Main"):
         os.makedirs(os.path.join(root, d), exist_ok=True)
     ids = [f"t{k}" for k in range(N_TRAIN)] + ["v0", "v1"]
@@ -85,7 +86,8 @@ def make_voc(root: str, faults: dict[int, str]) -> tuple[set[str], set[str], set
         if fault in IMAGE_FAULTS:
             _corrupt_image(image, fault)
         if fault is not None:
-            corrupted.add(image if fault in IMAGE_FAULTS else xml)
+            if fault != "unknown_class":
+                corrupted.add(image if fault in IMAGE_FAULTS else xml)
             (broken if fault in IMAGE_FAULTS + ("malformed_xml",) else usable).add(stem)
         elif k < N_TRAIN:
             usable.add(stem)
@@ -153,6 +155,7 @@ def fault_plans(draw):
     max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
 )
 @given(plan=fault_plans())
+@example(plan=("voc-folder", {0: "unknown_class", 3: "truncated_jpeg"}))
 def test_corrupted_samples_are_skipped_and_reported_and_clean_ones_trained_on(plan, monkeypatch):
     kind, faults = plan
     seen: list = []
@@ -187,10 +190,17 @@ def test_corrupted_samples_are_skipped_and_reported_and_clean_ones_trained_on(pl
             train_splits="train" if kind == "voc-folder" else "instances_train",
             val_splits="val" if kind == "voc-folder" else "instances_val",
         )
-        result = fit(cfg, say=lambda m: None)
+        said: list[str] = []
+        result = fit(cfg, say=said.append)
         reported = torch.load(os.path.join(root, "run", "last.pt"), weights_only=True)["bad_samples"]
         assert {path for path, _ in reported} == corrupted, (faults, reported)
         assert usable <= set(seen) and not set(seen) & broken, (faults, seen)
         assert math.isfinite(float(result.history[0]["train_loss"]))
+        zebras = sum(fault == "unknown_class" for fault in faults.values())
+        objects = "object" if zebras == 1 else "objects"
+        expected = (
+            f"  training split: {zebras} {objects} of classes outside the 2 chosen left out: zebra {zebras} (--classes)"
+        )
+        assert [line for line in said if "chosen left out" in line] == ([expected] if zebras else []), said
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -359,7 +359,7 @@ def test_voc_folder_chosen_classes_leave_the_others_out_counted(tmp_path):
         assert ds[0][1]["labels"].tolist() == [0]
         assert "Zebra" not in ds.bad_sample_log.summary()
         assert ds.other_classes == {"Zebra": 1}
-        assert ds.classes_note == "1 objects of classes outside the 2 chosen left out: Zebra 1"
+        assert ds.classes_note == "1 object of classes outside the 2 chosen left out: Zebra 1"
     assert VOCFolder(str(tmp_path)).classes_note is None  # every class found in the folder
 
 

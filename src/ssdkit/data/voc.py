@@ -121,7 +121,8 @@ class _VOCBase(PolicyLoading, torch.utils.data.Dataset):
             return None
         counts = ", ".join(f"{name} {n}" for name, n in self.other_classes.items())
         total = sum(self.other_classes.values())
-        return f"{total} objects of classes outside the {self.num_classes} chosen left out: {counts}"
+        objects = "object" if total == 1 else "objects"
+        return f"{total} {objects} of classes outside the {self.num_classes} chosen left out: {counts}"
 
     @property
     def image_ids(self) -> list[str]:
