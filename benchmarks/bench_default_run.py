@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import platform
 import re
@@ -137,12 +136,12 @@ def one_run(label: str, index: int, seed: int, avx2: bool, extra: list[str], out
     with open(os.path.join(output, "metrics.csv")) as f:
         rows = list(csv.DictReader(f))
     text = "\n".join(lines)
-    # what was trained (epochs run x images per epoch), after the budget's plan and any epochs it left out later
-    with open(os.path.join(output, "config.json")) as f:
-        per_epoch = json.load(f)["synthetic_train_size"]
+    # what was trained: each epoch's images (the budget sizes the last epoch apart and may stop it at its deadline)
+    with open(os.path.join(output, "epochs.csv")) as f:
+        per_epoch_rows = {int(r["epoch"]): int(float(r["images"])) for r in csv.DictReader(f)}
     # the epochs this run trained, from its own log lines (a run folder used before may hold older rows)
     epochs = re.findall(r"^epoch (\d+)/\d+ ", text, flags=re.M)
-    images = f"{per_epoch * int(epochs[-1]):,}" if epochs else "?"
+    images = f"{sum(per_epoch_rows[e] for e in range(1, int(epochs[-1]) + 1)):,}" if epochs else "?"
     rates = re.findall(r"([\d.]+) img/s", text)
     final = re.findall(r"^done: final voc07_map ([\d.]+)", text, flags=re.M)
     result = {

@@ -130,6 +130,20 @@ def test_fresh_per_epoch_new_images_each_epoch_and_same_again_for_that_epoch():
         fresh.set_epoch(-1)
 
 
+def test_more_images_in_an_epoch_keep_its_first_ones():
+    ds = SyntheticShapes(3, seed=5, fresh_per_epoch=True)
+    ds.set_epoch(4)
+    first = [ds[i][0] for i in range(3)]
+    ds.set_num_images(5)
+    assert len(ds) == 5 and all(torch.equal(ds[i][0], first[i]) for i in range(3))
+    assert not torch.equal(ds[4][0], first[0])
+    ds.set_num_images(2)
+    with pytest.raises(IndexError):
+        ds[2]
+    with pytest.raises(ValueError, match="num_images"):
+        ds.set_num_images(-1)
+
+
 def test_the_images_of_a_seed_do_not_change():
     # Published results (README) were measured on these images: a change to the generator that alters them, e.g.
     # a reordered random draw or a faster rasteriser that is not exact, must be deliberate. Recorded with the

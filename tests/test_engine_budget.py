@@ -1,3 +1,5 @@
+import csv
+import json
 import time
 
 import pytest
@@ -205,3 +207,92 @@ def test_the_keeper_plans_dense_and_sparse_epochs_at_their_own_cost(tmp_path):
     assert change is not None and "leaving out 2 epoch(s)" in change, change
     assert "20.0 s per dense epoch, 30.0 s per later one" in change
     assert plan.epochs == 14 and cfg.lr_decay_epochs == [10, 12] and cfg.synthetic_dense_epochs == 10
+
+
+def test_before_the_last_epoch_the_keeper_sizes_it_to_its_deadline(tmp_path):
+    """Whole epochs leave time over at the end: before the last one the keeper gives it the images that fit until
+    its deadline (the budget's end less 1.25x the last evaluation, the finish and a margin), at most the recipe's
+    images, and sets that deadline; the other epochs have none."""
+    from types import SimpleNamespace
+
+    def keeper_with(left_s: float, recipe_images: int, decay=(14, 15)):
+        cfg = TrainConfig(
+            time_budget=10, epochs=16, synthetic_train_size=2000, lr_decay_epochs=list(decay),
+            synthetic_dense_epochs=14, val_interval=8, batch_size=16, output=str(tmp_path),
+            extra={budget.START_KEY: time.time(), budget.EVAL_KEY: 8.0, budget.RECIPE_KEY: recipe_images},
+        )  # fmt: skip
+        plan, scheduler = SimpleNamespace(epochs=16), SimpleNamespace(decay_epochs=list(decay))
+        keeper = budget.BudgetKeeper(cfg, plan, scheduler, {}, rank=0, world=1)
+        keeper.dense_times, keeper.sparse_times = [30.0] * 14, [40.0]
+        keeper.started = time.time() - (600.0 - left_s)
+        return keeper, cfg
+
+    # 100 s left after epoch 15: the reserve is 1.25 x 8 + 6 + 5 = 21 s, so 79 s less 0.5 s train 3,920 images
+    keeper, cfg = keeper_with(100.0, 64_000)
+    assert keeper.time_up(14) is None  # no deadline before it is set
+    change = keeper.after_epoch(15, 40.0)
+    assert change is not None and "the last epoch trains up to 3,920 images instead of 2,000" in change, change
+    assert cfg.extra[budget.LAST_KEY] == 3920 and cfg.epochs == 16
+    assert budget.epoch_images(cfg, 15) == 3920 and budget.epoch_images(cfg, 14) == 2000
+    assert json.loads((tmp_path / "config.json").read_text())["extra"][budget.LAST_KEY] == 3920
+    assert keeper.deadline == pytest.approx(keeper.started + 600.0 - 21.0)
+    assert keeper.time_up(14) is None and keeper.time_up(15)() is False
+    keeper.deadline = time.time() - 1.0
+    assert keeper.time_up(15)() is True
+    # the recipe's images cap it: 64,000 less 15 epochs of 2,000 trained
+    keeper, cfg = keeper_with(100.0, 32_000)
+    assert "up to 2,000" not in (keeper.after_epoch(15, 40.0) or "") and budget.LAST_KEY not in cfg.extra
+    keeper, cfg = keeper_with(100.0, 33_008)
+    keeper.after_epoch(15, 40.0)
+    assert cfg.extra[budget.LAST_KEY] == 3008
+    # too little time: the size stays, the deadline is set (and will stop the epoch)
+    keeper, cfg = keeper_with(50.0, 64_000)
+    assert keeper.after_epoch(15, 40.0) is None and budget.LAST_KEY not in cfg.extra and keeper.deadline is not None
+    # a decay point at the last epoch's end would fall inside a longer last epoch: its size stays
+    keeper, cfg = keeper_with(100.0, 64_000, decay=(14, 16))
+    assert keeper.after_epoch(15, 40.0) is None and budget.LAST_KEY not in cfg.extra
+
+
+def test_the_last_epoch_trains_until_its_deadline(tmp_path, monkeypatch):
+    """End to end: with 8 s left before the last of four epochs (and no finish or margin to keep), the keeper gives
+    it the images of those seconds, more than the other epochs', and the run ends within a few seconds of them."""
+    from ssdkit.engine.builders import run as run_module
+    from ssdkit.engine.trainer import fit
+
+    real = budget.BudgetKeeper.for_run
+    marks: dict = {}
+
+    def keeper_with_8_s_before_the_last(*args, **kwargs):
+        keeper = real(*args, **kwargs)
+        if keeper is None:  # the probe's throwaway run
+            return None
+        after_epoch = keeper.after_epoch
+
+        def timed(done, epoch_s, eval_s=None):
+            if done == 3:  # the recipe may grow from here on (not earlier: no epochs are added)
+                keeper.started, keeper.max_images = time.time() - keeper.budget_s + 8.0, 10**6
+                marks["left_8_s"] = time.time()
+            return after_epoch(done, epoch_s, eval_s)
+
+        keeper.after_epoch = timed
+        return keeper
+
+    monkeypatch.setattr(run_module.BudgetKeeper, "for_run", keeper_with_8_s_before_the_last)
+    monkeypatch.setattr(budget, "SMALL_RECIPE_IMAGES", 0)
+    monkeypatch.setattr(budget, "FINISH_SECONDS", 0.0)
+    monkeypatch.setattr(budget, "DEADLINE_MARGIN_S", 0.0)
+    said: list[str] = []
+    cfg = TrainConfig(
+        time_budget=10, procs=1, amp=False, epochs=4, lr_decay_epochs=[2, 3], synthetic_train_size=64,
+        synthetic_val_size=16, data_shape=64, batch_size=16, val_interval=4, progress=False,
+        output=str(tmp_path / "run"),
+    )  # fmt: skip
+    result = fit(cfg, say=said.append)
+    ended = time.time()
+    grown = next(s for s in said if "the last epoch trains up to" in s)
+    rows = list(csv.DictReader(open(tmp_path / "run" / "epochs.csv")))
+    assert [int(float(r["images"])) for r in rows[:3]] == [64, 64, 64]
+    planned = json.loads((tmp_path / "run" / "config.json").read_text())["extra"][budget.LAST_KEY]
+    assert f"up to {planned:,} images instead of 64" in grown and planned > 64
+    assert 64 < int(float(rows[3]["images"])) <= planned and result.epochs_run == 4
+    assert ended - marks["left_8_s"] <= 8.0 + 3.0, said  # the deadline, then the evaluation of 16 images

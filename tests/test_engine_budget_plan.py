@@ -3,7 +3,14 @@ import dataclasses
 import pytest
 
 from ssdkit.engine import budget_plan
-from ssdkit.engine.budget_plan import RunShape, count_evals, fit_to_budget, predicted_seconds, probe_seconds
+from ssdkit.engine.budget_plan import (
+    RunShape,
+    count_evals,
+    fit_to_budget,
+    last_epoch_images,
+    predicted_seconds,
+    probe_seconds,
+)
 from ssdkit.engine.config import ConfigError
 
 RECIPE = RunShape(
@@ -156,3 +163,13 @@ def test_shorten_and_lengthen_count_each_kind_of_epoch_at_its_cost():
     small = dataclasses.replace(RECIPE, images_per_epoch=1000)
     grown = budget_plan.lengthen(small, 4, 300.0, 10.0, 5.0, max_images=64_000, sparse_epoch_s=30.0)
     assert grown.epochs == 21 and grown.dense_epochs == 17 and grown.lr_decay_epochs == (17, 19)
+
+
+def test_the_last_epoch_gets_the_images_that_fit_within_the_recipe():
+    # 40 s per epoch of 2,000 images: 100 s fit 5,000, in whole batches of 16
+    assert last_epoch_images(2000, 16, 100.0, 40.0, 10**6) == 4992
+    assert last_epoch_images(2000, 16, 100.0, 40.0, 3000) == 3000  # the recipe's images left
+    assert last_epoch_images(2000, 16, 20.0, 40.0, 10**6) == 2000  # too little time: the deadline cuts
+    assert last_epoch_images(2000, 16, -5.0, 40.0, 10**6) == 2000
+    with pytest.raises(ValueError):
+        last_epoch_images(2000, 16, 100.0, 0.0, 10**6)

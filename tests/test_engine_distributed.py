@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import math
 import os
 import re
 import signal
@@ -81,6 +82,51 @@ def test_a_step_in_two_processes_equals_the_step_on_the_whole_batch(loss_norm):
     # the logged loss is that of the whole batch on every rank
     assert split_stats["loss"] == pytest.approx(single_stats["loss"], rel=1e-5)
     assert not dist.is_initialized()
+
+
+def _epoch_with_deadline(cfg: TrainConfig, say, rank: int, world: int):
+    """12 batches; the deadline passes at the second check (step 8) on rank ``cfg.extra["late"]`` only."""
+    net = _GridDetector()
+    model = nn.parallel.DistributedDataParallel(net) if world > 1 else net
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda it: 1.0)
+    share = BATCH // world
+    checks: list[int] = []
+
+    def time_up() -> bool:
+        checks.append(1)
+        return rank == cfg.extra["late"] and len(checks) == 2
+
+    stats = train_one_epoch(
+        model,
+        [_batch(rank * share, (rank + 1) * share)] * 12,
+        SSDMultiBoxLoss(),
+        optimizer,
+        scheduler,
+        torch.device("cpu"),
+        0,
+        log_interval=5,
+        progress=False,
+        time_up=time_up,
+    )
+    return stats, len(checks)
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_a_deadline_on_any_process_ends_the_epoch_on_all_of_them(world):
+    """A time budget's last epoch stops at its deadline: asked every TIME_CHECK_STEPS steps, and when one process
+    finds it passed, every process ends the epoch after the same step (else the others would wait in the next
+    step's all-reduce)."""
+    from ssdkit.engine.trainer import TIME_CHECK_STEPS
+
+    cfg = TrainConfig(procs=world, extra={"late": world - 1})
+    if world == 1:
+        stats, checks = _epoch_with_deadline(cfg, None, 0, 1)
+    else:
+        stats, checks = run_in_processes(_epoch_with_deadline, cfg, lambda m: None)
+    assert TIME_CHECK_STEPS == 4 and checks == 2
+    assert stats["cut"] == 1.0 and stats["steps"] == 8 and stats["images"] == 8 * BATCH
+    assert math.isfinite(stats["loss"])
 
 
 def _fail_in_child(cfg, say, rank, world):

@@ -27,3 +27,16 @@ def test_a_lone_last_image_joins_the_batch_before_it_and_every_image_is_used(n, 
     batches = list(TrainBatches(sampler, size))
     assert sorted(i for b in batches for i in b) == list(range(n)) and len(batches) == len(TrainBatches(sampler, size))
     assert all(len(b) > 1 for b in batches) or n == 1
+
+
+def test_a_new_epoch_follows_the_data_sets_length():
+    """A time budget may give the last epoch more images: the sampler's next epoch covers the set as it is then."""
+    data = list(range(10))
+    sampler = ResumableSampler(data, 2, 1, seed=3)
+    sampler.set_epoch(0)
+    assert len(sampler) == 5
+    data.extend(range(10, 17))
+    sampler.set_epoch(1)
+    theirs = DistributedSampler(data, 2, 1, seed=3)
+    theirs.set_epoch(1)
+    assert list(sampler) == list(theirs) and len(sampler) == 9

@@ -198,6 +198,14 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self.epoch = int(epoch)
 
+    def set_num_images(self, num_images: int) -> None:
+        """Items from now on (e.g. a longer last epoch of a run whose time allows it): with ``fresh_per_epoch`` the
+        first items of an epoch stay what they were, the rest are new. Like ``set_epoch``, call it before iterating
+        the loader (and before a sampler reads the length)."""
+        if int(num_images) < 0:
+            raise ValueError(f"num_images must be >= 0, got {num_images}")
+        self.num_images = int(num_images)
+
     def set_object_range(self, min_objects: int, max_objects: int) -> None:
         """Objects per image from now on (e.g. denser training images early in a run); like ``set_epoch``, call it
         before iterating the loader."""

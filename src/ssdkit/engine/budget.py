@@ -14,6 +14,13 @@ next of them, so the run keeps its ending (LR decays, the last epochs on sparse 
 when time is left over (the probe was cautious), :func:`lengthen` adds epochs at the current learning rate, before
 the next LR decay, up to the recipe's images.
 
+Whole epochs leave up to one epoch's time over at the end (25-60 s on a slow 2-core CPU), so the last epoch is
+sized apart: before it starts the keeper gives it the images that fit until its *deadline*
+(:func:`last_epoch_images`, ``LAST_KEY``; at most the recipe's images), the budget's end less its evaluation
+(1.25x the last one timed), ``FINISH_SECONDS`` and ``DEADLINE_MARGIN_S``. The last epoch stops at that deadline
+if it gets there first (the machine slowed down), checked every ``TIME_CHECK_STEPS`` steps, so a run ends on
+time even when its last epoch was planned too large.
+
 The arithmetic is in :mod:`.budget_plan`; here :func:`measure_speed`, :func:`apply_time_budget` (the trainer's
 hook) and the keeper.
 """
@@ -31,11 +38,14 @@ from typing import Callable
 import torch
 
 from .budget_plan import (
+    EPOCH_SECONDS,
+    FINISH_SECONDS,
     MIN_STEPS_PER_EPOCH,
     BudgetPlan,
     RunShape,
     count_evals,
     fit_to_budget,
+    last_epoch_images,
     lengthen,
     predicted_seconds,
     probe_seconds,
@@ -60,12 +70,17 @@ __all__ = [
     "BudgetKeeper",
     "EVAL_KEY",
     "SPARSE_KEY",
+    "LAST_KEY",
+    "epoch_images",
 ]
 
 START_KEY = "budget_started_at"  # TrainConfig.extra: time.time() when fit() was called
 EVAL_KEY = "budget_eval_s"  # TrainConfig.extra: the probe's seconds per evaluation (set when the budget applies)
 RECIPE_KEY = "budget_recipe_images"  # TrainConfig.extra: the recipe's training images, the most a run may grow to
 SPARSE_KEY = "budget_sparse_ratio"  # TrainConfig.extra: seconds per image of a sparse epoch / of a dense one (probe)
+LAST_KEY = "budget_last_epoch_images"  # TrainConfig.extra: images of the last epoch, when the keeper sized it
+DEADLINE_EVAL_FACTOR = 1.25  # the last evaluation may take this much longer than the one before
+DEADLINE_MARGIN_S = 5.0  # the deadline check's interval and the exit's noise
 PROBE_WARMUP_STEPS = 1  # steps not timed (oneDNN builds its kernels in the first ones)
 PROBE_STEPS = 16  # steps timed (a few seconds: the machine's speed wanders over shorter spans)
 PROBE_EVAL_BATCHES = 2  # validation batches timed
@@ -73,6 +88,13 @@ PROBE_EVAL_BATCHES = 2  # validation batches timed
 # kernel start-up) and whatever else the machine did in that minute
 MIN_EPOCHS_MEASURED = 2
 SMALL_RECIPE_IMAGES = 2000  # recipes of at most this many training images run as they are (not measured)
+
+
+def epoch_images(cfg: TrainConfig, epoch: int) -> int:
+    """Training images of epoch ``epoch`` (0-based): ``synthetic_train_size``, or for the last epoch what the keeper
+    sized it to (``LAST_KEY``)."""
+    last = cfg.extra.get(LAST_KEY)
+    return int(last) if last and epoch == cfg.epochs - 1 else cfg.synthetic_train_size
 
 
 def measure_speed(cfg: TrainConfig, rank: int, world: int) -> tuple[float, float, float]:
@@ -194,6 +216,7 @@ class BudgetKeeper:
         self.sparse_ratio = float(cfg.extra.get(SPARSE_KEY, 1.0))  # seconds per image: sparse / dense (probe)
         self.dense_times: list[float] = []
         self.sparse_times: list[float] = []  # epochs after the dense ones
+        self.deadline: float | None = None  # time.time() at which the last epoch stops (set before it starts)
 
     def epoch_seconds(self) -> tuple[float, float]:
         """``(seconds of a dense epoch, of a sparse one)`` as the epochs so far tell: medians, so that one epoch
@@ -222,45 +245,103 @@ class BudgetKeeper:
 
     def after_epoch(self, done: int, epoch_s: float, eval_s: float | None = None) -> str | None:
         """After ``done`` epochs, the last of which trained for ``epoch_s`` seconds (and evaluated in ``eval_s``):
-        shorten the run if needed (a collective in several processes). Returns what changed, for the log."""
+        shorten or lengthen the run if needed, and when the next epoch is the last, size it and set its deadline
+        (a collective in several processes: rank 0's clock decides). Returns what changed, for the log."""
         from .distributed import broadcast_object
 
         if eval_s is not None:
             self.eval_s = eval_s
         dense_now = self.cfg.synthetic_dense_epochs is not None and done <= self.cfg.synthetic_dense_epochs
         (self.dense_times if dense_now else self.sparse_times).append(epoch_s)
-        dense_s, sparse_s = self.epoch_seconds()
-        change = None
-        if self.rank == 0 and len(self.dense_times) + len(self.sparse_times) >= MIN_EPOCHS_MEASURED:
-            left = self.budget_s - (time.time() - self.started)
-            new = shorten(self.shape(), done, left, dense_s, self.eval_s, sparse_s)
-            if new == self.shape():
-                new = lengthen(new, done, left, dense_s, self.eval_s, self.max_images, sparse_s)
-            if new != self.shape():
-                dense_left = self.cfg.synthetic_dense_epochs is not None and done < self.cfg.synthetic_dense_epochs
-                timed = (
-                    f"{dense_s:.1f} s per dense epoch, {sparse_s:.1f} s per later one"
-                    if dense_left
-                    else f"{sparse_s:.1f} s per epoch"
-                )
-                change = {"shape": dataclasses.asdict(new), "left": left, "timed": timed}
+        change = self._decide(done) if self.rank == 0 else None
         if self.world > 1:
             change = broadcast_object(change)
         if change is None:
             return None
+        lines = []
+        if "shape" in change:
+            lines.append(self._apply_shape(change))
+        if "deadline" in change:
+            self.deadline = float(change["deadline"])
+        if change.get("last_images"):
+            self.cfg.extra[LAST_KEY] = int(change["last_images"])
+            lines.append(
+                f"time budget: {change['left']:.0f} s left; the last epoch trains up to {change['last_images']:,} "
+                f"images instead of {self.cfg.synthetic_train_size:,} (at {change['last_timed']}), until "
+                f"{change['reserve']:.0f} s before the end for its evaluation and the finish"
+            )
+        if lines:
+            self._save_config()
+        return "\n".join(lines) or None
+
+    def _decide(self, done: int) -> dict | None:
+        """Rank 0's decision after ``done`` epochs: a new shape (``shape``), and before the last epoch its
+        ``deadline`` (a ``time.time()``) and size (``last_images``, when larger than the other epochs')."""
+        dense_s, sparse_s = self.epoch_seconds()
+        measured = len(self.dense_times) + len(self.sparse_times) >= MIN_EPOCHS_MEASURED
+        left = self.budget_s - (time.time() - self.started)
+        change: dict = {"left": left}
+        shape = self.shape()
+        if measured:
+            new = shorten(shape, done, left, dense_s, self.eval_s, sparse_s)
+            if new == shape:
+                new = lengthen(new, done, left, dense_s, self.eval_s, self.max_images, sparse_s)
+            if new != shape:
+                dense_left = self.cfg.synthetic_dense_epochs is not None and done < self.cfg.synthetic_dense_epochs
+                change["timed"] = (
+                    f"{dense_s:.1f} s per dense epoch, {sparse_s:.1f} s per later one"
+                    if dense_left
+                    else f"{sparse_s:.1f} s per epoch"
+                )
+                change["shape"] = dataclasses.asdict(new)
+                shape = new
+        if shape.epochs != done + 1:
+            return change if "shape" in change else None
+        reserve = DEADLINE_EVAL_FACTOR * self.eval_s + FINISH_SECONDS + DEADLINE_MARGIN_S
+        change.update(deadline=self.started + self.budget_s - reserve, reserve=reserve)
+        # the last epoch's steps past its usual count belong to the schedule's next epoch: grow it only after the
+        # last decay point
+        if measured and self.max_images and all(d < shape.epochs for d in shape.lr_decay_epochs):
+            last_dense = done < shape.dense_epochs
+            last_s = dense_s if last_dense else sparse_s
+            per_epoch = shape.images_per_epoch
+            images = last_epoch_images(
+                per_epoch,
+                self.cfg.batch_size,
+                left - reserve - EPOCH_SECONDS,
+                last_s,
+                self.max_images - done * per_epoch,
+            )
+            if images > per_epoch:
+                change.update(last_images=images, last_timed=f"{last_s:.1f} s per epoch of {per_epoch:,}")
+        return change
+
+    def _apply_shape(self, change: dict) -> str:
+        """Every process: the new epochs, decay points and dense epochs from ``change["shape"]``."""
         new = RunShape(**{k: tuple(v) if isinstance(v, list) else v for k, v in change["shape"].items()})
         added = new.epochs - self.cfg.epochs
         self.cfg.epochs = self.plan.epochs = new.epochs
         self.cfg.lr_decay_epochs = list(new.lr_decay_epochs)
         self.cfg.synthetic_dense_epochs = new.dense_epochs
         self.scheduler.decay_epochs[:] = list(new.lr_decay_epochs)
-        self.meta["config"] = self.cfg.to_dict()
-        if self.rank == 0 and self.cfg.output:
-            with open(os.path.join(self.cfg.output, "config.json"), "w") as f:
-                json.dump(self.meta["config"], f, indent=2)
         decay = ", ".join(map(str, new.lr_decay_epochs)) or "none"
         return (
             f"time budget: {change['left']:.0f} s left at {change['timed']} and "
             f"{self.eval_s:.1f} s per evaluation; {'adding' if added > 0 else 'leaving out'} {abs(added)} epoch(s): "
             f"the run now ends after epoch {new.epochs} (LR decay at epoch {decay})"
         )
+
+    def _save_config(self) -> None:
+        """The changed recipe into the checkpoints' ``meta["config"]`` and the run folder's ``config.json``."""
+        self.meta["config"] = self.cfg.to_dict()
+        if self.rank == 0 and self.cfg.output:
+            with open(os.path.join(self.cfg.output, "config.json"), "w") as f:
+                json.dump(self.meta["config"], f, indent=2)
+
+    def time_up(self, epoch: int) -> Callable[[], bool] | None:
+        """For the run's last epoch (0-based ``epoch``) once its deadline is set, a check that the deadline has
+        passed; None for the other epochs."""
+        if self.deadline is None or epoch != self.cfg.epochs - 1:
+            return None
+        deadline = self.deadline
+        return lambda: time.time() >= deadline

@@ -24,6 +24,7 @@ __all__ = [
     "shorten",
     "lengthen",
     "probe_seconds",
+    "last_epoch_images",
     "MIN_STEPS_PER_EPOCH",
     "FINISH_SECONDS",
     "EPOCH_SECONDS",
@@ -217,6 +218,16 @@ def lengthen(
         lr_decay_epochs=tuple(moved(d, add) for d in shape.lr_decay_epochs),
         dense_epochs=moved(shape.dense_epochs, add),
     )
+
+
+def last_epoch_images(images_per_epoch: int, batch: int, seconds: float, epoch_s: float, most: int) -> int:
+    """Images for a run's last epoch that has ``seconds`` to train, at ``epoch_s`` per epoch of
+    ``images_per_epoch``: whole batches, at least ``images_per_epoch`` (a last epoch slower than that is ended by
+    its deadline, not planned smaller) and at most ``most`` (the recipe's images not yet trained)."""
+    if epoch_s <= 0 or images_per_epoch <= 0 or batch <= 0:
+        raise ValueError(f"need positive sizes and epoch time, got {images_per_epoch}, {batch}, {epoch_s}")
+    fits = int(max(seconds, 0.0) / epoch_s * images_per_epoch) // batch * batch
+    return max(images_per_epoch, min(fits, most))
 
 
 def fit_to_budget(

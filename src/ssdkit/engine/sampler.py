@@ -8,6 +8,7 @@ a run resumed from a checkpoint taken after ``k`` steps replays exactly the batc
 from __future__ import annotations
 
 import itertools
+import math
 
 from torch.utils.data import BatchSampler
 from torch.utils.data.distributed import DistributedSampler
@@ -21,8 +22,12 @@ class ResumableSampler(DistributedSampler):
         self.start = 0
 
     def set_epoch(self, epoch: int) -> None:
+        """Shuffle for ``epoch``, over the data set's length now (an epoch may hold more or fewer images than the
+        one before: a time budget's last epoch)."""
         super().set_epoch(epoch)
         self.start = 0
+        self.num_samples = math.ceil(len(self.dataset) / self.num_replicas)
+        self.total_size = self.num_samples * self.num_replicas
 
     def set_start(self, samples_done: int) -> None:
         """Begin the current epoch after this process's first ``samples_done`` samples."""

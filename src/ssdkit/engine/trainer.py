@@ -30,6 +30,7 @@ from .validate import evaluate
 __all__ = ["train_one_epoch", "evaluate", "fit", "train", "FitResult", "EpochState", "NonFiniteStop", "metric_key"]
 
 _SKIP_ROW = (0.0, 0.0, 0.0, 0.0, 1.0)  # a skipped step adds nothing to the loss sums, one to the skip count
+TIME_CHECK_STEPS = 4  # a deadline is asked every this many steps (a collective in several processes): about a second
 
 
 class NonFiniteStop(FloatingPointError):
@@ -62,6 +63,7 @@ class EpochState:
     sums: list[float] = field(default_factory=lambda: [0.0] * 5)
     window: torch.Tensor | None = None
     stop: str = ""
+    cut: bool = False  # the epoch ended at its time budget's deadline, before its last batch
 
     def progress(self) -> dict[str, Any]:
         return {
@@ -100,9 +102,11 @@ def train_one_epoch(
     on_step: Callable[[EpochState], None] | None = None,
     stop: _StopOnSignal | None = None,
     memory_format: torch.memory_format | None = None,
+    time_up: Callable[[], bool] | None = None,
 ) -> dict[str, float]:
     """One pass over ``loader``; returns the epoch's mean ``loss``, ``cls_loss``, ``box_loss``, ``images_per_s``,
-    ``steps`` and ``skipped`` (steps the guard skipped).
+    ``images`` (of all processes), ``steps``, ``skipped`` (steps the guard skipped) and ``cut`` (1.0 when
+    ``time_up`` ended the epoch early).
 
     Nothing is read from the device between log intervals: the per-step path has no host synchronisation. Every
     ``log_interval`` steps the loss window of all processes is summed (one collective), ``on_log(step, values)``
@@ -111,6 +115,8 @@ def train_one_epoch(
     ``on_step(state)`` runs after every step (step checkpoints). Under ``DistributedDataParallel`` every process
     takes its share of each batch; the logged losses and images/s are those of all processes together.
     ``memory_format`` of the images, the same as the weights' (None: :func:`.step.step_memory_format`).
+    ``time_up()`` (a time budget's deadline) is asked every ``TIME_CHECK_STEPS`` steps; when it says so on any
+    process, every process ends the epoch after that step, as if its batches had run out.
     """
     net.train()
     world = world_size()
@@ -162,6 +168,10 @@ def train_one_epoch(
         if stop is not None and (stop.requested if world == 1 else state.stop) and state.steps < end:
             state.stop = stop.requested or state.stop
             break
+        if time_up is not None and state.steps % TIME_CHECK_STEPS == 0 and state.steps < end:
+            if _on_any_rank(time_up(), world, device):
+                state.cut = True
+                break
     _reduce_window(state, guard, scheduler, optimizer, stop, epoch, None, bar, start)
     state.seconds = max(time.perf_counter() - start, 1e-9)
     counted = max(state.sums[3], 1.0)
@@ -170,9 +180,18 @@ def train_one_epoch(
         "cls_loss": state.sums[1] / counted,
         "box_loss": state.sums[2] / counted,
         "images_per_s": state.images / state.seconds,
+        "images": state.images,
         "steps": state.steps,
         "skipped": int(state.sums[4]),
+        "cut": float(state.cut),
     }
+
+
+def _on_any_rank(flag: bool, world: int, device: torch.device) -> bool:
+    """Whether ``flag`` holds on any process (a collective when there are several)."""
+    if world == 1:
+        return flag
+    return bool(all_reduce_sum(torch.tensor([float(flag)], device=device)).item() > 0)
 
 
 def _reduce_window(
@@ -320,7 +339,8 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
     )
     for note in parts.notes:
         say(note)
-    iters = len(parts.train_loader)
+    iters = len(parts.train_loader)  # steps per epoch; a time budget's last epoch may take more or fewer
+    epoch_steps = iters
     t0 = time.perf_counter()
     if parts.resume is not None and logger is not None:  # elapsed_s counts the run's earlier parts too
         t0 -= logger.elapsed_after(start_epoch)
@@ -336,7 +356,7 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
 
     def on_log(step: int, values: dict[str, float], e: int) -> None:
         if logger is not None:
-            logger.log_train(e * iters + step, e + step / iters, values)
+            logger.log_train(e * iters + step, e + step / epoch_steps, values)
         if values["skipped"]:
             say(
                 f"epoch {e + 1} step {step}: skipped {int(values['skipped'])} step(s) with a non-finite loss or "
@@ -344,7 +364,7 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
             )
 
     def on_step(state: EpochState) -> None:
-        if plan.checkpoint_steps and state.steps % plan.checkpoint_steps == 0 and state.steps < iters:
+        if plan.checkpoint_steps and state.steps % plan.checkpoint_steps == 0 and state.steps < epoch_steps:
             _save(parts, ["last.pt"], state.epoch - 1, best, bad, state)
 
     try:
@@ -353,6 +373,7 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
                 epoch += 1
                 epoch_start = time.perf_counter()
                 state = _start_epoch(parts, epoch, progress, rank_state)
+                epoch_steps = state.steps + len(parts.train_loader)
                 progress = rank_state = None
                 stats = train_parts_epoch(
                     parts,
@@ -364,9 +385,10 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
                     state=state,
                     on_step=on_step,
                     stop=stop,
+                    time_up=parts.keeper.time_up(epoch) if parts.keeper is not None else None,
                 )
                 epoch_s, eval_s = time.perf_counter() - epoch_start, None
-                if state.stop and state.steps < iters:
+                if state.stop and state.steps < epoch_steps:
                     _save(parts, ["last.pt"], epoch - 1, best, bad, state)
                     stopped = state.stop
                     say(
@@ -381,6 +403,7 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
                     "train_cls_loss": stats["cls_loss"],
                     "train_box_loss": stats["box_loss"],
                     "images_per_s": stats["images_per_s"],
+                    "images": stats["images"],
                     "skipped_steps": stats["skipped"],
                 }
                 msg = (
@@ -389,6 +412,8 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
                 )
                 if stats["skipped"]:
                     msg += f"  {stats['skipped']} step(s) skipped (non-finite)"
+                if stats["cut"]:
+                    msg += f"  (time budget: stopped at its deadline after {stats['images']:,} images)"
                 improved = False
                 if ((epoch + 1) % plan.val_interval == 0 or epoch + 1 == plan.epochs) and parts.main:
                     eval_start = time.perf_counter()

@@ -68,10 +68,15 @@ def synthetic_train_sizes(cfg: TrainConfig) -> set[int]:
 
 def prepare_train_epoch(train_set, cfg: TrainConfig, epoch: int, transforms: dict | None = None) -> None:
     """Point the training set at epoch ``epoch`` (0-based) before its loader starts (workers copy the set then):
-    the synthetic set's new images, its objects per image (:func:`synthetic_object_range`) and the size it draws
-    them at (:func:`synthetic_image_size`), with that size's transform from ``transforms`` (size -> transform)."""
+    the synthetic set's new images, how many (the last epoch's may differ: :func:`~ssdkit.engine.budget.epoch_images`),
+    its objects per image (:func:`synthetic_object_range`) and the size it draws them at
+    (:func:`synthetic_image_size`), with that size's transform from ``transforms`` (size -> transform)."""
+    from ..budget import epoch_images
+
     if hasattr(train_set, "set_epoch"):
         train_set.set_epoch(epoch)
+    if cfg.dataset == "synthetic" and hasattr(train_set, "set_num_images"):
+        train_set.set_num_images(epoch_images(cfg, epoch))
     if cfg.dataset == "synthetic" and hasattr(train_set, "set_object_range"):
         train_set.set_object_range(*synthetic_object_range(cfg, epoch))
     if cfg.dataset == "synthetic" and transforms and hasattr(train_set, "set_image_size"):
