@@ -210,9 +210,10 @@ def test_the_keeper_plans_dense_and_sparse_epochs_at_their_own_cost(tmp_path):
 
 
 def test_before_the_last_epoch_the_keeper_sizes_it_to_its_deadline(tmp_path):
-    """Whole epochs leave time over at the end: before the last one the keeper gives it the images that fit until
-    its deadline (the budget's end less 1.25x the last evaluation, the finish and a margin), at most the recipe's
-    images, and sets that deadline; the other epochs have none."""
+    """Whole epochs leave time over at the end: the last one trains until its deadline (the budget's end less 1.25x
+    the last evaluation, the finish and a margin). Before it the keeper sets the deadline and gives the epoch twice
+    the images that fit until then (a machine that speeds up trains on), at most the recipe's images; the other
+    epochs have no deadline."""
     from types import SimpleNamespace
 
     def keeper_with(left_s: float, recipe_images: int, decay=(14, 15)):
@@ -231,10 +232,11 @@ def test_before_the_last_epoch_the_keeper_sizes_it_to_its_deadline(tmp_path):
     keeper, cfg = keeper_with(100.0, 64_000)
     assert keeper.time_up(14) is None  # no deadline before it is set
     change = keeper.after_epoch(15, 40.0)
-    assert change is not None and "the last epoch trains up to 3,920 images instead of 2,000" in change, change
-    assert cfg.extra[budget.LAST_KEY] == 3920 and cfg.epochs == 16
-    assert budget.epoch_images(cfg, 15) == 3920 and budget.epoch_images(cfg, 14) == 2000
-    assert json.loads((tmp_path / "config.json").read_text())["extra"][budget.LAST_KEY] == 3920
+    assert change is not None and "21 s before the end" in change, change
+    assert "about 3,920 images at 40.0 s per epoch of 2,000 (at most 7,840)" in change, change
+    assert cfg.extra[budget.LAST_KEY] == 7840 and cfg.epochs == 16
+    assert budget.epoch_images(cfg, 15) == 7840 and budget.epoch_images(cfg, 14) == 2000
+    assert json.loads((tmp_path / "config.json").read_text())["extra"][budget.LAST_KEY] == 7840
     assert keeper.deadline == pytest.approx(keeper.started + 600.0 - 21.0)
     assert keeper.time_up(14) is None and keeper.time_up(15)() is False
     keeper.deadline = time.time() - 1.0
@@ -245,8 +247,8 @@ def test_before_the_last_epoch_the_keeper_sizes_it_to_its_deadline(tmp_path):
     keeper, cfg = keeper_with(100.0, 33_008)
     keeper.after_epoch(15, 40.0)
     assert cfg.extra[budget.LAST_KEY] == 3008
-    # too little time: the size stays, the deadline is set (and will stop the epoch)
-    keeper, cfg = keeper_with(50.0, 64_000)
+    # too little time (8.5 s, twice that is 850 images): the size stays, the deadline is set (and will stop it)
+    keeper, cfg = keeper_with(30.0, 64_000)
     assert keeper.after_epoch(15, 40.0) is None and budget.LAST_KEY not in cfg.extra and keeper.deadline is not None
     # a decay point at the last epoch's end would fall inside a longer last epoch: its size stays
     keeper, cfg = keeper_with(100.0, 64_000, decay=(14, 16))
@@ -254,8 +256,8 @@ def test_before_the_last_epoch_the_keeper_sizes_it_to_its_deadline(tmp_path):
 
 
 def test_the_last_epoch_trains_until_its_deadline(tmp_path, monkeypatch):
-    """End to end: with 8 s left before the last of four epochs (and no finish or margin to keep), the keeper gives
-    it the images of those seconds, more than the other epochs', and the run ends within a few seconds of them."""
+    """End to end: with 8 s left before the last of four epochs (and no finish or margin to keep), the last epoch
+    trains more images than the other epochs, and the run ends within a few seconds of those 8 s."""
     from ssdkit.engine.builders import run as run_module
     from ssdkit.engine.trainer import fit
 
@@ -289,10 +291,10 @@ def test_the_last_epoch_trains_until_its_deadline(tmp_path, monkeypatch):
     )  # fmt: skip
     result = fit(cfg, say=said.append)
     ended = time.time()
-    grown = next(s for s in said if "the last epoch trains up to" in s)
+    grown = next(s for s in said if "the last epoch trains until its deadline" in s)
     rows = list(csv.DictReader(open(tmp_path / "run" / "epochs.csv")))
     assert [int(float(r["images"])) for r in rows[:3]] == [64, 64, 64]
     planned = json.loads((tmp_path / "run" / "config.json").read_text())["extra"][budget.LAST_KEY]
-    assert f"up to {planned:,} images instead of 64" in grown and planned > 64
+    assert f"(at most {planned:,})" in grown and planned > 64
     assert 64 < int(float(rows[3]["images"])) <= planned and result.epochs_run == 4
     assert ended - marks["left_8_s"] <= 8.0 + 3.0, said  # the deadline, then the evaluation of 16 images

@@ -173,6 +173,9 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
         self._yy, self._xx = np.meshgrid(
             np.arange(h, dtype=np.float32) + 0.5, np.arange(w, dtype=np.float32) + 0.5, indexing="ij"
         )
+        # each pixel's index in the flattened image: a shape's pixels are gathered and written through 1-D indices
+        # (one boolean gather per shape, then cheap 1-D takes, instead of 2-D fancy indexing at every use)
+        self._flat = np.arange(h * w, dtype=np.intp).reshape(h, w)
 
     @classmethod
     def splits(
@@ -349,10 +352,9 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
             area = int(np.count_nonzero(mask))
             if area < _MIN_PIXELS or area < _MIN_INSIDE * expected_area:
                 continue
-            # the shape's pixels as (row, col) pairs in row-major order, found once and reused below
-            rr, cc = np.nonzero(mask)
-            win_owner = owner[cy0:cy1, cx0:cx1]
-            covered = win_owner[rr, cc]
+            # the shape's pixels as flat image indices in row-major order, found once and reused below
+            pixels = self._flat[cy0:cy1, cx0:cx1][mask]
+            covered = owner.take(pixels)
             covered = covered[covered >= 0]
             if full_area and covered.size:
                 hidden = np.bincount(covered, minlength=len(full_area))
@@ -361,14 +363,14 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
                     continue
             else:
                 hidden = None
-            win = img[cy0:cy1, cx0:cx1]
-            colour = self._colour(rng, win[rr, cc].mean(axis=0))
+            rgb = img.reshape(-1, 3)  # a view: the image is contiguous
+            colour = self._colour(rng, rgb.take(pixels, axis=0).mean(axis=0))
             # mild shading along a random direction keeps shapes from being flat
             phi = rng.uniform(0, 2 * math.pi)
-            shade = 1.0 + 0.125 * (math.cos(phi) * u[rr, cc] + math.sin(phi) * v[rr, cc])
-            win[rr, cc] = np.clip(colour[None, :] * shade[:, None], 0, 255)
+            shade = 1.0 + 0.125 * (math.cos(phi) * u[mask] + math.sin(phi) * v[mask])
+            rgb[pixels] = np.clip(colour[None, :] * shade[:, None], 0, 255)
             k = len(full_area)
-            win_owner[rr, cc] = k
+            owner.reshape(-1)[pixels] = k
             if hidden is not None:
                 for j in np.nonzero(hidden)[0]:
                     visible[j] -= int(hidden[j])
@@ -376,8 +378,9 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
                 full = np.zeros((h, w), bool)
                 full[cy0:cy1, cx0:cx1] = mask
                 masks.append(full)
-            # rr is sorted; the box is the tight pixel extent of the mask
-            box = (float(cx0 + cc.min()), float(cy0 + rr[0]), float(cx0 + cc.max()), float(cy0 + rr[-1]))
+            # the box is the tight pixel extent of the mask (pixels are in row-major order)
+            cols = pixels % w
+            box = (float(cols.min()), float(pixels[0] // w), float(cols.max()), float(pixels[-1] // w))
             return box, area
         return None
 

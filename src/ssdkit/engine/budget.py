@@ -15,11 +15,11 @@ when time is left over (the probe was cautious), :func:`lengthen` adds epochs at
 the next LR decay, up to the recipe's images.
 
 Whole epochs leave up to one epoch's time over at the end (25-60 s on a slow 2-core CPU), so the last epoch is
-sized apart: before it starts the keeper gives it the images that fit until its *deadline*
-(:func:`last_epoch_images`, ``LAST_KEY``; at most the recipe's images), the budget's end less its evaluation
-(1.25x the last one timed), ``FINISH_SECONDS`` and ``DEADLINE_MARGIN_S``. The last epoch stops at that deadline
-if it gets there first (the machine slowed down), checked every ``TIME_CHECK_STEPS`` steps, so a run ends on
-time even when its last epoch was planned too large.
+sized apart: it trains until its *deadline*, the budget's end less its evaluation (1.25x the last one timed),
+``FINISH_SECONDS`` and ``DEADLINE_MARGIN_S``. Before it starts, the keeper gives it ``LAST_EPOCH_HEADROOM`` times
+the images that fit until then at the speed so far (:func:`last_epoch_images`, ``LAST_KEY``; at most the recipe's
+images), and the epoch stops at the deadline (checked every ``TIME_CHECK_STEPS`` steps): a machine that speeds up
+trains on, one that slows down still ends on time.
 
 The arithmetic is in :mod:`.budget_plan`; here :func:`measure_speed`, :func:`apply_time_budget` (the trainer's
 hook) and the keeper.
@@ -81,6 +81,7 @@ SPARSE_KEY = "budget_sparse_ratio"  # TrainConfig.extra: seconds per image of a 
 LAST_KEY = "budget_last_epoch_images"  # TrainConfig.extra: images of the last epoch, when the keeper sized it
 DEADLINE_EVAL_FACTOR = 1.25  # the last evaluation may take this much longer than the one before
 DEADLINE_MARGIN_S = 5.0  # the deadline check's interval and the exit's noise
+LAST_EPOCH_HEADROOM = 2.0  # the last epoch may hold the images of this many times its seconds to the deadline
 PROBE_WARMUP_STEPS = 1  # steps not timed (oneDNN builds its kernels in the first ones)
 PROBE_STEPS = 16  # steps timed (a few seconds: the machine's speed wanders over shorter spans)
 PROBE_EVAL_BATCHES = 2  # validation batches timed
@@ -266,9 +267,9 @@ class BudgetKeeper:
         if change.get("last_images"):
             self.cfg.extra[LAST_KEY] = int(change["last_images"])
             lines.append(
-                f"time budget: {change['left']:.0f} s left; the last epoch trains up to {change['last_images']:,} "
-                f"images instead of {self.cfg.synthetic_train_size:,} (at {change['last_timed']}), until "
-                f"{change['reserve']:.0f} s before the end for its evaluation and the finish"
+                f"time budget: {change['left']:.0f} s left; the last epoch trains until its deadline, "
+                f"{change['reserve']:.0f} s before the end (for its evaluation and the finish): about "
+                f"{change['expected']:,} images at {change['last_timed']} (at most {change['last_images']:,})"
             )
         if lines:
             self._save_config()
@@ -305,15 +306,15 @@ class BudgetKeeper:
             last_dense = done < shape.dense_epochs
             last_s = dense_s if last_dense else sparse_s
             per_epoch = shape.images_per_epoch
-            images = last_epoch_images(
-                per_epoch,
-                self.cfg.batch_size,
-                left - reserve - EPOCH_SECONDS,
-                last_s,
-                self.max_images - done * per_epoch,
-            )
+            seconds, most = left - reserve - EPOCH_SECONDS, self.max_images - done * per_epoch
+            expected = last_epoch_images(per_epoch, self.cfg.batch_size, seconds, last_s, most)
+            # the deadline ends the epoch, so it may hold more images than expected: a machine that speeds up
+            # (its speed wanders by 2x on some 2-core CPUs) trains on until the deadline instead of ending early
+            images = last_epoch_images(per_epoch, self.cfg.batch_size, LAST_EPOCH_HEADROOM * seconds, last_s, most)
             if images > per_epoch:
-                change.update(last_images=images, last_timed=f"{last_s:.1f} s per epoch of {per_epoch:,}")
+                change.update(
+                    last_images=images, expected=expected, last_timed=f"{last_s:.1f} s per epoch of {per_epoch:,}"
+                )
         return change
 
     def _apply_shape(self, change: dict) -> str:
