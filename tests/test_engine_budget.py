@@ -256,45 +256,45 @@ def test_before_the_last_epoch_the_keeper_sizes_it_to_its_deadline(tmp_path):
 
 
 def test_the_last_epoch_trains_until_its_deadline(tmp_path, monkeypatch):
-    """End to end: with 8 s left before the last of four epochs (and no finish or margin to keep), the last epoch
-    trains more images than the other epochs, and the run ends within a few seconds of those 8 s."""
+    """End to end: with 5 s left before the last of three epochs (and no finish or margin to keep), the last epoch
+    trains more images than the other epochs, and the run ends within a few seconds of those 5 s."""
     from ssdkit.engine.builders import run as run_module
     from ssdkit.engine.trainer import fit
 
     real = budget.BudgetKeeper.for_run
     marks: dict = {}
 
-    def keeper_with_8_s_before_the_last(*args, **kwargs):
+    def keeper_with_5_s_before_the_last(*args, **kwargs):
         keeper = real(*args, **kwargs)
         if keeper is None:  # the probe's throwaway run
             return None
         after_epoch = keeper.after_epoch
 
         def timed(done, epoch_s, eval_s=None):
-            if done == 3:  # the recipe may grow from here on (not earlier: no epochs are added)
-                keeper.started, keeper.max_images = time.time() - keeper.budget_s + 8.0, 10**6
-                marks["left_8_s"] = time.time()
+            if done == 2:  # the recipe may grow from here on (not earlier: no epochs are added)
+                keeper.started, keeper.max_images = time.time() - keeper.budget_s + 5.0, 10**6
+                marks["left_5_s"] = time.time()
             return after_epoch(done, epoch_s, eval_s)
 
         keeper.after_epoch = timed
         return keeper
 
-    monkeypatch.setattr(run_module.BudgetKeeper, "for_run", keeper_with_8_s_before_the_last)
+    monkeypatch.setattr(run_module.BudgetKeeper, "for_run", keeper_with_5_s_before_the_last)
     monkeypatch.setattr(budget, "SMALL_RECIPE_IMAGES", 0)
     monkeypatch.setattr(budget, "FINISH_SECONDS", 0.0)
     monkeypatch.setattr(budget, "DEADLINE_MARGIN_S", 0.0)
     said: list[str] = []
     cfg = TrainConfig(
-        time_budget=10, procs=1, amp=False, epochs=4, lr_decay_epochs=[2, 3], synthetic_train_size=64,
-        synthetic_val_size=16, data_shape=64, batch_size=16, val_interval=4, progress=False,
+        time_budget=10, procs=1, amp=False, epochs=3, lr_decay_epochs=[1, 2], synthetic_train_size=64,
+        synthetic_val_size=16, data_shape=64, batch_size=16, val_interval=3, progress=False,
         output=str(tmp_path / "run"),
     )  # fmt: skip
     result = fit(cfg, say=said.append)
     ended = time.time()
     grown = next(s for s in said if "the last epoch trains until its deadline" in s)
     rows = list(csv.DictReader(open(tmp_path / "run" / "epochs.csv")))
-    assert [int(float(r["images"])) for r in rows[:3]] == [64, 64, 64]
+    assert [int(float(r["images"])) for r in rows[:2]] == [64, 64]
     planned = json.loads((tmp_path / "run" / "config.json").read_text())["extra"][budget.LAST_KEY]
     assert f"(at most {planned:,})" in grown and planned > 64
-    assert 64 < int(float(rows[3]["images"])) <= planned and result.epochs_run == 4
-    assert ended - marks["left_8_s"] <= 8.0 + 3.0, said  # the deadline, then the evaluation of 16 images
+    assert 64 < int(float(rows[2]["images"])) <= planned and result.epochs_run == 3
+    assert ended - marks["left_5_s"] <= 5.0 + 3.0, said  # the deadline, then the evaluation of 16 images
