@@ -234,19 +234,21 @@ def test_before_the_last_epoch_the_keeper_sizes_it_to_its_deadline(tmp_path):
     change = keeper.after_epoch(15, 40.0)
     assert change is not None and "21 s before the end" in change, change
     assert "about 3,920 images at 40.0 s per epoch of 2,000 (at most 7,840)" in change, change
-    assert cfg.extra[budget.LAST_KEY] == 7840 and cfg.epochs == 16
+    assert cfg.extra[budget.LAST_KEY] == [15, 7840] and cfg.epochs == 16
     assert budget.epoch_images(cfg, 15) == 7840 and budget.epoch_images(cfg, 14) == 2000
-    assert json.loads((tmp_path / "config.json").read_text())["extra"][budget.LAST_KEY] == 7840
+    assert json.loads((tmp_path / "config.json").read_text())["extra"][budget.LAST_KEY] == [15, 7840]
     assert keeper.deadline == pytest.approx(keeper.started + 600.0 - 21.0)
     assert keeper.time_up(14) is None and keeper.time_up(15)() is False
     keeper.deadline = time.time() - 1.0
     assert keeper.time_up(15)() is True
+    cfg.epochs = 20  # continued with more epochs: the new ones train the usual images
+    assert budget.epoch_images(cfg, 19) == 2000 and budget.epoch_images(cfg, 15) == 7840
     # the recipe's images cap it: 64,000 less 15 epochs of 2,000 trained
     keeper, cfg = keeper_with(100.0, 32_000)
     assert "up to 2,000" not in (keeper.after_epoch(15, 40.0) or "") and budget.LAST_KEY not in cfg.extra
     keeper, cfg = keeper_with(100.0, 33_008)
     keeper.after_epoch(15, 40.0)
-    assert cfg.extra[budget.LAST_KEY] == 3008
+    assert cfg.extra[budget.LAST_KEY] == [15, 3008]
     # too little time (8.5 s, twice that is 850 images): the size stays, the deadline is set (and will stop it)
     keeper, cfg = keeper_with(30.0, 64_000)
     assert keeper.after_epoch(15, 40.0) is None and budget.LAST_KEY not in cfg.extra and keeper.deadline is not None
@@ -294,7 +296,8 @@ def test_the_last_epoch_trains_until_its_deadline(tmp_path, monkeypatch):
     grown = next(s for s in said if "the last epoch trains until its deadline" in s)
     rows = list(csv.DictReader(open(tmp_path / "run" / "epochs.csv")))
     assert [int(float(r["images"])) for r in rows[:2]] == [64, 64]
-    planned = json.loads((tmp_path / "run" / "config.json").read_text())["extra"][budget.LAST_KEY]
+    last_epoch, planned = json.loads((tmp_path / "run" / "config.json").read_text())["extra"][budget.LAST_KEY]
+    assert last_epoch == 2
     assert f"(at most {planned:,})" in grown and planned > 64
     assert 64 < int(float(rows[2]["images"])) <= planned and result.epochs_run == 3
     assert ended - marks["left_5_s"] <= 5.0 + 3.0, said  # the deadline, then the evaluation of 16 images

@@ -78,7 +78,7 @@ START_KEY = "budget_started_at"  # TrainConfig.extra: time.time() when fit() was
 EVAL_KEY = "budget_eval_s"  # TrainConfig.extra: the probe's seconds per evaluation (set when the budget applies)
 RECIPE_KEY = "budget_recipe_images"  # TrainConfig.extra: the recipe's training images, the most a run may grow to
 SPARSE_KEY = "budget_sparse_ratio"  # TrainConfig.extra: seconds per image of a sparse epoch / of a dense one (probe)
-LAST_KEY = "budget_last_epoch_images"  # TrainConfig.extra: images of the last epoch, when the keeper sized it
+LAST_KEY = "budget_last_epoch_images"  # TrainConfig.extra: [epoch (0-based), images] of the last epoch it sized
 DEADLINE_EVAL_FACTOR = 1.25  # the last evaluation may take this much longer than the one before
 DEADLINE_MARGIN_S = 5.0  # the deadline check's interval and the exit's noise
 LAST_EPOCH_HEADROOM = 2.0  # the last epoch may hold the images of this many times its seconds to the deadline
@@ -92,10 +92,11 @@ SMALL_RECIPE_IMAGES = 2000  # recipes of at most this many training images run a
 
 
 def epoch_images(cfg: TrainConfig, epoch: int) -> int:
-    """Training images of epoch ``epoch`` (0-based): ``synthetic_train_size``, or for the last epoch what the keeper
-    sized it to (``LAST_KEY``)."""
+    """Training images of epoch ``epoch`` (0-based): ``synthetic_train_size``, or for the last epoch of a budgeted
+    run what the keeper sized it to (``LAST_KEY``; a run continued with more epochs trains its new ones at the
+    usual size)."""
     last = cfg.extra.get(LAST_KEY)
-    return int(last) if last and epoch == cfg.epochs - 1 else cfg.synthetic_train_size
+    return int(last[1]) if last and epoch == int(last[0]) else cfg.synthetic_train_size
 
 
 def measure_speed(cfg: TrainConfig, rank: int, world: int) -> tuple[float, float, float]:
@@ -265,7 +266,7 @@ class BudgetKeeper:
         if "deadline" in change:
             self.deadline = float(change["deadline"])
         if change.get("last_images"):
-            self.cfg.extra[LAST_KEY] = int(change["last_images"])
+            self.cfg.extra[LAST_KEY] = [self.cfg.epochs - 1, int(change["last_images"])]
             lines.append(
                 f"time budget: {change['left']:.0f} s left; the last epoch trains until its deadline, "
                 f"{change['reserve']:.0f} s before the end (for its evaluation and the finish): about "
