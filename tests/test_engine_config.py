@@ -402,3 +402,16 @@ def test_a_dense_scale_the_model_cannot_take_is_a_clear_error(tmp_path):
         ConfigError, match=r"--synthetic-dense-scale 0.75: ssd_300_vgg16_atrous_custom cannot take 225 x"
     ):
         build_run(cfg, 0, 1)
+
+
+def test_a_misspelt_model_or_class_is_told_before_any_process_starts(monkeypatch):
+    """The parent checks the names: a training process that failed on them would be reported seconds later."""
+    from ssdkit.engine import trainer
+
+    monkeypatch.setattr(trainer, "launch", lambda *a, **k: pytest.fail("processes started for a bad config"))
+    with pytest.raises(ConfigError, match="unknown model 'ssd_999'"):
+        trainer.fit(TrainConfig(model="ssd_999", output="x"))
+    with pytest.raises(ConfigError, match="--classes: .*'hexagon'"):
+        trainer.fit(TrainConfig(classes=["circle", "hexagon"], output="x"))
+    with pytest.raises(ConfigError, match="--classes: .*'circle', 'circle'"):
+        trainer.fit(TrainConfig(classes=["circle", "circle"], output="x"))

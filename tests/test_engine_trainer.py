@@ -42,7 +42,10 @@ def test_overfit_one_batch():
 
 
 def _tiny_cfg(tmp_path, name, **kw):
+    """A tiny run in one process: two processes (the synthetic default) are the subject of test_engine_distributed
+    and of the killed-run tests below, and cost each run here a few seconds of start-up."""
     base = dict(
+        procs=1,
         synthetic_train_size=32,
         synthetic_val_size=8,
         batch_size=16,
@@ -98,16 +101,17 @@ def test_a_model_that_asks_for_nchw_without_avx512_trains_in_it(tmp_path, monkey
     assert runtime.run_memory_format(tiny.name, torch.device("cpu"), None) == torch.channels_last
 
 
-@pytest.mark.parametrize("procs", [1, 2])
-def test_resume_continues_exactly(tmp_path, procs):
-    full = fit(_tiny_cfg(tmp_path, "full", procs=procs), say=lambda m: None)
+def test_resume_continues_exactly(tmp_path):
+    """Stopped after an epoch and resumed, in one process (in two, the SIGTERM and SIGKILL tests below stop and
+    resume a run inside an epoch)."""
+    full = fit(_tiny_cfg(tmp_path, "full"), say=lambda m: None)
 
     def stop_after_first_epoch(message):
         if message.startswith("epoch 1/2"):
             raise KeyboardInterrupt  # as a user's Ctrl-C right after epoch 1
 
     with pytest.raises(KeyboardInterrupt):
-        fit(_tiny_cfg(tmp_path, "part", procs=procs), say=stop_after_first_epoch)
+        fit(_tiny_cfg(tmp_path, "part"), say=stop_after_first_epoch)
     assert os.path.exists(tmp_path / "part" / "last.pt")
     resumed = fit(_tiny_cfg(tmp_path, "part", resume=str(tmp_path / "part" / "last.pt")), say=lambda m: None)
     assert resumed.epochs_run == 1
@@ -120,20 +124,19 @@ def test_resume_continues_exactly(tmp_path, procs):
     a = torch.load(tmp_path / "full" / "last.pt", weights_only=True)["model"]
     b = torch.load(tmp_path / "part" / "last.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
-    if procs == 1:
-        # resuming a finished run trains nothing and reports the run's last evaluation, not NaN
-        said = []
-        again = fit(_tiny_cfg(tmp_path, "part", resume="auto"), say=said.append)
-        assert again.epochs_run == 0 and again.last_map == pytest.approx(resumed.last_map, abs=1e-6)
-        assert any("finished all 2 epochs already: nothing to train" in m for m in said)
-        assert not any("ignored" in m for m in said)
-        # recipe options given with --resume do not change the run, and the run says so
-        said.clear()
-        saved_model = torch.load(tmp_path / "part" / "last.pt", weights_only=True)["config"]["model"]
-        other = "ssd_tiny_synthetic" if saved_model == "ssd_tiny48_synthetic" else "ssd_tiny48_synthetic"
-        fit(_tiny_cfg(tmp_path, "part", resume="auto", lr=0.5, model=other), say=said.append)
-        notes = [m for m in said if "resuming keeps the checkpoint's recipe" in m]
-        assert len(notes) == 1 and "--lr 0.5" in notes[0] and f"--model {other}" in notes[0]
+    # resuming a finished run trains nothing and reports the run's last evaluation, not NaN
+    said = []
+    again = fit(_tiny_cfg(tmp_path, "part", resume="auto"), say=said.append)
+    assert again.epochs_run == 0 and again.last_map == pytest.approx(resumed.last_map, abs=1e-6)
+    assert any("finished all 2 epochs already: nothing to train" in m for m in said)
+    assert not any("ignored" in m for m in said)
+    # recipe options given with --resume do not change the run, and the run says so
+    said.clear()
+    saved_model = torch.load(tmp_path / "part" / "last.pt", weights_only=True)["config"]["model"]
+    other = "ssd_tiny_synthetic" if saved_model == "ssd_tiny48_synthetic" else "ssd_tiny48_synthetic"
+    fit(_tiny_cfg(tmp_path, "part", resume="auto", lr=0.5, model=other), say=said.append)
+    notes = [m for m in said if "resuming keeps the checkpoint's recipe" in m]
+    assert len(notes) == 1 and "--lr 0.5" in notes[0] and f"--model {other}" in notes[0]
 
 
 def test_a_step_checkpoint_keeps_the_epoch_time_so_far(tmp_path, monkeypatch):

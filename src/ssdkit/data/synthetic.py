@@ -44,7 +44,7 @@ from torchvision import tv_tensors
 from .mixins import NamedClasses
 from .sample import make_target
 
-__all__ = ["SyntheticShapes", "SHAPE_CLASSES", "VAL_SEED_OFFSET", "DEFAULT_OBJECT_RANGE"]
+__all__ = ["SyntheticShapes", "SHAPE_CLASSES", "VAL_SEED_OFFSET", "DEFAULT_OBJECT_RANGE", "check_shape_classes"]
 
 SHAPE_CLASSES = ("circle", "square", "triangle", "star", "cross", "ring")
 VAL_SEED_OFFSET = 10**6
@@ -105,6 +105,15 @@ def _unit_mask(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     raise ValueError(f"unknown shape {kind!r}")
 
 
+def check_shape_classes(classes: Sequence[str]) -> tuple[str, ...]:
+    """``classes`` as a tuple; ValueError unless they are distinct names from :data:`SHAPE_CLASSES`."""
+    classes = tuple(classes)
+    unknown = [c for c in classes if c not in SHAPE_CLASSES]
+    if unknown or not classes or len(set(classes)) != len(classes):
+        raise ValueError(f"classes must be distinct names from {SHAPE_CLASSES}, got {classes}")
+    return classes
+
+
 def _size_pair(image_size: int | Sequence[int]) -> tuple[int, int]:
     size = (int(image_size), int(image_size)) if np.isscalar(image_size) else tuple(int(s) for s in image_size)
     if len(size) != 2 or min(size) < 16:
@@ -143,10 +152,7 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
         if int(seed) < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed}")
         size = _size_pair(image_size)
-        classes = tuple(classes)
-        unknown = [c for c in classes if c not in SHAPE_CLASSES]
-        if unknown or not classes or len(set(classes)) != len(classes):
-            raise ValueError(f"classes must be distinct names from {SHAPE_CLASSES}, got {classes}")
+        classes = check_shape_classes(classes)
         if not 1 <= int(min_objects) <= int(max_objects):
             raise ValueError(f"need 1 <= min_objects <= max_objects, got {min_objects}, {max_objects}")
         if not 0 < float(min_size) <= float(max_size):

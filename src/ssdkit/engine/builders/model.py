@@ -8,7 +8,15 @@ import torch
 
 from ..config import ConfigError, TrainConfig
 
-__all__ = ["build_model", "model_anchors", "model_data_shape"]
+__all__ = ["build_model", "check_model_name", "model_anchors", "model_data_shape"]
+
+
+def check_model_name(name: str) -> None:
+    """Raise :class:`ConfigError` unless ``name`` is a registered model (checked before any process is started)."""
+    from ...models import list_models
+
+    if name not in list_models():
+        raise ConfigError(f"unknown model {name!r}; choose one of: {', '.join(list_models())}")
 
 
 def model_data_shape(name: str) -> int:
@@ -22,10 +30,9 @@ def model_data_shape(name: str) -> int:
 
 
 def build_model(cfg: TrainConfig, classes: tuple[str, ...] | None):
-    from ...models import get_model, list_models
+    from ...models import get_model
 
-    if cfg.model not in list_models():
-        raise ConfigError(f"unknown model {cfg.model!r}; choose one of: {', '.join(list_models())}")
+    check_model_name(cfg.model)
     kwargs: dict[str, Any] = dict(init=cfg.init, decoder=cfg.decoder)
     fixed = cfg.model.endswith("_voc") or cfg.model.endswith("_coco")
     if fixed and classes is not None and cfg.dataset in ("synthetic", "voc-folder"):

@@ -11,6 +11,7 @@ from typing import Any, Callable
 
 import torch
 
+from ...data.synthetic import check_shape_classes
 from ...loss import SSDMultiBoxLoss
 from ..budget import START_KEY, BudgetKeeper
 from ..checkpoint import Checkpointer, load_checkpoint
@@ -30,7 +31,7 @@ from .data import (
     train_transform,
 )
 from .metric import build_metric, metric_key
-from .model import build_model, model_anchors, model_data_shape
+from .model import build_model, check_model_name, model_anchors, model_data_shape
 from .optim import build_optimizer, build_scheduler
 from .runtime import (
     amp_dtype_for,
@@ -130,6 +131,13 @@ def prepare_config(cfg: TrainConfig) -> TrainConfig:
     if cfg.synthetic_dense_scale is None and cfg.dataset == "synthetic":
         cfg.synthetic_dense_scale = synthetic_default_dense_scale(select_device(cfg.device), cfg.amp, cfg.model)
     cfg = resolve_config(cfg)
+    # here, not in the training processes: a misspelt name is told at once
+    check_model_name(cfg.model)
+    if cfg.dataset == "synthetic" and cfg.classes:
+        try:
+            check_shape_classes(cfg.classes)
+        except ValueError as err:
+            raise ConfigError(f"--classes: {err}") from None
     cfg.extra = {START_KEY: time.time(), **cfg.extra}  # the time budget's clock (the CLI starts it earlier)
     if not cfg.output:
         cfg.output = os.path.join("runs", f"{cfg.model}-{cfg.dataset}-{time.strftime('%Y%m%d-%H%M%S')}")
