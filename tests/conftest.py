@@ -159,3 +159,13 @@ def tiny_run_procs2(tmp_path_factory):
     )
     assert proc.returncode == 0, proc.stderr
     return out
+
+
+def tensorboard_losses(folder) -> list[tuple[int, float]]:
+    """``[(step, loss)]`` of the run folder's TensorBoard curve ``train/loss``, as TensorBoard shows it."""
+    from tensorboard.backend.event_processing.event_multiplexer import EventMultiplexer
+
+    events = EventMultiplexer()
+    events.AddRunsFromDirectory(str(folder / "tensorboard"))
+    events.Reload()
+    return sorted((e.step, round(e.value, 6)) for run in events.Runs() for e in events.Scalars(run, "train/loss"))

@@ -8,6 +8,8 @@ import pytest
 
 from ssdkit.engine.logger import RunLogger
 
+from conftest import tensorboard_losses
+
 
 def fake_run(folder, epochs=range(6), val_every=2, logger=None):
     logger = logger or RunLogger(str(folder), tensorboard=False)
@@ -59,3 +61,20 @@ def test_a_resumed_run_finds_where_its_clock_stood(tmp_path):
     logger.log_eval({"epoch": 2, "voc07_map": 0.5, "elapsed_s": 30.0}, 10)  # an evaluation row only
     resumed = RunLogger(str(tmp_path), tensorboard=False)
     assert resumed.elapsed_after(1) == 12.5 and resumed.elapsed_after(2) == 30.0 and resumed.elapsed_after(3) == 0.0
+
+
+def _log_losses(logger, steps, value):
+    for step in steps:
+        logger.log_train(step, step / 5, {"loss": value})
+    logger.close()
+
+
+def test_tensorboard_curves_of_a_new_run_and_of_a_resumed_one(tmp_path):
+    _log_losses(RunLogger(str(tmp_path)), range(1, 11), 1.0)  # an interrupted run logged steps 1-10
+    resumed = RunLogger(str(tmp_path))  # its checkpoint was at step 6: steps 7-10 are trained again
+    resumed.resume_at(6)
+    _log_losses(resumed, range(7, 13), 2.0)
+    assert tensorboard_losses(tmp_path) == [(s, 1.0) for s in range(1, 7)] + [(s, 2.0) for s in range(7, 13)]
+    # a new run in the same folder: the earlier run's curves go, as its CSV rows do
+    _log_losses(RunLogger(str(tmp_path), keep_history=False), range(1, 4), 3.0)
+    assert tensorboard_losses(tmp_path) == [(1, 3.0), (2, 3.0), (3, 3.0)]

@@ -17,7 +17,7 @@ from ssdkit.data.transforms import SSDValTransform
 from ssdkit.engine.config import TrainConfig
 from ssdkit.engine.trainer import fit
 
-from conftest import TINY_TRAIN, run_metrics, same_weights, tiny_env
+from conftest import TINY_TRAIN, run_metrics, same_weights, tensorboard_losses, tiny_env
 
 
 def test_overfit_one_batch():
@@ -284,3 +284,5 @@ def test_sigterm_saves_the_step_and_exits_cleanly_then_resume_ends_as_the_run_le
     assert resumed.returncode == 0, resumed.stderr
     assert run_metrics(out) == run_metrics(left_alone)
     assert same_weights(out, left_alone)
+    # TensorBoard: the steps before the stop from the first part, the rest from the resumed one, each step once
+    assert tensorboard_losses(out) == tensorboard_losses(left_alone)

@@ -12,8 +12,9 @@ __all__ = ["RunLogger"]
 
 class RunLogger:
     """Writes into a run folder. ``log_train`` per logged step, ``log_epoch`` per epoch, ``log_eval`` per evaluation,
-    ``plot`` at the end. ``keep_history`` (a resumed run) continues the folder's ``metrics.csv`` and ``epochs.csv``;
-    without it a new run in a folder used before starts them anew, so that no row of the earlier run (an epoch it
+    ``plot`` at the end. ``keep_history`` (a resumed run) continues the folder's ``metrics.csv``, ``epochs.csv`` and
+    TensorBoard events (:meth:`resume_at` hides the events past the checkpoint, which the run logs again); without
+    it a new run in a folder used before starts them anew, so that no row or curve of the earlier run (an epoch it
     reached and this one does not) stays among this run's."""
 
     def __init__(self, folder: str, tensorboard: bool = True, keep_history: bool = True):
@@ -22,20 +23,37 @@ class RunLogger:
         self.csv_path = os.path.join(folder, "metrics.csv")
         self.epochs_path = os.path.join(folder, "epochs.csv")
         self.train_curve: list[tuple[float, float]] = []  # (epoch as float, loss)
+        self.tensorboard_dir = os.path.join(folder, "tensorboard")
         if not keep_history:
             for path in (self.csv_path, self.epochs_path):
                 if os.path.exists(path):
                     os.remove(path)
+            if os.path.isdir(self.tensorboard_dir):
+                for name in os.listdir(self.tensorboard_dir):
+                    if name.startswith("events.out.tfevents."):
+                        os.remove(os.path.join(self.tensorboard_dir, name))
         self.eval_rows = _read_rows(self.csv_path)
         self.epoch_rows = _read_rows(self.epochs_path)
-        self.writer = None
-        if tensorboard:
+        self._tensorboard = tensorboard
+        self._purge_step: int | None = None
+        self._writer = None
+
+    def resume_at(self, step: int) -> None:
+        """The run goes on after logged step ``step``: TensorBoard hides the earlier events past it (steps the
+        interrupted run logged after its checkpoint, which this one logs again). Call before the first log."""
+        self._purge_step = int(step) + 1
+
+    @property
+    def writer(self):
+        """The TensorBoard writer, opened at the first scalar (None without TensorBoard)."""
+        if self._writer is None and self._tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self.writer = SummaryWriter(os.path.join(folder, "tensorboard"))
+                self._writer = SummaryWriter(self.tensorboard_dir, purge_step=self._purge_step)
             except Exception:  # tensorboard missing or broken: the CSV and plots still work
-                self.writer = None
+                self._tensorboard = False
+        return self._writer
 
     def log_train(self, step: int, epoch_float: float, values: dict[str, float]) -> None:
         self.train_curve.append((epoch_float, values["loss"]))
@@ -132,8 +150,8 @@ class RunLogger:
         return path
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
+        if self._writer is not None:
+            self._writer.close()
 
 
 def _read_rows(path: str) -> list[dict[str, Any]]:

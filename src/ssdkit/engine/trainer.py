@@ -344,6 +344,7 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
     t0 = time.perf_counter()
     if parts.resume is not None and logger is not None:  # elapsed_s counts the run's earlier parts too
         t0 -= logger.elapsed_after(start_epoch)
+        logger.resume_at(start_epoch * iters + (progress["steps"] if progress else 0))
     last_map, table, stopped = float("nan"), "", ""
     if parts.resume is not None and start_epoch >= plan.epochs:
         evaluated = logger.eval_points(key) if logger is not None else []
