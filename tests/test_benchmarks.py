@@ -85,3 +85,17 @@ def test_bench_pipeline_ssdkit_side(bench):
         ["--images", "4", "--batch", "2", "--workers", "0", "--repeats", "1", "--no-gluoncv", "--device", "cpu"]
     )
     assert result[0]["ssdkit"] > 0 and "GluonCV" not in result[0]
+
+
+def test_class_agnostic_pass_of_the_postprocess_variants(bench):
+    """The variant's extra pass: a box of another class on the same object goes (at IoU above the threshold), a
+    separate object stays, rows stay score-ordered with -1 padding."""
+    post = bench("eval_postprocess_variants").with_class_agnostic_pass
+    boxes = torch.tensor([[[0.0, 0, 10, 10], [0, 0, 10, 10.5], [20, 20, 30, 30], [-1, -1, -1, -1]]])
+    ids, scores = torch.tensor([[[0.0], [1], [1], [-1]]]), torch.tensor([[[0.9], [0.8], [0.7], [-1]]])
+    for iou, kept in ((0.9, [0, 2]), (0.99, [0, 1, 2])):
+        out_ids, out_scores, out_boxes = post(lambda *a: (ids, scores, boxes), iou)(None, None, None)
+        n = len(kept)
+        assert out_ids[0, :n, 0].tolist() == ids[0, kept, 0].tolist() and (out_ids[0, n:] == -1).all()
+        assert out_scores[0, :n, 0].tolist() == scores[0, kept, 0].tolist()
+        assert torch.equal(out_boxes[0, :n], boxes[0, kept]) and (out_boxes[0, n:] == -1).all()
