@@ -229,7 +229,12 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         default=d.on_bad_sample,
         help="a corrupt image or bad annotation: report and skip it (default), or stop",
     )
-    g.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    g.add_argument(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bar (none either where stderr is no terminal)",
+    )
 
 
 def config_from_args(args: argparse.Namespace):
