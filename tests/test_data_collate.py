@@ -181,3 +181,19 @@ def test_target_collate_takes_the_anchors_of_the_batch_image_size():
     assert seen == [(3, small_grid), (5, None)]
     with pytest.raises(ValueError, match="anchor_grid describes 3 anchors"):
         TargetCollate(torch.rand(5, 4), target_generator=gen, other_sizes={(6, 6): (torch.rand(4, 4), small_grid)})
+
+
+def test_target_collate_adds_the_positives_weights_when_the_generator_weighs_objects():
+    from ssdkit import SSDTargetGenerator
+
+    anchors = torch.tensor([[[10.0, 10, 8, 8], [11, 10, 8, 8], [30, 30, 20, 20], [50, 50, 8, 8]]])
+    image, target = item(2, size=64)
+    target["boxes"] = tv_tensors.BoundingBoxes([[6, 6, 14, 14], [20, 20, 40, 40]], format="XYXY", canvas_size=(64, 64))
+    batch = [(image, target)]
+    plain = TargetCollate(anchors, SSDTargetGenerator(negative_mining_ratio=-1))(batch)
+    assert "pos_weights" not in plain  # GluonCV's loss: every positive counts once
+    weighted = TargetCollate(anchors, SSDTargetGenerator(negative_mining_ratio=-1, positive_weights="object"))(batch)
+    assert torch.equal(weighted["cls_targets"], plain["cls_targets"])
+    assert weighted["cls_targets"].tolist() == [[1, 1, 2, 0]]
+    # 3 positives of 2 objects: the small box's two anchors share what the large box's one anchor gets
+    assert torch.allclose(weighted["pos_weights"], torch.tensor([[0.75, 0.75, 1.5, 0.0]]))

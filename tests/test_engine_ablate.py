@@ -169,6 +169,7 @@ def test_run_folder_key_covers_training_settings_only():
     base = ablate._study_base(TrainConfig())
     cfg = arm_configs(base, TIPS["loss-norm"], 0, 0.08)["batch"]
     assert cfg.model == "ssd_tiny_synthetic"  # the study's model, not the train command's default
+    assert cfg.positive_weights == "anchor"  # and GluonCV's loss, not the tiny model's
     key = ablate.config_key(cfg)
     # a study's finished runs stay reusable when run-control settings are at their neutral values ...
     trimmed = {k: v for k, v in cfg.to_dict().items() if k not in ablate._KEY_NEUTRAL}
@@ -182,7 +183,7 @@ def test_run_folder_key_covers_training_settings_only():
     # ... and any setting that changes what is trained, or a non-neutral run-control value, makes a new folder
     for field, other in (
         ("lr", 0.04), ("seed", 234), ("wd", 1e-4), ("time_budget", 5.0), ("compile", True),
-        ("synthetic_dense_scale", 0.75),
+        ("synthetic_dense_scale", 0.75), ("positive_weights", "object"),
     ):  # fmt: skip
         assert ablate.config_key(dataclasses.replace(cfg, **{field: other})) != key
     assert ablate.run_folder("s", cfg).startswith(os.path.join("s", "run-batch-default-lr0.08-seed233-"))

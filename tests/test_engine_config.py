@@ -55,6 +55,7 @@ def test_decay_scales_with_epochs():
         (dict(optimizer="adam"), "--optimizer"),
         (dict(match_iou=0.0), "--match-iou"),
         (dict(match_iou=1.5), "--match-iou"),
+        (dict(positive_weights="box"), "--positive-weights"),
         (dict(synthetic_train_objects=[0, 4]), "--synthetic-train-objects"),
         (dict(synthetic_train_objects=[5, 4]), "--synthetic-train-objects"),
         (dict(synthetic_train_objects=[3]), "--synthetic-train-objects"),
@@ -225,6 +226,34 @@ def test_match_iou_presets_and_the_training_loader_uses_it():
     n_gt = sum(len(data[i][1]["boxes"]) for i in range(8))
     # every ground truth keeps its best anchor, and a lower threshold adds positives
     assert positives[0] > positives[1] > positives[2] >= n_gt
+
+
+def test_positive_weights_come_with_the_model_and_the_training_loader_uses_them():
+    from ssdkit.data.synthetic import SyntheticShapes
+    from ssdkit.data.transforms import SSDValTransform
+    from ssdkit.engine.builders import build_loader, model_anchors
+    from ssdkit.models import get_model
+
+    assert resolve_config(TrainConfig(dataset="voc", data_root="/d")).positive_weights == "anchor"  # GluonCV's
+    assert resolve_config(TrainConfig(model="ssd_300_vgg16_atrous_custom")).positive_weights == "anchor"
+    assert resolve_config(TrainConfig()).positive_weights == "object"
+    assert resolve_config(TrainConfig(positive_weights="anchor")).positive_weights == "anchor"
+    tiny_folder = TrainConfig(dataset="voc-folder", data_root="/d", model="ssd_tiny_custom")
+    assert resolve_config(tiny_folder).positive_weights == "object"
+    # a run saved before the option trained with every positive weighed alike, and resumes so
+    old = TrainConfig().to_dict()
+    del old["positive_weights"]
+    assert TrainConfig.from_dict(old).positive_weights == "anchor"
+    data = SyntheticShapes(8, seed=5, transform=SSDValTransform(128))
+    anchors = model_anchors(get_model("ssd_tiny48_synthetic"), 128, torch.device("cpu"))
+    batches = {}
+    for weights in ("anchor", "object"):
+        cfg = resolve_config(TrainConfig(positive_weights=weights, batch_size=8, num_workers=0))
+        batches[weights] = next(iter(build_loader(data, cfg, train=True, anchors=anchors)))
+    assert "pos_weights" not in batches["anchor"]
+    ct, w = batches["object"]["cls_targets"], batches["object"]["pos_weights"]
+    assert torch.equal(ct, batches["anchor"]["cls_targets"]) and torch.equal(w > 0, ct > 0)
+    assert torch.allclose(w.sum(1), (ct > 0).sum(1).float()) and not torch.allclose(w, (ct > 0).float())
 
 
 def test_synthetic_training_images_are_denser_than_the_val_split():

@@ -183,6 +183,27 @@ def test_a_run_repeats_exactly_and_writes_its_folder(tmp_path):
     assert run_metrics(other.output) != run_metrics(first.output)  # the seed matters: the test can fail
 
 
+def test_the_loss_gets_the_batches_positive_weights(tmp_path, monkeypatch):
+    from ssdkit.loss import SSDMultiBoxLoss
+
+    seen = []
+    forward = SSDMultiBoxLoss.forward
+
+    def recording(self, cls_preds, box_preds, cls_targets, box_targets, pos_weights=None):
+        seen.append(None if pos_weights is None else (pos_weights.sum(1), (cls_targets > 0).sum(1)))
+        return forward(self, cls_preds, box_preds, cls_targets, box_targets, pos_weights)
+
+    monkeypatch.setattr(SSDMultiBoxLoss, "forward", recording)
+    objects = fit(_tiny_cfg(tmp_path, "object", epochs=1), say=lambda m: None)
+    saved = json.load(open(os.path.join(objects.output, "config.json")))
+    assert saved["positive_weights"] == "object" and len(seen) == 2  # the tiny model's default
+    assert all(s is not None and torch.allclose(s[0], s[1].float()) for s in seen)
+    seen.clear()
+    anchors = fit(_tiny_cfg(tmp_path, "anchor", epochs=1, positive_weights="anchor"), say=lambda m: None)
+    assert seen == [None, None]
+    assert run_metrics(objects.output) != run_metrics(anchors.output)
+
+
 def test_amp_on_cpu_trains_with_bfloat16_and_the_loss_falls(tmp_path):
     res = fit(_tiny_cfg(tmp_path, "amp", epochs=3, amp=True, lr=0.02), say=lambda m: None)
     losses = [float(r["train_loss"]) for r in res.history]

@@ -6,8 +6,8 @@ from ssdkit import SSDMultiBoxLoss, SSDTargetGenerator
 from conftest import seed_tutorial_gt
 
 
-def reference_loss(cls_preds, box_preds, ct, bt, ratio=3, rho=1.0, min_neg=0, norm="batch"):
-    """Per-image loops, written from the spec's formula."""
+def reference_loss(cls_preds, box_preds, ct, bt, ratio=3, rho=1.0, min_neg=0, norm="batch", weights=None):
+    """Per-image loops, written from the spec's formula; ``weights`` scale each positive's terms."""
     out = []
     n_all = max(1.0, float((ct > 0).sum()))
     for b in range(cls_preds.shape[0]):
@@ -16,10 +16,11 @@ def reference_loss(cls_preds, box_preds, ct, bt, ratio=3, rho=1.0, min_neg=0, no
         ce = -logp[torch.arange(ct.shape[1]), ct[b].clamp(min=0)]
         k = max(min_neg, int(pos.sum()) * ratio)
         negs = [i for i in torch.argsort(-ce).tolist() if ct[b, i] == 0][:k]
-        cls = ce[pos].sum() + ce[negs].sum()
+        w = torch.ones(ct.shape[1], dtype=torch.float64) if weights is None else weights[b].double()
+        cls = (ce[pos] * w[pos]).sum() + ce[negs].sum()
         d = (box_preds[b].double() - bt[b].double()).abs()
         hub = torch.where(d > rho, d - 0.5 * rho, 0.5 / rho * d * d)
-        box = hub[pos].sum()
+        box = (hub[pos] * w[pos, None]).sum()
         n = n_all if norm == "batch" else max(1.0, float(pos.sum()))
         out.append(((cls + box) / n, cls / n, box / n))
     return [torch.stack(t).float() for t in zip(*out)]
@@ -76,8 +77,38 @@ def test_ignored_anchors_are_not_mined():
     assert torch.allclose(c, expected[None], rtol=1e-6)
 
 
+@pytest.mark.parametrize("norm", ["batch", "sample"])
+def test_positive_weights_scale_the_positives_terms_only(anchors300, norm):
+    gt_boxes, gt_ids = seed_tutorial_gt()
+    ct, bt, _ = SSDTargetGenerator(negative_mining_ratio=-1)(anchors300, None, gt_boxes, gt_ids)
+    torch.manual_seed(1)
+    cls_preds, box_preds = torch.randn(2, 8732, 21), torch.randn(2, 8732, 4)
+    loss = SSDMultiBoxLoss(normalization=norm)
+    plain = loss(cls_preds, box_preds, ct, bt)
+    # weights of 1 on the positives (anything elsewhere) are the unweighted loss, bit for bit
+    ones = torch.where(ct > 0, 1.0, 7.0)
+    assert all(torch.equal(a, b) for a, b in zip(plain, loss(cls_preds, box_preds, ct, bt, ones)))
+    torch.manual_seed(2)
+    w = torch.where(ct > 0, torch.rand(2, 8732) * 3, 5.0)
+    got = loss(cls_preds, box_preds, ct, bt, w)
+    want = reference_loss(cls_preds, box_preds, ct, bt, norm=norm, weights=torch.where(ct > 0, w, 0.0))
+    for g, e in zip(got, want):
+        assert torch.allclose(g, e, rtol=1e-5)
+    # object-balanced weights keep the loss's scale: the same loss when all predictions are equally wrong
+    _, _, _, wo = SSDTargetGenerator(negative_mining_ratio=-1, positive_weights="object")(
+        anchors300, None, gt_boxes, gt_ids, return_weights=True
+    )
+    assert not torch.allclose(wo, (ct > 0).float())
+    flat = torch.zeros(2, 8732, 21)
+    same_box = bt + 0.5
+    for g, e in zip(loss(flat, same_box, ct, bt), loss(flat, same_box, ct, bt, wo)):
+        assert torch.allclose(g, e, rtol=1e-5)
+
+
 def test_bad_shapes():
     loss = SSDMultiBoxLoss()
+    with pytest.raises(ValueError, match="pos_weights"):
+        loss(torch.zeros(2, 5, 3), torch.zeros(2, 5, 4), torch.zeros(2, 5), torch.zeros(2, 5, 4), torch.ones(2, 4))
     with pytest.raises(ValueError, match="cls_targets"):
         loss(torch.zeros(2, 5, 3), torch.zeros(2, 5, 4), torch.zeros(3, 5), torch.zeros(2, 5, 4))
     with pytest.raises(ValueError, match="box_preds"):

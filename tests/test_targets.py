@@ -1,5 +1,7 @@
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ssdkit import SSDTargetGenerator
 
@@ -96,3 +98,54 @@ def test_same_targets_with_the_anchor_grid_and_in_chunks(anchors300, grid300, mo
     for a, b in zip(dense, chunked):
         assert torch.equal(a, b)
     assert (dense[0] > 0).any()
+
+
+def _match_of(rows):
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def test_object_balanced_weights_give_every_object_of_an_image_the_same_share():
+    from ssdkit.targets import object_balanced_weights
+
+    match = _match_of([[0, 0, 1, 1, 1, 1, -1, 2], [-1] * 8, [-1, 3, -1, -1, -1, -1, -1, -1]])
+    w = object_balanced_weights(match, num_objects=4)
+    # 7 positives of 3 objects: each object's positives share 7/3
+    assert torch.allclose(w[0], torch.tensor([7 / 6, 7 / 6, 7 / 12, 7 / 12, 7 / 12, 7 / 12, 0, 7 / 3]))
+    assert torch.equal(w[1], torch.zeros(8))  # no positives, no weight
+    assert w[2].tolist() == [0, 1, 0, 0, 0, 0, 0, 0]  # one object alone keeps weight 1
+    assert torch.equal(object_balanced_weights(match), w)  # the object count found from match
+    assert object_balanced_weights(torch.zeros(0, 5, dtype=torch.long)).shape == (0, 5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(-1, 5), min_size=1, max_size=40), min_size=1, max_size=4))
+def test_object_balanced_weights_keep_each_images_total_and_balance_its_objects(rows):
+    from ssdkit.targets import object_balanced_weights
+
+    width = max(len(r) for r in rows)
+    match = _match_of([r + [-1] * (width - len(r)) for r in rows])
+    w = object_balanced_weights(match, num_objects=6)
+    pos = match >= 0
+    assert torch.all(w[~pos] == 0) and torch.all(w[pos] > 0)
+    assert torch.allclose(w.sum(1), pos.sum(1).float())  # the loss normalized by the positives keeps its scale
+    for i in range(match.shape[0]):
+        shares = [float(w[i][match[i] == g].sum()) for g in range(6) if bool((match[i] == g).any())]
+        assert all(abs(s - shares[0]) < 1e-4 for s in shares)
+
+
+def test_the_generator_returns_the_positives_weights_on_request(anchors300):
+    gt_boxes, gt_ids = seed_tutorial_gt()
+    plain = SSDTargetGenerator(negative_mining_ratio=-1)(anchors300, None, gt_boxes, gt_ids)
+    assert len(plain) == 3  # GluonCV's three outputs unless asked
+    ct, bt, bm, w = SSDTargetGenerator(negative_mining_ratio=-1)(
+        anchors300, None, gt_boxes, gt_ids, return_weights=True
+    )
+    assert torch.equal(ct, plain[0]) and torch.equal(bt, plain[1]) and torch.equal(w, (ct > 0).float())
+    ct_o, bt_o, _, w_o = SSDTargetGenerator(negative_mining_ratio=-1, positive_weights="object")(
+        anchors300, None, gt_boxes, gt_ids, return_weights=True
+    )
+    assert torch.equal(ct_o, ct) and torch.equal(bt_o, bt)  # the targets are the same, only their weights differ
+    assert torch.equal(w_o > 0, ct > 0) and torch.allclose(w_o.sum(1), (ct > 0).sum(1).float())
+    assert not torch.allclose(w_o, w)
+    with pytest.raises(ValueError, match="positive_weights"):
+        SSDTargetGenerator(positive_weights="box")

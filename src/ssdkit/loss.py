@@ -63,9 +63,13 @@ class SSDMultiBoxLoss(nn.Module):
     """Softmax cross-entropy on positives + mined hard negatives, smooth-L1 (Huber, ``rho``) on positives.
 
     Call: ``(cls_preds Tensor[B,A,C+1], box_preds Tensor[B,A,4], cls_targets Tensor[B,A] (-1 ignore, 0
-    background, k+1 class k), box_targets Tensor[B,A,4])`` -> ``(sum_loss, cls_loss, box_loss)``, each
-    ``Tensor[B]``: per-image values already divided by the normalizer. :meth:`batch_loss` turns them into the
-    loss to minimise (the same scale for both normalizations).
+    background, k+1 class k), box_targets Tensor[B,A,4], pos_weights Tensor[B,A] | None)`` -> ``(sum_loss,
+    cls_loss, box_loss)``, each ``Tensor[B]``: per-image values already divided by the normalizer.
+    :meth:`batch_loss` turns them into the loss to minimise (the same scale for both normalizations).
+    ``pos_weights`` scale each positive's cross-entropy and box loss (None: 1 each, as GluonCV); the normalizer
+    still counts the positives, so weights that sum to an image's positives (e.g.
+    :func:`ssdkit.targets.object_balanced_weights`) keep the loss's scale. Hard negatives are mined as without
+    them.
     Anchors whose target is ``ignore_label`` (-1) are neither positives nor negative candidates. GluonCV's
     loss instead reads a -1 target as background (``pick`` in clip mode) and mines it like any negative; pass
     ``ignore_label=None`` for that behaviour. The two agree whenever the targets hold no -1, as in the training
@@ -94,7 +98,12 @@ class SSDMultiBoxLoss(nn.Module):
         self.ignore_label = ignore_label
 
     def forward(
-        self, cls_preds: Tensor, box_preds: Tensor, cls_targets: Tensor, box_targets: Tensor
+        self,
+        cls_preds: Tensor,
+        box_preds: Tensor,
+        cls_targets: Tensor,
+        box_targets: Tensor,
+        pos_weights: Tensor | None = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
         if cls_preds.dim() != 3:
             raise ValueError(f"cls_preds must be Tensor[B, A, C+1], got shape {tuple(cls_preds.shape)}")
@@ -106,6 +115,8 @@ class SSDMultiBoxLoss(nn.Module):
                 f"box_preds and box_targets must be Tensor[{b}, {a}, 4], got "
                 f"{tuple(box_preds.shape)} and {tuple(box_targets.shape)}"
             )
+        if pos_weights is not None and pos_weights.shape != (b, a):
+            raise ValueError(f"pos_weights must be Tensor[{b}, {a}], got shape {tuple(pos_weights.shape)}")
         targets = cls_targets.long()
         # the softmax runs over dim 1 of a [B, C+1, A] copy: PyTorch's CPU kernel is several times slower over a
         # short last dim (C+1 = 7 on the synthetic set)
@@ -119,11 +130,17 @@ class SSDMultiBoxLoss(nn.Module):
         pos = targets > 0
         candidates = ~pos if self.ignore_label is None else (~pos & (targets != self.ignore_label))
         hard_neg = hard_negative_mask(ce, pos, candidates, self.negative_mining_ratio, self.min_hard_negatives)
-        cls_sum = torch.where(pos | hard_neg, ce, torch.zeros_like(ce)).sum(dim=1)
+        zero = torch.zeros_like(ce)
+        if pos_weights is None:
+            weight = pos
+            cls_sum = torch.where(pos | hard_neg, ce, zero).sum(dim=1)
+        else:
+            weight = torch.where(pos, pos_weights.float(), zero)
+            cls_sum = torch.where(pos, ce * weight, torch.where(hard_neg, ce, zero)).sum(dim=1)
 
         diff = (box_preds.float() - box_targets.float()).abs()
         huber = torch.where(diff > self.rho, diff - 0.5 * self.rho, (0.5 / self.rho) * diff.square())
-        box_sum = (huber * pos[..., None]).sum(dim=(1, 2))
+        box_sum = (huber * weight[..., None]).sum(dim=(1, 2))
 
         num_pos = pos.sum(dim=1)
         if self.normalization == "batch":

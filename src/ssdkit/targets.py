@@ -13,12 +13,31 @@ from torch import Tensor, nn
 from .anchors import AnchorGrid
 from .boxes import cxcywh_to_xyxy, grid_gt_anchor_iou, gt_anchor_iou, validate_gt
 from .coder import MultiClassEncoder, NormalizedBoxCenterEncoder
-from .constants import BOX_STDS
+from .constants import BOX_STDS, POSITIVE_WEIGHTS
 from .matching import naive_samples, ohem_samples, ssd_match
 
-__all__ = ["SSDTargetGenerator"]
+__all__ = ["SSDTargetGenerator", "object_balanced_weights"]
 
 _CHUNK_ELEMENTS = 1 << 21  # IoU entries per chunk of images on CPU (8 MiB of float32)
+
+
+def object_balanced_weights(match: Tensor, num_objects: int | None = None) -> Tensor:
+    """Weights of the positive anchors that give every matched object of an image the same total weight.
+
+    ``match Tensor[B, A]`` (the matched ground truth's index, -1 for none) -> ``Tensor[B, A]`` float32: for a
+    positive of object ``g`` in image ``i``, ``(N_i / G_i) / n_g``, where ``n_g`` counts the positives of ``g``,
+    ``N_i`` those of the image and ``G_i`` its matched objects; 0 where ``match < 0``. ``num_objects``: G, the
+    ground-truth rows that ``match`` indexes (None: found from ``match``, a host read). An image's weights sum to
+    ``N_i``, so a loss normalized by the positives keeps its scale; only the share of each object changes: a large
+    object matched by many anchors counts as much as a small one matched by two or three.
+    """
+    pos = match >= 0
+    index = match.clamp(min=0)
+    groups = max(1, num_objects if num_objects is not None else (int(index.max()) + 1 if index.numel() else 1))
+    counts = torch.zeros(match.shape[0], groups, device=match.device).scatter_add_(1, index, pos.float())
+    per_object = (pos.sum(dim=1, keepdim=True) / (counts > 0).sum(dim=1, keepdim=True).clamp(min=1)).float()
+    weights = per_object / counts.gather(1, index).clamp(min=1.0)
+    return torch.where(pos, weights, torch.zeros_like(weights))
 
 
 class SSDTargetGenerator(nn.Module):
@@ -31,10 +50,13 @@ class SSDTargetGenerator(nn.Module):
             <= 0 uses no sampling: every unmatched anchor is background (the training pipeline's setting).
         stds: box encoding standard deviations.
         validate: check the ground truths and raise ``ValueError`` on bad input (one host sync per call).
+        positive_weights: the weights that ``return_weights=True`` gives the positives: ``"anchor"`` 1 each (the
+            loss as GluonCV's), ``"object"`` :func:`object_balanced_weights`.
 
     Call: ``(anchors_cxcywh Tensor[A,4 or 1,A,4], cls_preds Tensor[B,A,C+1] | None, gt_boxes Tensor[B,G,4],
     gt_ids Tensor[B,G] or Tensor[B,G,1], anchor_grid=None)`` -> ``(cls_targets Tensor[B,A] int64: -1 ignore,
-    0 background, k+1 class k; box_targets Tensor[B,A,4]; box_masks Tensor[B,A,4])``. With ``anchor_grid`` (the
+    0 background, k+1 class k; box_targets Tensor[B,A,4]; box_masks Tensor[B,A,4])``, and with
+    ``return_weights=True`` also ``pos_weights Tensor[B,A]`` (see ``positive_weights``). With ``anchor_grid`` (the
     :class:`ssdkit.anchors.AnchorGrid` of the anchors, e.g. ``net.anchor_grid_for_input()``) the IoU is computed
     per layer as overlap widths x heights (:func:`ssdkit.boxes.grid_gt_anchor_iou`: bit-equal to the dense IoU,
     about a third of its work).
@@ -48,8 +70,12 @@ class SSDTargetGenerator(nn.Module):
         stds: Sequence[float] = BOX_STDS,
         num_classes: int | None = None,
         validate: bool = True,
+        positive_weights: str = "anchor",
     ):
         super().__init__()
+        if positive_weights not in POSITIVE_WEIGHTS:
+            raise ValueError(f"positive_weights must be one of {POSITIVE_WEIGHTS}, got {positive_weights!r}")
+        self.positive_weights = positive_weights
         self.box_encoder = NormalizedBoxCenterEncoder(stds)
         self.cls_encoder = MultiClassEncoder()
         self.iou_thresh, self.neg_thresh = iou_thresh, neg_thresh
@@ -69,7 +95,8 @@ class SSDTargetGenerator(nn.Module):
         gt_boxes: Tensor,
         gt_ids: Tensor,
         anchor_grid: AnchorGrid | None = None,
-    ) -> tuple[Tensor, Tensor, Tensor]:
+        return_weights: bool = False,
+    ) -> tuple[Tensor, ...]:
         anchors_cxcywh = torch.as_tensor(anchors_cxcywh)
         gt_boxes = torch.as_tensor(gt_boxes)
         gt_ids = torch.as_tensor(gt_ids, device=gt_boxes.device)
@@ -102,7 +129,14 @@ class SSDTargetGenerator(nn.Module):
         refs = gt_boxes if gt_boxes.shape[1] else torch.zeros(b, 1, 4, device=anchors.device)
         cls_targets = self.cls_encoder(samples, match, ids)
         box_targets, box_masks = self.box_encoder(samples, match, anchors_xyxy[None], refs)
-        return cls_targets, box_targets, box_masks
+        if not return_weights:
+            return cls_targets, box_targets, box_masks
+        positives = torch.where(samples > 0.5, match, torch.full_like(match, -1))
+        if self.positive_weights == "object":
+            weights = object_balanced_weights(positives, gt_boxes.shape[1])
+        else:
+            weights = (positives >= 0).float()
+        return cls_targets, box_targets, box_masks, weights
 
     def _match(
         self, anchors_xyxy: Tensor, grid: AnchorGrid | None, gt_boxes: Tensor, valid: Tensor

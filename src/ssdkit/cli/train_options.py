@@ -37,6 +37,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         GLUONCV_DECAY_EPOCHS,
         INITS,
         LOSS_NORMS,
+        POSITIVE_WEIGHTS,
         SYNTHETIC_TRAIN_OBJECTS,
         TrainConfig,
         preset,
@@ -137,6 +138,13 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         type=float,
         help="an anchor whose IoU with a ground truth is at least this is a positive, besides each "
         "ground truth's best anchor (default: the model's, 0.5 as GluonCV, 0.4 for the tiny models)",
+    )
+    g.add_argument(
+        "--positive-weights",
+        choices=POSITIVE_WEIGHTS,
+        help="how the loss weighs the positive anchors: 'anchor' 1 each (GluonCV), 'object' each object of an "
+        "image alike, however many anchors it matches (default: the model's, 'anchor' as GluonCV, 'object' for "
+        "the tiny models)",
     )
 
     g = p.add_argument_group("the seed tutorial's three tips")

@@ -160,8 +160,10 @@ def compute_ssd_targets(
     gt_boxes: Tensor,
     gt_ids: Tensor,
     anchor_grid: AnchorGrid | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Run ``target_generator(anchors, None, gt_boxes, gt_ids)``; return ``(cls_targets, box_targets)``.
+    with_weights: bool = False,
+) -> tuple[Tensor, ...]:
+    """Run ``target_generator(anchors, None, gt_boxes, gt_ids)``; return ``(cls_targets, box_targets)``, and with
+    ``with_weights`` also the positives' weights ``Tensor[B, A]`` (the generator's ``return_weights=True``).
 
     ``anchors_cxcywh`` ``Tensor[1, A, 4]``; ``gt_boxes`` ``Tensor[B, G, 4]``; ``gt_ids`` ``Tensor[B, G]``
     (-1 rows are padding) -> ``cls_targets Tensor[B, A]``, ``box_targets Tensor[B, A, 4]``. ``anchor_grid``
@@ -170,16 +172,20 @@ def compute_ssd_targets(
     """
     if anchors_cxcywh.dim() == 2:
         anchors_cxcywh = anchors_cxcywh.unsqueeze(0)
-    extra = {} if anchor_grid is None else {"anchor_grid": anchor_grid}
+    extra: dict[str, Any] = {} if anchor_grid is None else {"anchor_grid": anchor_grid}
+    if with_weights:
+        extra["return_weights"] = True
     with torch.no_grad():
         out = target_generator(
             anchors_cxcywh, None, gt_boxes.to(anchors_cxcywh.dtype), gt_ids.to(anchors_cxcywh.dtype), **extra
         )
-    return out[0], out[1]
+    return (out[0], out[1], out[3]) if with_weights else (out[0], out[1])
 
 
 class TargetCollate:
-    """``detection_collate`` plus ``cls_targets Tensor[B, A]`` and ``box_targets Tensor[B, A, 4]``.
+    """``detection_collate`` plus ``cls_targets Tensor[B, A]`` and ``box_targets Tensor[B, A, 4]``, and
+    ``pos_weights Tensor[B, A]`` when the generator weighs positives otherwise than 1 each (its
+    ``positive_weights`` is not ``"anchor"``).
 
     ``target_generator`` defaults to ``ssdkit.targets.SSDTargetGenerator(negative_mining_ratio=-1)``
     (GluonCV's train transform: every unmatched anchor is background; hard negatives are mined in
@@ -214,9 +220,13 @@ class TargetCollate:
         if self.other_sizes and out["images"].shape[0]:
             size = (int(out["images"].shape[-2]), int(out["images"].shape[-1]))
             anchors, grid = self.other_sizes.get(size, (anchors, grid))
-        out["cls_targets"], out["box_targets"] = compute_ssd_targets(
-            self.target_generator, anchors, out["gt_boxes"], out["gt_ids"], grid
+        weighted = getattr(self.target_generator, "positive_weights", "anchor") != "anchor"
+        targets = compute_ssd_targets(
+            self.target_generator, anchors, out["gt_boxes"], out["gt_ids"], grid, with_weights=weighted
         )
+        out["cls_targets"], out["box_targets"] = targets[0], targets[1]
+        if weighted:
+            out["pos_weights"] = targets[2]
         return out
 
 

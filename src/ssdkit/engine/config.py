@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..constants import POSITIVE_WEIGHTS
+
 __all__ = [
     "TrainConfig",
     "resolve_config",
@@ -83,6 +85,9 @@ class TrainConfig:
     warmup_epochs: float | None = None
     augment: str | None = None
     match_iou: float | None = None  # an anchor with IoU >= this to a ground truth is a positive (None: the model's)
+    # how the loss weighs the positive anchors: "anchor" 1 each (GluonCV), "object" each object alike (None: the
+    # model's)
+    positive_weights: str | None = None
     # the seed's three tips
     loss_norm: str = "batch"
     init: str | None = None
@@ -118,6 +123,7 @@ class TrainConfig:
         # configs saved before the field existed trained on the data set's own 1-10 objects per image
         d.setdefault("synthetic_train_objects", [1, 10])
         d.setdefault("synthetic_dense_scale", 1.0)  # and at full size
+        d.setdefault("positive_weights", "anchor")  # and with every positive anchor weighed alike
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
@@ -203,6 +209,13 @@ def _model_match_iou(model: str) -> float:
     return PRESETS[model].match_iou if model in PRESETS else 0.5
 
 
+def _model_positive_weights(model: str) -> str:
+    """The positives' loss weighting of zoo model ``model``'s preset; GluonCV's ``"anchor"`` outside the table."""
+    from ..models.presets import PRESETS
+
+    return PRESETS[model].positive_weights if model in PRESETS else "anchor"
+
+
 def default_val_interval(epochs: int, preset_interval: int) -> int:
     """The largest interval up to the preset's that evaluates at least three times (every epoch when the run has
     fewer): evaluations fall on multiples of the interval and on the last epoch."""
@@ -243,6 +256,8 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
             setattr(out, key, value)
     if out.match_iou is None:
         out.match_iou = _model_match_iou(out.model)
+    if out.positive_weights is None:
+        out.positive_weights = _model_positive_weights(out.model)
     if cfg.num_workers is None and out.num_workers is not None and isinstance(out.procs, int) and out.procs >= 1:
         # GluonCV's 4 loader workers per process are more processes than a 2-core machine has cores, which PyTorch
         # warns about at every loader; a worker per core of the process's share keeps the images coming
@@ -257,6 +272,10 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         out.lr_decay_epochs = scale_epochs(preset["lr_decay_epochs"], base, out.epochs)
     if out.loss_norm not in LOSS_NORMS:
         raise ConfigError(f"--loss-norm must be one of {', '.join(LOSS_NORMS)}, got {out.loss_norm!r}")
+    if out.positive_weights not in POSITIVE_WEIGHTS:
+        raise ConfigError(
+            f"--positive-weights must be one of {', '.join(POSITIVE_WEIGHTS)}, got {out.positive_weights!r}"
+        )
     if out.init is not None and out.init not in INITS:
         raise ConfigError(f"--init must be one of {', '.join(INITS)}, got {out.init!r}")
     if out.decoder not in DECODERS:

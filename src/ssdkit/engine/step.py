@@ -76,6 +76,7 @@ def train_step(
     scaler: torch.amp.GradScaler | None = None,
     world: int = 1,
     memory_format: torch.memory_format | None = None,
+    pos_weights: Tensor | None = None,
 ) -> Tensor:
     """Train ``net`` on one batch; returns ``Tensor[3]`` float32 on the device: (loss, cls_loss, box_loss) of
     the batch, detached.
@@ -85,12 +86,13 @@ def train_step(
     ``world`` > 1 under ``DistributedDataParallel``: DDP averages gradients over the processes while each one's
     loss is its share of the global batch's loss (normalized by the positives of all processes), so the loss
     that is back-propagated is scaled by the process count to get their sum. ``memory_format`` of the images
-    (None: :func:`step_memory_format`); the model's weights should be in the same one.
+    (None: :func:`step_memory_format`); the model's weights should be in the same one. ``pos_weights``
+    ``Tensor[B, A]``: the positives' loss weights (the batch's ``pos_weights``; None: 1 each).
     """
     images = images.contiguous(memory_format=memory_format or step_memory_format(images.device, amp_dtype))
     with torch.autocast(images.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
         cls_preds, box_preds, _ = net(images)
-    sum_loss, cls_loss, box_loss = loss_fn(cls_preds, box_preds, cls_targets, box_targets)
+    sum_loss, cls_loss, box_loss = loss_fn(cls_preds, box_preds, cls_targets, box_targets, pos_weights)
     loss = sum_loss.sum()
     backprop = loss * world if world > 1 else loss
     optimizer.zero_grad(set_to_none=True)

@@ -138,10 +138,13 @@ def train_one_epoch(
         images = batch["images"].to(device, non_blocking=True).contiguous(memory_format=memory_format)
         cls_targets = batch["cls_targets"].to(device, non_blocking=True)
         box_targets = batch["box_targets"].to(device, non_blocking=True)
+        pos_weights = batch.get("pos_weights")
+        if pos_weights is not None:
+            pos_weights = pos_weights.to(device, non_blocking=True)
         guard.save_batch_norms()
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             cls_preds, box_preds, _ = net(images)
-        sum_loss, cls_loss, box_loss = loss_fn(cls_preds, box_preds, cls_targets, box_targets)
+        sum_loss, cls_loss, box_loss = loss_fn(cls_preds, box_preds, cls_targets, box_targets, pos_weights)
         # this process's share of the global batch's loss: the sum (batch-wise) or the global mean (sample-wise)
         loss, cls_total, box_total = loss_fn.batch_loss(sum_loss, cls_loss, box_loss)
         # DDP averages gradients over the processes; scale by the process count to get the gradient of their sum

@@ -129,6 +129,9 @@ class ModelPreset:
     model's anchors (``TrainConfig.match_iou`` when unset): an anchor with at least this IoU to a ground truth is a
     positive. GluonCV's 0.5 suits its anchors; the tiny models' finest anchors (10 px at a 4 px step) overlap the
     smallest objects (8-12 px) too little for 0.5, and 0.4 gives each of them about three positives.
+    ``positive_weights`` (``TrainConfig.positive_weights`` when unset) is how the loss weighs the positives:
+    ``"anchor"`` 1 each as GluonCV; the tiny models take ``"object"``, every object alike, since a 60 px shape
+    matches several times the anchors of a 10 px one and would otherwise dominate the loss.
     ``nchw_without_avx512``: train in NCHW, not NHWC, in float32 on CPUs without AVX-512
     (:func:`ssdkit.engine.builders.runtime.run_memory_format`).
     """
@@ -142,6 +145,7 @@ class ModelPreset:
     transfer_prefix: str | None = None
     default_classes: tuple[str, ...] | None = None
     match_iou: float = 0.5
+    positive_weights: str = "anchor"
     nchw_without_avx512: bool = False
 
 
@@ -181,6 +185,7 @@ def _zoo() -> dict[str, ModelPreset]:
             "kaiming_fan_out",
             default_classes=DEFAULT_SYNTHETIC_CLASSES,
             match_iou=TINY_MATCH_IOU,
+            positive_weights="object",
         )
         table[prefix + "custom"] = ModelPreset(
             prefix + "custom",
@@ -190,6 +195,7 @@ def _zoo() -> dict[str, ModelPreset]:
             None,
             "kaiming_fan_out",
             match_iou=TINY_MATCH_IOU,
+            positive_weights="object",
         )
     return table
 

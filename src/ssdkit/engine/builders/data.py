@@ -221,7 +221,9 @@ def build_loader(
     # no sampling in the targets (negative_mining_ratio=-1): hard negatives are mined in the loss, as GluonCV
     collate = TargetCollate(
         anchors,
-        SSDTargetGenerator(iou_thresh=cfg.match_iou, negative_mining_ratio=-1),
+        SSDTargetGenerator(
+            iou_thresh=cfg.match_iou, negative_mining_ratio=-1, positive_weights=cfg.positive_weights or "anchor"
+        ),
         anchor_grid=anchor_grid,
         other_sizes=other_sizes,
     )
