@@ -301,3 +301,45 @@ def test_the_last_epoch_trains_until_its_deadline(tmp_path, monkeypatch):
     assert f"(at most {planned:,})" in grown and planned > 64
     assert 64 < int(float(rows[2]["images"])) <= planned and result.epochs_run == 3
     assert ended - marks["left_5_s"] <= 5.0 + 3.0, said  # the deadline, then the evaluation of 16 images
+
+
+def test_the_probe_alternates_the_kinds_of_epochs_so_a_slowdown_moves_both(monkeypatch):
+    """The probe trains its dense and sparse steps in alternating rounds. Here the machine becomes 3x slower 4 s into
+    the probe, in its third round (a fake clock; a dense step costs 0.2 s and a sparse one 0.1 s while fast): each
+    round's two kinds ran at one speed but in that one, so the median of the rounds' ratios keeps the machine's 2,
+    where timing all dense steps first and then all sparse ones would have read a sparse step as 1.5x a dense one
+    instead of half."""
+    from ssdkit.engine import trainer
+
+    now = [0.0]
+
+    class Clock:
+        @staticmethod
+        def perf_counter():
+            return now[0]
+
+    steps_seen = []
+
+    def fake_epoch(parts, epoch, log_interval, on_step=None, **kw):
+        dense = parts.train_set.max_objects == 20
+        steps = len(parts.train_loader)
+        steps_seen.append(("dense" if dense else "sparse", parts.train_set.image_size, steps))
+        for _ in range(steps):
+            slow = 3.0 if now[0] >= 4.0 else 1.0
+            now[0] += (0.2 if dense else 0.1) * slow
+            on_step(None)
+        return {}
+
+    monkeypatch.setattr(budget, "time", Clock)
+    monkeypatch.setattr(trainer, "train_parts_epoch", fake_epoch)
+    cfg = resolve_config(
+        TrainConfig(synthetic_val_size=16, progress=False, amp=False, batch_size=4, synthetic_dense_scale=0.75)
+    )
+    dense_ips, sparse_ips, _ = budget.measure_speed(cfg, rank=0, world=1)
+    kinds = [kind for kind, _, _ in steps_seen]
+    assert kinds == ["dense", "sparse"] * budget.PROBE_ROUNDS
+    assert {size for kind, size, _ in steps_seen if kind == "dense"} == {(96, 96)}  # dense images drawn smaller
+    assert {size for kind, size, _ in steps_seen if kind == "sparse"} == {(128, 128)}
+    timed = sum(steps - budget.PROBE_WARMUP_STEPS for kind, _, steps in steps_seen if kind == "dense")
+    assert timed == budget.PROBE_STEPS
+    assert sparse_ips / dense_ips == pytest.approx(2.0, rel=0.01)

@@ -9,6 +9,7 @@ from ssdkit.engine.budget_plan import (
     fit_to_budget,
     last_epoch_images,
     predicted_seconds,
+    probe_ratio,
     probe_seconds,
 )
 from ssdkit.engine.config import ConfigError
@@ -19,14 +20,29 @@ RECIPE = RunShape(
 
 
 def test_one_slow_probe_step_does_not_set_the_plan():
-    """The probe's time is its median step times the steps: one step slowed 7x (a passing burst) changes nothing,
-    where the total would have read the machine as 1.8x slower."""
+    """A probe step's time is the median of the timed steps of all rounds: one step slowed 7x (a passing burst)
+    changes nothing, where the mean would have read the machine as 1.8x slower; each round's first steps are not
+    timed (they hold its start-up)."""
     ends = [0.0, 1.0, 1.1, 1.2, 1.9, 2.0, 2.1]  # warm-up step, then six: 0.1 0.1 0.7 0.1 0.1 0.1
-    assert probe_seconds(ends, warmup=1) == pytest.approx(0.6)
-    assert probe_seconds([0.0, 0.5, 0.7, 0.9], warmup=2) == pytest.approx(0.4)
-    for bad in (([0.0, 1.0], 0), ([0.0], 1), ([0.0, 1.0], 2)):
+    assert probe_seconds([ends], warmup=1) == pytest.approx(0.1)
+    assert probe_seconds([[0.0, 0.5, 0.7, 0.9]], warmup=2) == pytest.approx(0.2)
+    # two rounds, each with its own untimed first step (5 s and 9 s of start-up are not counted)
+    assert probe_seconds([[5.0, 5.2, 5.4], [20.0, 20.3, 20.6]], warmup=1) == pytest.approx(0.25)
+    for bad in (([[0.0, 1.0]], 0), ([[0.0]], 1), ([[0.0, 1.0]], 2), ([[0.0, 1.0], [0.0]], 1), ([], 1)):
         with pytest.raises(ValueError, match="untimed"):
             probe_seconds(*bad)
+
+
+def test_the_probe_ratio_is_the_median_of_its_rounds():
+    """Rounds alternate the two kinds; a round whose second kind ran into a slowdown (ratio 1.5 instead of 0.5) is
+    outvoted by the others, and a slowdown that moves both steps of a round alike leaves its ratio."""
+    dense = [[0.0, 0.2, 0.4], [1.0, 1.2, 1.4], [2.0, 2.2, 2.4], [3.0, 3.6, 4.2]]  # 0.2 s steps, the last round 0.6
+    sparse = [[0.5, 0.6, 0.7], [1.5, 1.6, 1.7], [2.5, 2.8, 3.1], [4.5, 4.8, 5.1]]  # 0.1, 0.1, then 0.3 and 0.3
+    assert probe_ratio(dense, sparse, warmup=1) == pytest.approx(0.5)
+    assert probe_ratio(sparse, dense, warmup=1) == pytest.approx(2.0)
+    for bad in ((dense, sparse[:3]), ([], [])):
+        with pytest.raises(ValueError, match="rounds"):
+            probe_ratio(*bad, warmup=1)
 
 
 def test_count_evals():

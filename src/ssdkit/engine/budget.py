@@ -48,6 +48,7 @@ from .budget_plan import (
     last_epoch_images,
     lengthen,
     predicted_seconds,
+    probe_ratio,
     probe_seconds,
     shorten,
 )
@@ -55,6 +56,7 @@ from .config import TrainConfig
 
 __all__ = [
     "probe_seconds",
+    "probe_ratio",
     "RunShape",
     "BudgetPlan",
     "count_evals",
@@ -82,8 +84,11 @@ LAST_KEY = "budget_last_epoch_images"  # TrainConfig.extra: [epoch (0-based), im
 DEADLINE_EVAL_FACTOR = 1.25  # the last evaluation may take this much longer than the one before
 DEADLINE_MARGIN_S = 5.0  # the deadline check's interval and the exit's noise
 LAST_EPOCH_HEADROOM = 2.0  # the last epoch may hold the images of this many times its seconds to the deadline
-PROBE_WARMUP_STEPS = 1  # steps not timed (oneDNN builds its kernels in the first ones)
-PROBE_STEPS = 16  # steps timed (a few seconds: the machine's speed wanders over shorter spans)
+PROBE_WARMUP_STEPS = 1  # steps of each round not timed (the loader's start; oneDNN builds its kernels in the first)
+PROBE_STEPS = 16  # steps timed per kind of epoch (a few seconds: the machine's speed wanders over shorter spans)
+# the timed steps come in rounds that alternate the two kinds of epochs, so that a machine whose speed moves during
+# the probe moves both kinds' times alike: their ratio prices the sparse epochs for most of the run
+PROBE_ROUNDS = 4
 PROBE_EVAL_BATCHES = 2  # validation batches timed
 # epochs timed before the keeper may shorten a run: the first one alone also holds one-time costs (loader and
 # kernel start-up) and whatever else the machine did in that minute
@@ -102,20 +107,21 @@ def epoch_images(cfg: TrainConfig, epoch: int) -> int:
 def measure_speed(cfg: TrainConfig, rank: int, world: int) -> tuple[float, float, float]:
     """``(training images/s of all processes together in a dense epoch, the same in a later (sparse) epoch,
     seconds of one evaluation of the val split)`` of a throwaway copy of the run (built by
-    :func:`~ssdkit.engine.builders.build_run` into a temporary folder): ``PROBE_STEPS`` timed steps after
-    ``PROBE_WARMUP_STEPS`` on each kind of image (dense ones may be drawn smaller, ``--synthetic-dense-scale``; a
-    run without sparse epochs times the dense ones only), and rank 0 timing ``PROBE_EVAL_BATCHES`` validation
-    batches; the steps' time is their median (:func:`probe_seconds`). Every process gets the same numbers (the
-    slowest process's steps count)."""
+    :func:`~ssdkit.engine.builders.build_run` into a temporary folder): ``PROBE_ROUNDS`` rounds, each training a few
+    steps of a dense epoch and then of a sparse one (dense images may be drawn smaller, ``--synthetic-dense-scale``;
+    a run without sparse epochs times the dense ones only), the first ``PROBE_WARMUP_STEPS`` of each untimed, and
+    rank 0 timing ``PROBE_EVAL_BATCHES`` validation batches. A dense step's time is the median of its ``PROBE_STEPS``
+    timed steps (:func:`probe_seconds`), a sparse one's that times the median of the rounds' ratios of the two kinds
+    (:func:`probe_ratio`). Every process gets the same numbers (the slowest process's steps count)."""
     from .builders import build_run
     from .distributed import all_reduce_sum
     from .trainer import evaluate, train_parts_epoch
 
-    steps = PROBE_WARMUP_STEPS + PROBE_STEPS
+    per_round = -(-PROBE_STEPS // PROBE_ROUNDS)
     with tempfile.TemporaryDirectory(prefix="ssdkit-budget-") as folder:
         probe = dataclasses.replace(
             cfg,
-            synthetic_train_size=steps * cfg.batch_size,
+            synthetic_train_size=(PROBE_WARMUP_STEPS + per_round) * cfg.batch_size,
             epochs=1,
             lr_decay_epochs=[],
             warmup_epochs=0.0,
@@ -127,19 +133,26 @@ def measure_speed(cfg: TrainConfig, rank: int, world: int) -> tuple[float, float
             progress=False,
         )
         parts = build_run(probe, rank, world)
-        # the first epoch, and the first sparse one when there is one: the epoch index chooses the images
-        kinds = sorted({0, max(cfg.synthetic_dense_epochs, 0)} & set(range(cfg.epochs)))
-        seconds = []
-        for kind, epoch in enumerate(kinds):
-            parts.prepare_epoch(epoch)
-            parts.train_loader.batch_sampler.sampler.set_epoch(kind)
-            marks: list[float] = []
-            train_parts_epoch(
-                parts, kind, log_interval=10**9, on_step=lambda state, mark=marks.append: mark(time.perf_counter())
-            )
-            seconds.append(probe_seconds(marks, PROBE_WARMUP_STEPS))
-        if len(seconds) == 1:  # one kind of epoch only: one rate for all
-            seconds.append(seconds[0])
+        # the run's epochs of each kind (dense, then sparse when there are any): the epoch index chooses the images,
+        # each round takes the next epoch of its kind
+        bounds = sorted({0, min(max(cfg.synthetic_dense_epochs, 0), cfg.epochs), cfg.epochs})
+        kinds = [range(a, b) for a, b in zip(bounds, bounds[1:])]
+        rounds: list[list[list[float]]] = [[] for _ in kinds]
+        for r in range(PROBE_ROUNDS):
+            for kind, epochs in enumerate(kinds):
+                epoch = epochs[r % len(epochs)]
+                parts.prepare_epoch(epoch)
+                parts.train_loader.batch_sampler.sampler.set_epoch(epoch)
+                marks: list[float] = []
+                train_parts_epoch(
+                    parts, kind, log_interval=10**9, on_step=lambda state, mark=marks.append: mark(time.perf_counter())
+                )
+                rounds[kind].append(marks)
+        # a dense step: the median of all rounds' steps; a sparse one: that times the median of the rounds' ratios of
+        # the two kinds (each round's two kinds ran under the same machine speed); one kind only: one rate for all
+        dense_s = probe_seconds(rounds[0], PROBE_WARMUP_STEPS)
+        ratio = probe_ratio(rounds[0], rounds[1], PROBE_WARMUP_STEPS) if len(rounds) > 1 else 1.0
+        seconds = [dense_s, dense_s * ratio]
         train_s = torch.tensor(seconds, dtype=torch.float64)
         eval_s = 0.0
         if rank == 0:
@@ -152,7 +165,7 @@ def measure_speed(cfg: TrainConfig, rank: int, world: int) -> tuple[float, float
     if world > 1:
         torch.distributed.all_reduce(train_s, op=torch.distributed.ReduceOp.MAX)
     eval_s = float(all_reduce_sum(torch.tensor([eval_s], dtype=torch.float64)).item())
-    dense, sparse = (PROBE_STEPS * cfg.batch_size / float(s) for s in train_s.tolist())
+    dense, sparse = (cfg.batch_size / float(s) for s in train_s.tolist())
     return dense, sparse, eval_s
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 from dataclasses import dataclass
+from typing import Sequence
 
 from .config import ConfigError, scale_epochs
 
@@ -24,6 +25,7 @@ __all__ = [
     "shorten",
     "lengthen",
     "probe_seconds",
+    "probe_ratio",
     "last_epoch_images",
     "MIN_STEPS_PER_EPOCH",
     "FINISH_SECONDS",
@@ -262,13 +264,30 @@ def fit_to_budget(
     )
 
 
-def probe_seconds(step_ends: list[float], warmup: int) -> float:
-    """Seconds of the probe's timed steps, from the times at which its steps ended (``step_ends``, one per step,
-    the first ``warmup`` steps untimed): the median step times their number, so that one slow step (another job's
-    burst) does not set the whole run's plan. The plan's images per epoch stay what the probe measured (the keeper
-    changes only the number of epochs): one default run held to AVX2 measured 53.9 images/s, trained at 65-92, and
-    its epochs stayed a third smaller than the other runs'."""
-    if warmup < 1 or len(step_ends) <= warmup:
-        raise ValueError(f"need at least one untimed and one timed step, got {len(step_ends)} steps, warmup {warmup}")
-    steps = [b - a for a, b in zip(step_ends[warmup - 1 :], step_ends[warmup:])]
-    return statistics.median(steps) * len(steps)
+def probe_seconds(rounds: Sequence[Sequence[float]], warmup: int) -> float:
+    """Seconds of one probe step: the median over the timed steps of every round, from the times at which each
+    round's steps ended (``rounds``: one list per round, its first ``warmup`` steps untimed, as they hold the
+    round's start-up). The median, so that one slow step (another job's burst) does not set the whole run's plan.
+    The plan's images per epoch stay what the probe measured (the keeper changes only the number of epochs): one
+    default run held to AVX2 measured 53.9 images/s, trained at 65-92, and its epochs stayed a third smaller than
+    the other runs'."""
+    steps: list[float] = []
+    for ends in rounds:
+        if warmup < 1 or len(ends) <= warmup:
+            raise ValueError(f"need at least one untimed and one timed step, got {len(ends)} steps, warmup {warmup}")
+        steps += [b - a for a, b in zip(ends[warmup - 1 :], ends[warmup:])]
+    if not steps:
+        raise ValueError("need at least one round of untimed and timed steps")
+    return statistics.median(steps)
+
+
+def probe_ratio(rounds: Sequence[Sequence[float]], other_rounds: Sequence[Sequence[float]], warmup: int) -> float:
+    """How many times a step of the other kind takes a step of the first, from probe rounds that alternate the two
+    kinds (``rounds[r]`` and ``other_rounds[r]`` ran one after the other, as in :func:`probe_seconds`): the median
+    over the rounds of each round's ratio, so that a machine whose speed moves during the probe, which moves both
+    steps of a round alike, leaves the ratio as it is."""
+    if len(rounds) != len(other_rounds) or not rounds:
+        raise ValueError(f"need as many rounds of each kind, at least one, got {len(rounds)} and {len(other_rounds)}")
+    return statistics.median(
+        probe_seconds([other], warmup) / probe_seconds([ends], warmup) for ends, other in zip(rounds, other_rounds)
+    )
