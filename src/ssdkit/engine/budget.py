@@ -85,10 +85,11 @@ DEADLINE_EVAL_FACTOR = 1.25  # the last evaluation may take this much longer tha
 DEADLINE_MARGIN_S = 5.0  # the deadline check's interval and the exit's noise
 LAST_EPOCH_HEADROOM = 2.0  # the last epoch may hold the images of this many times its seconds to the deadline
 PROBE_WARMUP_STEPS = 1  # steps of each round not timed (the loader's start; oneDNN builds its kernels in the first)
-PROBE_STEPS = 16  # steps timed per kind of epoch (a few seconds: the machine's speed wanders over shorter spans)
 # the timed steps come in rounds that alternate the two kinds of epochs, so that a machine whose speed moves during
 # the probe moves both kinds' times alike: their ratio prices the sparse epochs for most of the run
 PROBE_ROUNDS = 4
+PROBE_ROUND_STEPS = 4  # steps timed per round and kind
+PROBE_STEPS = PROBE_ROUNDS * PROBE_ROUND_STEPS  # per kind of epoch (a few seconds: the speed wanders over less)
 PROBE_EVAL_BATCHES = 2  # validation batches timed
 # epochs timed before the keeper may shorten a run: the first one alone also holds one-time costs (loader and
 # kernel start-up) and whatever else the machine did in that minute
@@ -117,11 +118,10 @@ def measure_speed(cfg: TrainConfig, rank: int, world: int) -> tuple[float, float
     from .distributed import all_reduce_sum
     from .trainer import evaluate, train_parts_epoch
 
-    per_round = -(-PROBE_STEPS // PROBE_ROUNDS)
     with tempfile.TemporaryDirectory(prefix="ssdkit-budget-") as folder:
         probe = dataclasses.replace(
             cfg,
-            synthetic_train_size=(PROBE_WARMUP_STEPS + per_round) * cfg.batch_size,
+            synthetic_train_size=(PROBE_WARMUP_STEPS + PROBE_ROUND_STEPS) * cfg.batch_size,
             epochs=1,
             lr_decay_epochs=[],
             warmup_epochs=0.0,
