@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ssdkit.data import SHAPE_CLASSES, VAL_SEED_OFFSET, SSDTrainTransform, SyntheticShapes, detection_collate
-from ssdkit.data.synthetic import _UNIT_AREA, _unit_mask
+from ssdkit.data.synthetic import _UNIT_AREA, _half_extent, _unit_mask
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -207,3 +209,26 @@ def test_images_drawn_smaller_look_downscaled():
     assert all(torch.equal(ds[i][0], full[i][0]) for i in range(3)) and (ds.min_size, ds.max_size) == (8.0, 100.0)
     with pytest.raises(ValueError, match="image_size"):
         ds.set_image_size(8)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    kind=st.sampled_from(SHAPE_CLASSES),
+    rx=st.floats(2.0, 60.0),
+    ry=st.floats(2.0, 60.0),
+    theta=st.floats(-np.pi, np.pi),
+)
+def test_the_drawing_window_holds_every_pixel_of_the_shape(kind, rx, ry, theta):
+    # The rasteriser tests only the pixels of a shape's bounding box (_half_extent, a pixel to spare): a box too
+    # small would cut shapes and change the images. Every point of the rotated, stretched shape, sampled on a grid
+    # ten times finer than the pixels over the much larger square of the placement, must lie inside the box.
+    cos_t, sin_t = float(np.cos(theta)), float(np.sin(theta))
+    half_x, half_y = _half_extent(kind, rx, ry, cos_t, sin_t)
+    reach = 1.6 * max(rx, ry)
+    y, x = np.meshgrid(*(np.linspace(-reach, reach, int(20 * reach) + 1),) * 2, indexing="ij")
+    inside = _unit_mask(kind, (cos_t * x + sin_t * y) / rx, (cos_t * y - sin_t * x) / ry)
+    assert inside.any()
+    assert np.abs(x[inside]).max() <= half_x + 1e-6 and np.abs(y[inside]).max() <= half_y + 1e-6
+    # and the box is tight: points of the shape reach near its sides (a box twice too large would pass the above)
+    step = reach / (10 * reach)
+    assert np.abs(x[inside]).max() >= 0.85 * half_x - 2 * step and np.abs(y[inside]).max() >= 0.85 * half_y - 2 * step

@@ -27,9 +27,9 @@ ignored, truncation by the image border applied), in GluonCV's 0-based conventio
 first and ``x2``/``y2`` the last covered pixel index (as VOC after its -1), so the box is tight and the
 VOC metric's +1 recovers the pixel extent. ``difficult`` is all zero.
 
-Rasterisation is vectorised numpy on a local window per shape (masks from coordinate grids:
-pixel centres tested against the unit shape): a few milliseconds per 128 x 128 image on one core, growing with the
-number of shapes.
+Rasterisation is vectorised numpy on a local window per shape, the shape's bounding box (masks from coordinate
+grids: pixel centres tested against the unit shape), into an image held as one float plane per channel: one to two
+milliseconds per image on one core, growing with the number of shapes.
 """
 
 from __future__ import annotations
@@ -103,6 +103,20 @@ def _unit_mask(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
         cross_o = (bx - ra) * 0.0 - by * (0.0 - ra)
         return cross_p * np.sign(cross_o) >= 0
     raise ValueError(f"unknown shape {kind!r}")
+
+
+def _half_extent(kind: str, rx: float, ry: float, cos_t: float, sin_t: float) -> tuple[float, float]:
+    """Half width and half height in pixels of the box around a unit shape scaled by ``(rx, ry)`` and rotated by
+    the angle of ``(cos_t, sin_t)``: a square (a cross: two bars) is exact, the other shapes lie in the unit disk
+    (triangles in the disk of radius ``_TRIANGLE_SCALE``)."""
+    c, s = abs(cos_t), abs(sin_t)
+    if kind == "square":
+        return c * rx + s * ry, s * rx + c * ry
+    if kind == "cross":
+        w = _CROSS_HALF_WIDTH
+        return max(c * rx + w * s * ry, w * c * rx + s * ry), max(s * rx + w * c * ry, w * s * rx + c * ry)
+    radius = _TRIANGLE_SCALE if kind == "triangle" else 1.0
+    return radius * math.hypot(cos_t * rx, sin_t * ry), radius * math.hypot(sin_t * rx, cos_t * ry)
 
 
 def check_shape_classes(classes: Sequence[str]) -> tuple[str, ...]:
@@ -182,6 +196,7 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
         # each pixel's index in the flattened image: a shape's pixels are gathered and written through 1-D indices
         # (one boolean gather per shape, then cheap 1-D takes, instead of 2-D fancy indexing at every use)
         self._flat = np.arange(h * w, dtype=np.intp).reshape(h, w)
+        self._rows, self._cols = np.arange(h, dtype=np.float32), np.arange(w, dtype=np.float32)
 
     @classmethod
     def splits(
@@ -271,7 +286,7 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
         image, in drawing order (later shapes on top), e.g. to check occlusion or for segmentation.
         """
         rng = np.random.default_rng(self._key(index))
-        img = self._background(rng)
+        img = self._background(rng)  # float32 [3, H, W]: one plane per channel, so per-pixel work runs along rows
         h, w = self.image_size
         owner = np.full((h, w), -1, dtype=np.int16)
         full_area: list[int] = []
@@ -295,8 +310,11 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
             visible.append(area)
         # uniform pixel noise with standard deviation noise_std (+0.5 so the cast rounds)
         half = self.noise_std * math.sqrt(3.0)
-        img += rng.random(img.shape, dtype=np.float32) * (2 * half) + (0.5 - half)
-        image = np.clip(img, 0, 255, out=img).astype(np.uint8)
+        noise = rng.random((h, w, 3), dtype=np.float32)  # drawn in H, W, C order
+        noise *= 2 * half
+        noise += 0.5 - half
+        img += noise.transpose(2, 0, 1)
+        image = np.clip(img, 0, 255, out=img).astype(np.uint8).transpose(1, 2, 0)
         out = (image, np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(labels, np.int64))
         if masks is not None:
             out += (np.stack(masks) if masks else np.zeros((0, h, w), bool),)
@@ -320,14 +338,14 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
         else:
             cy, cx = rng.uniform(0, 1, 2)
             t = np.clip(np.hypot(yy - cy, xx - cx) / 1.2, 0, 1)
-        img = c0 + (c1 - c0) * t[..., None]
+        img = c0[:, None, None] + (c1 - c0)[:, None, None] * t
         for _ in range(int(rng.integers(0, self.clutter_lines + 1))):
             py, px = rng.uniform(0, h), rng.uniform(0, w)
             ang = rng.uniform(0, math.pi)
             width = rng.uniform(0.6, 1.6)
             dist = np.abs(math.sin(ang) * (self._xx - px) - math.cos(ang) * (self._yy - py))
-            img[dist <= width / 2] = rng.uniform(0, 255, 3)
-        return img.astype(np.float32)
+            img[:, dist <= width / 2] = rng.uniform(0, 255, 3)[:, None]
+        return np.ascontiguousarray(img, dtype=np.float32)
 
     def _place(self, rng, img, owner, full_area, visible, size, kind, masks=None, tries=_PLACEMENT_TRIES):
         """Try to draw one shape; returns ``(box, area)`` or None when it cannot be placed."""
@@ -342,16 +360,22 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
             theta = rng.uniform(-math.pi, math.pi)
         reach = 1.45 * max(rx, ry) * (_TRIANGLE_SCALE if kind == "triangle" else 1.0)
         cos_t, sin_t = math.cos(theta), math.sin(theta)
+        half_x, half_y = _half_extent(kind, rx, ry, cos_t, sin_t)
         expected_area = _UNIT_AREA[kind] * rx * ry  # pixels of the whole shape, in or out of the image
         for _ in range(tries):
             cx = rng.uniform(-0.2 * reach, w + 0.2 * reach)
             cy = rng.uniform(-0.2 * reach, h + 0.2 * reach)
-            cy0, cy1 = max(int(math.floor(cy - reach)), 0), min(int(math.ceil(cy + reach)) + 1, h)
-            cx0, cx1 = max(int(math.floor(cx - reach)), 0), min(int(math.ceil(cx + reach)) + 1, w)
+            # the window is the shape's bounding box with a pixel to spare, within the square of side 2 * reach
+            # that the placement is drawn for: every pixel the shape covers lies inside both, so the mask, its
+            # pixels and their order are those of the square, for half (round shapes) to three quarters of its pixels
+            cy0 = max(int(math.floor(cy - reach)), int(math.floor(cy - half_y)) - 1, 0)
+            cy1 = min(int(math.ceil(cy + reach)) + 1, int(math.ceil(cy + half_y)) + 1, h)
+            cx0 = max(int(math.floor(cx - reach)), int(math.floor(cx - half_x)) - 1, 0)
+            cx1 = min(int(math.ceil(cx + reach)) + 1, int(math.ceil(cx + half_x)) + 1, w)
             if cy1 <= cy0 or cx1 <= cx0:
                 continue
-            ys = (np.arange(cy0, cy1, dtype=np.float32) + (0.5 - cy))[:, None]
-            xs = (np.arange(cx0, cx1, dtype=np.float32) + (0.5 - cx))[None, :]
+            ys = (self._rows[cy0:cy1] + (0.5 - cy))[:, None]
+            xs = (self._cols[cx0:cx1] + (0.5 - cx))[None, :]
             u = (cos_t * xs + sin_t * ys) * (1.0 / rx)
             v = (cos_t * ys - sin_t * xs) * (1.0 / ry)
             mask = _unit_mask(kind, u, v)
@@ -362,24 +386,29 @@ class SyntheticShapes(NamedClasses, torch.utils.data.Dataset):
             pixels = self._flat[cy0:cy1, cx0:cx1][mask]
             covered = owner.take(pixels)
             covered = covered[covered >= 0]
-            if full_area and covered.size:
-                hidden = np.bincount(covered, minlength=len(full_area))
-                after = np.asarray(visible) - hidden
-                if np.any(after < (1.0 - self.max_occlusion) * np.asarray(full_area)):
+            # the earlier shapes this one would hide part of, and how many of their pixels; each must stay visible
+            # for its share (the others keep theirs: an earlier placement checked them)
+            hidden: list[tuple[int, int]] = []
+            if covered.size:
+                counts = np.bincount(covered)
+                hidden = [(int(j), int(counts[j])) for j in np.flatnonzero(counts)]
+                if any(visible[j] - n < (1.0 - self.max_occlusion) * full_area[j] for j, n in hidden):
                     continue
-            else:
-                hidden = None
-            rgb = img.reshape(-1, 3)  # a view: the image is contiguous
-            colour = self._colour(rng, rgb.take(pixels, axis=0).mean(axis=0))
+            planes = img.reshape(3, -1)  # a view: the image is contiguous
+            # the mean colour under the shape: a running sum over the pixels in row-major order, then a division,
+            # as np.mean of the pixels' rows adds them (a pairwise sum along the plane would round differently)
+            under = np.cumsum(planes.take(pixels, axis=1), axis=1)[:, -1]
+            colour = self._colour(rng, np.true_divide(under, np.intp(area), out=under, casting="unsafe"))
             # mild shading along a random direction keeps shapes from being flat
             phi = rng.uniform(0, 2 * math.pi)
             shade = 1.0 + 0.125 * (math.cos(phi) * u[mask] + math.sin(phi) * v[mask])
-            rgb[pixels] = np.clip(colour[None, :] * shade[:, None], 0, 255)
+            values = np.clip(colour[:, None] * shade, 0, 255)
+            for plane, value in zip(planes, values):  # a plane at a time: cheaper than one 2-D fancy assignment
+                plane[pixels] = value
             k = len(full_area)
             owner.reshape(-1)[pixels] = k
-            if hidden is not None:
-                for j in np.nonzero(hidden)[0]:
-                    visible[j] -= int(hidden[j])
+            for j, n in hidden:
+                visible[j] -= n
             if masks is not None:
                 full = np.zeros((h, w), bool)
                 full[cy0:cy1, cx0:cx1] = mask
