@@ -267,10 +267,9 @@ def fit_to_budget(
 def probe_seconds(rounds: Sequence[Sequence[float]], warmup: int) -> float:
     """Seconds of one probe step: the median over the timed steps of every round, from the times at which each
     round's steps ended (``rounds``: one list per round, its first ``warmup`` steps untimed, as they hold the
-    round's start-up). The median, so that one slow step (another job's burst) does not set the whole run's plan.
-    The plan's images per epoch stay what the probe measured (the keeper changes only the number of epochs): one
-    default run held to AVX2 measured 53.9 images/s, trained at 65-92, and its epochs stayed a third smaller than
-    the other runs'."""
+    round's start-up). The median, so that one slow step (another job's burst) does not set the whole run's plan:
+    the plan's images per epoch stay what the probe measured (the keeper changes only the number of epochs), so a
+    misread step would size every epoch of the run."""
     steps: list[float] = []
     for ends in rounds:
         if warmup < 1 or len(ends) <= warmup:
