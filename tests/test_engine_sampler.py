@@ -1,9 +1,12 @@
-"""The training sampler (engine/sampler.py): DistributedSampler's order, able to start an epoch part-way."""
+"""The training sampler (engine/sampler.py): DistributedSampler's order, able to start an epoch part-way; and the
+evaluation's shares."""
 
+import hypothesis.strategies as st
 import pytest
+from hypothesis import given, settings
 from torch.utils.data.distributed import DistributedSampler
 
-from ssdkit.engine.sampler import ResumableSampler, TrainBatches
+from ssdkit.engine.sampler import EvalShard, ResumableSampler, TrainBatches
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
@@ -40,3 +43,21 @@ def test_a_new_epoch_follows_the_data_sets_length():
     theirs = DistributedSampler(data, 2, 1, seed=3)
     theirs.set_epoch(1)
     assert list(sampler) == list(theirs) and len(sampler) == 9
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 70), st.integers(1, 9), st.integers(1, 4))
+def test_the_evaluation_shares_are_the_batches_of_one_process_dealt_in_turn(images, batch_size, world):
+    alone = list(EvalShard(images, batch_size))
+    assert [i for b in alone for i in b] == list(range(images))
+    assert all(len(b) == batch_size for b in alone[:-1])
+    shares = [list(EvalShard(images, batch_size, rank, world)) for rank in range(world)]
+    assert [len(EvalShard(images, batch_size, rank, world)) for rank in range(world)] == [len(s) for s in shares]
+    for k, batch in enumerate(alone):  # batch k of the whole is batch k // world of rank k % world
+        assert shares[k % world][k // world] == batch
+    assert sum(len(s) for s in shares) == len(alone)
+
+
+def test_an_evaluation_share_needs_a_rank_below_the_world():
+    with pytest.raises(ValueError, match="rank < world"):
+        EvalShard(10, 4, rank=2, world=2)

@@ -71,3 +71,40 @@ def test_an_unreadable_coco_image_left_out_is_not_scored(tmp_path):
     with pytest.warns(UserWarning, match="count as missed"):
         _, unknown = evaluate(Oracle(loader), loader, metric, torch.device("cpu"))
     assert dict(zip(names, unknown))["AP/car"] < dict(zip(names, clean))["AP/car"]
+
+
+def _scored_by(cfg, rank: int, world: int):
+    """The val split of ``cfg`` scored by an untrained default model in process ``rank`` of ``world``, each rank
+    holding its share of the batches; rank 1's batch-norm statistics are changed (as training leaves them: each
+    rank's own) and must not count."""
+    from ssdkit import get_model
+    from ssdkit.engine.validate import evaluate_shared
+
+    _, val_set, classes = build_datasets(cfg, 128, train=False)
+    torch.manual_seed(0)
+    net = get_model("ssd_tiny48_synthetic", classes=classes)
+    if rank == 1:
+        for module in net.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.add_(0.5)
+    loader = build_loader(val_set, cfg, train=False, shard=(rank, world))
+    return evaluate_shared(net, loader, build_metric(cfg, classes, val_set, 128), torch.device("cpu")), len(loader)
+
+
+def _shared_in_processes(cfg, say, rank, world):
+    result, batches = _scored_by(cfg, rank, world)
+    return result, batches
+
+
+def test_the_val_split_shared_by_two_processes_scores_as_one_process_alone():
+    """Three batches (16, 16, 8 images): rank 0 detects on the first and third, rank 1 on the second; rank 0 feeds
+    the metric in the order of one process alone, so every class's AP is the same to the bit."""
+    from ssdkit.engine.distributed import run_in_processes
+
+    cfg = resolve_config(TrainConfig(dataset="synthetic", synthetic_val_size=40, batch_size=16, procs=2, seed=3))
+    (alone, all_batches) = _scored_by(cfg, 0, 1)
+    shared, rank0_batches = run_in_processes(_shared_in_processes, cfg, lambda m: None)
+    assert (all_batches, rank0_batches) == (3, 2)
+    names, values = alone
+    assert shared == (names, values)
+    assert 0 < values[-1] < 1  # an untrained model's detections: some true, most false

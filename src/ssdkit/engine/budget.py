@@ -111,12 +111,14 @@ def measure_speed(cfg: TrainConfig, rank: int, world: int) -> tuple[float, float
     :func:`~ssdkit.engine.builders.build_run` into a temporary folder): ``PROBE_ROUNDS`` rounds, each training a few
     steps of a dense epoch and then of a sparse one (dense images may be drawn smaller, ``--synthetic-dense-scale``;
     a run without sparse epochs times the dense ones only), the first ``PROBE_WARMUP_STEPS`` of each untimed, and
-    rank 0 timing ``PROBE_EVAL_BATCHES`` validation batches. A dense step's time is the median of its ``PROBE_STEPS``
+    rank 0 timing the evaluation of ``PROBE_EVAL_BATCHES`` validation batches, split over the processes as the run's.
+    A dense step's time is the median of its ``PROBE_STEPS``
     timed steps (:func:`probe_seconds`), a sparse one's that times the median of the rounds' ratios of the two kinds
     (:func:`probe_ratio`). Every process gets the same numbers (the slowest process's steps count)."""
     from .builders import build_run
     from .distributed import all_reduce_sum
-    from .trainer import evaluate, train_parts_epoch
+    from .trainer import train_parts_epoch
+    from .validate import evaluate_shared
 
     with tempfile.TemporaryDirectory(prefix="ssdkit-budget-") as folder:
         probe = dataclasses.replace(
@@ -154,11 +156,9 @@ def measure_speed(cfg: TrainConfig, rank: int, world: int) -> tuple[float, float
         ratio = probe_ratio(rounds[0], rounds[1], PROBE_WARMUP_STEPS) if len(rounds) > 1 else 1.0
         seconds = [dense_s, dense_s * ratio]
         train_s = torch.tensor(seconds, dtype=torch.float64)
-        eval_s = 0.0
-        if rank == 0:
-            start = time.perf_counter()
-            evaluate(parts.net, parts.val_loader, parts.metric, parts.device)
-            eval_s = (time.perf_counter() - start) * cfg.synthetic_val_size / len(parts.val_set)
+        start = time.perf_counter()
+        evaluate_shared(parts.net, parts.val_loader, parts.metric, parts.device)  # each rank its share, as the run
+        eval_s = (time.perf_counter() - start) * cfg.synthetic_val_size / len(parts.val_set) if rank == 0 else 0.0
         if parts.logger is not None:
             parts.logger.close()
     # the slowest process's steps and rank 0's evaluation, the same numbers on every process

@@ -1,4 +1,5 @@
-"""The training sampler: ``DistributedSampler``'s shuffle and sharding, able to start an epoch part-way.
+"""The training sampler: ``DistributedSampler``'s shuffle and sharding, able to start an epoch part-way; and the
+evaluation's share of each process (:class:`EvalShard`).
 
 Every process of a run (one or many) draws its share of the epoch's permutation, which depends only on
 ``(seed, epoch)``. ``set_start(n)`` skips this process's first ``n`` samples of the epoch without loading them, so
@@ -10,10 +11,10 @@ from __future__ import annotations
 import itertools
 import math
 
-from torch.utils.data import BatchSampler
+from torch.utils.data import BatchSampler, Sampler
 from torch.utils.data.distributed import DistributedSampler
 
-__all__ = ["ResumableSampler", "TrainBatches"]
+__all__ = ["EvalShard", "ResumableSampler", "TrainBatches"]
 
 
 class ResumableSampler(DistributedSampler):
@@ -62,3 +63,22 @@ class TrainBatches(BatchSampler):
     def __len__(self) -> int:
         n = super().__len__()
         return n - 1 if n > 1 and len(self.sampler) % self.batch_size == 1 else n
+
+
+class EvalShard(Sampler[list[int]]):
+    """Process ``rank``'s share of the evaluation: the batches ``rank``, ``rank + world``, ... of the data set's
+    images in order, ``batch_size`` each (the last may be smaller). The batches are those that one process
+    evaluating alone takes, so the detections are the same, and batch ``k`` of this process is batch
+    ``k * world + rank`` of the whole (:func:`.validate.evaluate_shared` feeds the metric in that order)."""
+
+    def __init__(self, num_images: int, batch_size: int, rank: int = 0, world: int = 1):
+        if batch_size < 1 or not 0 <= rank < world:
+            raise ValueError(f"need batch_size >= 1 and 0 <= rank < world, got {batch_size}, {rank}, {world}")
+        self.num_images, self.batch_size, self.rank, self.world = int(num_images), int(batch_size), rank, world
+
+    def __iter__(self):
+        for b in range(self.rank, math.ceil(self.num_images / self.batch_size), self.world):
+            yield list(range(b * self.batch_size, min(self.num_images, (b + 1) * self.batch_size)))
+
+    def __len__(self) -> int:
+        return len(range(self.rank, math.ceil(self.num_images / self.batch_size), self.world))

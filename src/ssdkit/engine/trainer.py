@@ -25,7 +25,7 @@ from .guard import NonFiniteGuard
 from .progress import progress_bar as _progress
 from .signals import StopOnSignal as _StopOnSignal
 from .step import step_memory_format
-from .validate import evaluate
+from .validate import evaluate, evaluate_shared
 
 __all__ = ["train_one_epoch", "evaluate", "fit", "train", "FitResult", "EpochState", "NonFiniteStop", "metric_key"]
 
@@ -245,7 +245,8 @@ def fit(cfg: TrainConfig, say: Callable[[str], None] = print) -> FitResult:
 
     ``last.pt`` is written after every epoch (and every ``checkpoint_steps`` steps), ``best.pt`` when the
     validation metric improves and ``epoch_XXXX.pt`` every ``save_interval`` epochs; all atomically. In several
-    processes (``procs > 1`` or ``torchrun``) rank 0 alone evaluates, logs and writes the run folder.
+    processes (``procs > 1`` or ``torchrun``) each evaluates its share of the val split; rank 0 scores it, logs and
+    writes the run folder.
     """
     cfg = prepare_config(cfg)
     return launch(_worker, cfg, say, select_device(cfg.device).type)
@@ -419,10 +420,13 @@ def train(parts: RunParts, say: Callable[[str], None] = print) -> FitResult:
                 if stats["cut"]:
                     msg += f"  (time budget: stopped at its deadline after {stats['images']:,} images)"
                 improved = False
-                if ((epoch + 1) % plan.val_interval == 0 or epoch + 1 == plan.epochs) and parts.main:
+                result = None
+                if (epoch + 1) % plan.val_interval == 0 or epoch + 1 == plan.epochs:  # every rank its share
                     eval_start = time.perf_counter()
-                    names, values = evaluate(parts.net, parts.val_loader, parts.metric, parts.device, bad)
+                    result = evaluate_shared(parts.net, parts.val_loader, parts.metric, parts.device, bad)
                     eval_s = time.perf_counter() - eval_start
+                if result is not None:
+                    names, values = result
                     last_map = float(values[-1])
                     row[key] = last_map
                     row["elapsed_s"] = round(time.perf_counter() - t0, 1)

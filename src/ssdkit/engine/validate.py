@@ -1,4 +1,5 @@
-"""One evaluation pass: detections on a loader fed to a metric (what ``train`` runs every ``val_interval`` epochs)."""
+"""One evaluation pass: detections on a loader fed to a metric (what ``train`` runs every ``val_interval`` epochs),
+in one process or split over a run's processes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from ..boxes import clip_boxes_xyxy
 from .progress import progress_bar
 
-__all__ = ["evaluate"]
+__all__ = ["evaluate", "evaluate_shared"]
 
 
 @torch.no_grad()
@@ -18,8 +19,50 @@ def evaluate(
 ) -> tuple[list[str], list[float]]:
     """Detect on every batch of ``loader`` and feed ``metric``; boxes are clipped to the input size as GluonCV's
     ``validate()``. ``decoder`` switches the class decoder for this evaluation only."""
-    net.eval()
     metric.reset()
+    for args, extras in _detections(net, loader, metric, device, bad_samples, progress, decoder):
+        metric.update(*args, **extras)
+    if bad_samples is not None and bad_samples.dropped:
+        _score_read_images_only(metric)
+    return metric.get()
+
+
+@torch.no_grad()
+def evaluate_shared(
+    net, loader, metric, device: torch.device, bad_samples=None, progress: bool = False
+) -> tuple[list[str], list[float]] | None:
+    """:func:`evaluate` split over the processes of a run (a collective: every rank calls it), each detecting on its
+    :class:`~.sampler.EvalShard` of the batches in ``loader``; rank 0 feeds the metric every batch in the order of
+    one process alone and returns the result, the others return None. The other ranks take rank 0's batch-norm
+    statistics first (they train without ever using their own), so every batch is seen by the same model and the
+    metric is the one that rank 0 alone would compute. Not distributed: :func:`evaluate`."""
+    from .distributed import gather_objects, is_distributed
+
+    if not is_distributed():
+        return evaluate(net, loader, metric, device, bad_samples, progress)
+    import torch.distributed as dist
+
+    for buffer in net.buffers():
+        dist.broadcast(buffer, src=0)
+    mine = list(_detections(net, loader, metric, device, bad_samples, progress))
+    dropped = bool(bad_samples is not None and bad_samples.dropped)
+    shares = gather_objects((mine, dropped))
+    if dist.get_rank() != 0:
+        return None
+    metric.reset()
+    for k in range(max(len(batches) for batches, _ in shares)):
+        for batches, _ in shares:  # batch k of rank r is batch k * world + r of the whole
+            if k < len(batches):
+                args, extras = batches[k]
+                metric.update(*args, **extras)
+    if any(d for _, d in shares):
+        _score_read_images_only(metric)
+    return metric.get()
+
+
+def _detections(net, loader, metric, device: torch.device, bad_samples, progress: bool, decoder: str | None = None):
+    """Per batch of ``loader``, the arguments of ``metric.update`` (CPU tensors): ``(args, extras)``."""
+    net.eval()
     old_decoder = net.postprocessor.decoder
     if decoder is not None:
         net.postprocessor.decoder = decoder
@@ -31,20 +74,10 @@ def evaluate(
             ids, scores, bboxes = net.detect(images)
             h, w = images.shape[-2:]
             bboxes = clip_boxes_xyxy(bboxes, w, h)
-            metric.update(
-                bboxes.cpu(),
-                ids.cpu(),
-                scores.cpu(),
-                batch["gt_boxes"],
-                batch["gt_ids"],
-                batch["difficult"],
-                **_metric_extras(metric, batch),
-            )
+            args = (bboxes.cpu(), ids.cpu(), scores.cpu(), batch["gt_boxes"], batch["gt_ids"], batch["difficult"])
+            yield args, _metric_extras(metric, batch)
     finally:
         net.postprocessor.decoder = old_decoder
-    if bad_samples is not None and bad_samples.dropped:
-        _score_read_images_only(metric)
-    return metric.get()
 
 
 def _score_read_images_only(metric) -> None:

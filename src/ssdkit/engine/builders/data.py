@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from ...data.errors import BadSampleError, NoValidSampleError
 from ...data.registry import DatasetRequest, get_dataset_kind
 from ..config import ConfigError, TrainConfig, dense_image_size
-from ..sampler import ResumableSampler, TrainBatches
+from ..sampler import EvalShard, ResumableSampler, TrainBatches
 from .runtime import worker_init
 
 __all__ = [
@@ -195,6 +195,7 @@ def build_loader(
     """A :class:`SplitLoader`. Training loaders compute SSD targets in their workers (``TargetCollate``);
     evaluation loaders only pad, and leave out the images that the val split's ``"drop"`` policy dropped.
 
+    An evaluation loader takes its :class:`EvalShard` of the batches of ``batch_size`` (``shard=(rank, world)``).
     A training loader takes ``batch_size / world`` images a step (:class:`TrainBatches`) from its
     :class:`ResumableSampler` shard (``shard=(rank, world)``; call ``batch_sampler.sampler.set_epoch`` every epoch).
     ``other_sizes`` (``(H, W) -> (anchors, anchor_grid)``) serves training images of other sizes than ``anchors``'.
@@ -212,10 +213,9 @@ def build_loader(
         pin_memory=torch.cuda.is_available(),
         prefetch_factor=4 if workers else None,
     )
-    if not train:
-        return SplitLoader(
-            dataset, evaluation=True, batch_size=cfg.batch_size, shuffle=False, collate_fn=detection_collate, **common
-        )
+    if not train:  # each process its share of the batches (all of them in one process)
+        shares = EvalShard(len(dataset), cfg.batch_size, rank, world)
+        return SplitLoader(dataset, evaluation=True, batch_sampler=shares, collate_fn=detection_collate, **common)
     from ...targets import SSDTargetGenerator
 
     # no sampling in the targets (negative_mining_ratio=-1): hard negatives are mined in the loss, as GluonCV

@@ -209,7 +209,7 @@ def build_run(cfg: TrainConfig, rank: int, world: int) -> RunParts:
         anchor_grid=net.anchor_grid_for_input(data_shape),
         other_sizes=other_sizes,
     )
-    val_loader = build_loader(val_set, cfg, train=False)
+    val_loader = build_loader(val_set, cfg, train=False, shard=(rank, world))
     scheduler = build_scheduler(optimizer, cfg, len(train_loader))
     train_net = wrap_ddp(net, device) if world > 1 else net
     if cfg.compile:
