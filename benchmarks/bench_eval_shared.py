@@ -40,12 +40,12 @@ def _score(cfg, say, rank: int, world: int):
     return time.perf_counter() - start, result
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> dict[str, list[float]]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--log", help="also append the report to this file")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     _, cfg, _ = load_trained_model(args.checkpoint, torch.device("cpu"))
     cfg.extra = {"checkpoint": args.checkpoint}
     cfg.num_workers = 0
@@ -71,6 +71,9 @@ def main() -> None:
         with open(args.log, "a") as f:
             f.write(f"$ python benchmarks/bench_eval_shared.py --checkpoint {args.checkpoint} --rounds {args.rounds}\n")
             f.write("\n".join(lines) + "\n\n")
+    if results["alone"] != results["shared"]:
+        raise SystemExit("the shared evaluation scored otherwise than rank 0 alone")
+    return times
 
 
 if __name__ == "__main__":

@@ -99,3 +99,8 @@ def test_class_agnostic_pass_of_the_postprocess_variants(bench):
         assert out_ids[0, :n, 0].tolist() == ids[0, kept, 0].tolist() and (out_ids[0, n:] == -1).all()
         assert out_scores[0, :n, 0].tolist() == scores[0, kept, 0].tolist()
         assert torch.equal(out_boxes[0, :n], boxes[0, kept]) and (out_boxes[0, n:] == -1).all()
+
+
+def test_bench_eval_shared_times_both_ways_and_checks_they_agree(bench, tiny_run_procs2):
+    times = bench("bench_eval_shared").main(["--checkpoint", str(tiny_run_procs2 / "last.pt"), "--rounds", "1"])
+    assert [len(t) for t in times.values()] == [1, 1] and all(t[0] > 0 for t in times.values())
