@@ -104,3 +104,10 @@ def test_class_agnostic_pass_of_the_postprocess_variants(bench):
 def test_bench_eval_shared_times_both_ways_and_checks_they_agree(bench, tiny_run_procs2):
     times = bench("bench_eval_shared").main(["--checkpoint", str(tiny_run_procs2 / "last.pt"), "--rounds", "1"])
     assert [len(t) for t in times.values()] == [1, 1] and all(t[0] > 0 for t in times.values())
+
+
+def test_bench_default_breakdown_splits_each_kind_of_epoch(bench):
+    results = bench("bench_default_breakdown").main(["--batches", "2", "--repeats", "1"])
+    assert list(results) == ["dense (epoch 1)", "sparse (epoch 16)"]
+    for r in results.values():
+        assert 0 < r["convolutions"] < r["step"] and r["render"] > 0 and r["loader"] > 0
