@@ -87,7 +87,7 @@ def _scored_by(cfg, rank: int, world: int):
         for module in net.modules():
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.add_(0.5)
-    loader = build_loader(val_set, cfg, train=False, shard=(rank, world))
+    loader = build_loader(val_set, cfg, train=False, shard=(0, 1) if cfg.extra.get("whole") else (rank, world))
     return evaluate_shared(net, loader, build_metric(cfg, classes, val_set, 128), torch.device("cpu")), len(loader)
 
 
@@ -108,3 +108,14 @@ def test_the_val_split_shared_by_two_processes_scores_as_one_process_alone():
     names, values = alone
     assert shared == (names, values)
     assert 0 < values[-1] < 1  # an untrained model's detections: some true, most false
+
+
+def test_a_loader_that_is_not_the_ranks_share_is_refused():
+    """Each rank handed the whole split would score every image on every rank, and rank 0 count each twice (rank 0
+    is the calling process: its own error comes first, or rank 1's as ProcessFailed)."""
+    from ssdkit.engine.distributed import ProcessFailed, run_in_processes
+
+    cfg = resolve_config(TrainConfig(dataset="synthetic", synthetic_val_size=8, batch_size=4, procs=2, seed=3))
+    cfg.extra = {"whole": True}
+    with pytest.raises((ProcessFailed, ValueError), match="evaluate_shared needs each rank's share of the batches"):
+        run_in_processes(_shared_in_processes, cfg, lambda m: None)

@@ -42,6 +42,15 @@ def evaluate_shared(
         return evaluate(net, loader, metric, device, bad_samples, progress)
     import torch.distributed as dist
 
+    from .sampler import EvalShard
+
+    share = getattr(loader, "batch_sampler", None)
+    if not isinstance(share, EvalShard) or (share.rank, share.world) != (dist.get_rank(), dist.get_world_size()):
+        # every rank would score every image, and rank 0 count each one world times
+        raise ValueError(
+            "evaluate_shared needs each rank's share of the batches: a loader whose batch_sampler is "
+            "EvalShard(len(dataset), batch_size, rank, world) (build_loader(..., train=False, shard=(rank, world)))"
+        )
     for buffer in net.buffers():
         dist.broadcast(buffer, src=0)
     mine = list(_detections(net, loader, metric, device, bad_samples, progress))
