@@ -95,6 +95,16 @@ def test_nonempty_batches_of_nothing_but_dropped_items_is_an_error():
         list(nonempty_batches(batches))
 
 
+def test_a_share_of_nothing_but_dropped_items_carries_them_in_one_batch_without_images():
+    """One process's share of an evaluation: the other shares may hold images, so it is not an error here."""
+    batches = [detection_collate([DroppedSample([(f"{k}.jpg", "empty")])]) for k in range(2)]
+    (carrier,) = list(nonempty_batches(batches, share=True))
+    assert len(carrier["images"]) == 0 and carrier["dropped"] == 2
+    log = BadSampleLog()
+    log.record_batch(carrier)
+    assert log.paths == ["0.jpg", "1.jpg"] and log.dropped == 2
+
+
 def test_rejects_mixed_image_sizes_and_bad_items():
     with pytest.raises(ValueError, match="share one shape"):
         detection_collate([item(1, size=8), item(1, size=9)])

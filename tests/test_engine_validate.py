@@ -4,6 +4,7 @@ annotations and must be told)."""
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 
 import pytest
@@ -34,7 +35,7 @@ class Oracle(torch.nn.Module):
         return ids.float().unsqueeze(-1), scores.unsqueeze(-1), boxes
 
 
-def coco_run(root):
+def coco_run_config(root) -> TrainConfig:
     cfg = TrainConfig(
         dataset="coco",
         data_root=str(root),
@@ -43,7 +44,11 @@ def coco_run(root):
         batch_size=2,
         num_workers=0,
     )
-    cfg = resolve_config(cfg)
+    return resolve_config(cfg)
+
+
+def coco_run(root):
+    cfg = coco_run_config(root)
     _, val_set, classes = build_datasets(cfg, 64, train=False)
     return build_loader(val_set, cfg, train=False), build_metric(cfg, classes, val_set, 64)
 
@@ -119,3 +124,50 @@ def test_a_loader_that_is_not_the_ranks_share_is_refused():
     cfg.extra = {"whole": True}
     with pytest.raises((ProcessFailed, ValueError), match="evaluate_shared needs each rank's share of the batches"):
         run_in_processes(_shared_in_processes, cfg, lambda m: None)
+
+
+def _coco_shared(cfg, say, rank, world):
+    """The COCO split of ``make_coco`` at ``cfg.data_root``, one image a batch, scored by the oracle over the
+    processes; returns rank 0's result and what each rank dropped."""
+    from ssdkit.engine.validate import evaluate_shared
+
+    one = dataclasses.replace(cfg, batch_size=1)
+    _, val_set, classes = build_datasets(one, 64, train=False)
+    loader = build_loader(val_set, one, train=False, shard=(rank, world))
+    bad = BadSampleLog()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "their objects count as missed" on rank 0
+        result = evaluate_shared(
+            Oracle(loader), loader, build_metric(one, classes, val_set, 64), torch.device("cpu"), bad
+        )
+    return result, bad.dropped
+
+
+def test_an_image_that_another_rank_left_out_is_not_scored_either(tmp_path):
+    """The unreadable image (the second of three) is rank 1's: rank 0 has dropped nothing itself and must still tell
+    the COCO metric to score only the images that were read, as one process does."""
+    from ssdkit.engine.distributed import run_in_processes
+
+    make_coco(tmp_path, extra_anns=[ann(10, 11, [1, 1, 10, 10], 3)])
+    (tmp_path / "val2017" / "b.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    loader, metric = coco_run(tmp_path)
+    _, alone = evaluate(Oracle(loader), loader, metric, torch.device("cpu"), BadSampleLog())
+    cfg = dataclasses.replace(coco_run_config(tmp_path), procs=2)
+    (names, shared), rank0_dropped = run_in_processes(_coco_shared, cfg, lambda m: None)
+    assert rank0_dropped == 0
+    assert dict(zip(names, shared))["AP/car"] == pytest.approx(dict(zip(names, alone))["AP/car"])
+
+
+def test_a_split_without_a_readable_image_is_told_as_in_one_process(tmp_path):
+    from ssdkit.engine.config import ConfigError
+    from ssdkit.engine.distributed import ProcessFailed, run_in_processes
+
+    make_coco(tmp_path)
+    for name in ("a.jpg", "b.jpg", "c.jpg"):
+        (tmp_path / "val2017" / name).write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    loader, _ = coco_run(tmp_path)
+    with pytest.raises(ConfigError, match="none of its 3 images can be read"):  # one process: its loader says so
+        list(loader)
+    cfg = dataclasses.replace(coco_run_config(tmp_path), procs=2)
+    with pytest.raises((ConfigError, ProcessFailed), match="none of its 3 images can be read"):
+        run_in_processes(_coco_shared, cfg, lambda m: None)

@@ -123,19 +123,23 @@ def _collate_kept(batch: Sequence[tuple[Any, dict]]) -> dict[str, Any]:
     }
 
 
-def nonempty_batches(batches: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+def nonempty_batches(batches: Iterable[dict[str, Any]], share: bool = False) -> Iterator[dict[str, Any]]:
     """The batches of ``batches`` (from :func:`detection_collate`) that hold an image, in order; the
     ``bad_samples`` and ``dropped`` count of a batch whose items were all dropped go with a neighbour, so a
     :class:`~ssdkit.data.errors.BadSampleLog` fed by ``record_batch`` still sees them. Each batch is passed on
     once the next batch with an image (or the end) is reached. Raises
-    :class:`~ssdkit.data.errors.NoValidSampleError` when no batch holds an image."""
+    :class:`~ssdkit.data.errors.NoValidSampleError` when no batch holds an image; with ``share`` (one process's
+    share of a split, whose other shares may hold images) it yields one batch without images that carries them
+    instead."""
     held: dict[str, Any] | None = None
+    empty: dict[str, Any] | None = None
     problems: list[tuple[str, str]] = []
     dropped = 0
     for batch in batches:
         if len(batch["images"]) == 0:
             problems += batch["bad_samples"]
             dropped += batch["dropped"]
+            empty = batch
             continue
         if held is not None:
             yield _with_dropped(held, problems, dropped)
@@ -143,6 +147,9 @@ def nonempty_batches(batches: Iterable[dict[str, Any]]) -> Iterator[dict[str, An
         held = batch
     if held is None:
         if not dropped:  # no batch at all: an empty loader is its owner's business, not a bad sample
+            return
+        if share and empty is not None:
+            yield {**empty, "bad_samples": problems, "dropped": dropped}
             return
         raise NoValidSampleError(f"none of its {dropped} images can be read ({brief_problems(problems)})")
     yield _with_dropped(held, problems, dropped)

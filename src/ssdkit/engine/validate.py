@@ -8,6 +8,8 @@ from typing import Any
 import torch
 
 from ..boxes import clip_boxes_xyxy
+from ..data.errors import brief_problems
+from .config import ConfigError
 from .progress import progress_bar
 
 __all__ = ["evaluate", "evaluate_shared"]
@@ -53,24 +55,36 @@ def evaluate_shared(
         )
     for buffer in net.buffers():
         dist.broadcast(buffer, src=0)
-    mine = list(_detections(net, loader, metric, device, bad_samples, progress))
-    dropped = bool(bad_samples is not None and bad_samples.dropped)
-    shares = gather_objects((mine, dropped))
+    unread: list[tuple[str, str]] = []
+    mine = list(_detections(net, loader, metric, device, bad_samples, progress, unread=unread))
+    logged = bool(bad_samples is not None and bad_samples.dropped)
+    shares = gather_objects((mine, unread, logged))
+    if not any(batches for batches, _, _ in shares) and any(problems for _, problems, _ in shares):
+        # every rank raises alike: what one process alone reports for a split without a readable image
+        problems = [p for _, rank_problems, _ in shares for p in rank_problems]
+        raise ConfigError(
+            f"{getattr(loader, 'split', 'the evaluation split')}: none of its {len(problems)} images can be read "
+            f"({brief_problems(problems)})"
+        )
     if dist.get_rank() != 0:
         return None
     metric.reset()
-    for k in range(max(len(batches) for batches, _ in shares)):
-        for batches, _ in shares:  # batch k of rank r is batch k * world + r of the whole
+    for k in range(max(len(batches) for batches, _, _ in shares)):
+        for batches, _, _ in shares:  # batch k of rank r is batch k * world + r of the whole
             if k < len(batches):
                 args, extras = batches[k]
                 metric.update(*args, **extras)
-    if any(d for _, d in shares):
+    if any(flag for _, _, flag in shares):
         _score_read_images_only(metric)
     return metric.get()
 
 
-def _detections(net, loader, metric, device: torch.device, bad_samples, progress: bool, decoder: str | None = None):
-    """Per batch of ``loader``, the arguments of ``metric.update`` (CPU tensors): ``(args, extras)``."""
+def _detections(
+    net, loader, metric, device: torch.device, bad_samples, progress: bool, decoder: str | None = None, unread=None
+):
+    """Per batch of ``loader`` that holds images, the arguments of ``metric.update`` (CPU tensors): ``(args,
+    extras)``. A batch without images (a process's share with none readable) only feeds ``bad_samples``, and its
+    problems are added to the list ``unread`` when given."""
     net.eval()
     old_decoder = net.postprocessor.decoder
     if decoder is not None:
@@ -79,6 +93,10 @@ def _detections(net, loader, metric, device: torch.device, bad_samples, progress
         for batch in progress_bar(loader, len(loader), "eval", progress):
             if bad_samples is not None:
                 bad_samples.record_batch(batch)
+            if len(batch["images"]) == 0:
+                if unread is not None:
+                    unread.extend(batch.get("bad_samples", ()))
+                continue
             images = batch["images"].to(device, non_blocking=True)
             ids, scores, bboxes = net.detect(images)
             h, w = images.shape[-2:]

@@ -159,19 +159,23 @@ class SplitLoader(DataLoader):
     (--val-splits val)"``). A split where no image can be read (:class:`NoValidSampleError`, raised here or in a
     worker) is a :class:`ConfigError`, one line for the command line. With ``evaluation``, batches whose images
     were all dropped (``on_bad_sample="drop"``) are passed over (:func:`~ssdkit.data.collate.nonempty_batches`):
-    the evaluation loop gets images to score only."""
+    the evaluation loop gets images to score only. A process's share of the evaluation (:class:`EvalShard`, world > 1)
+    whose images are all unreadable gives one batch without images instead, carrying what was dropped: whether the
+    whole split is unreadable is told when the shares are gathered (:func:`~ssdkit.engine.validate.evaluate_shared`)."""
 
     def __init__(self, dataset, split: str, evaluation: bool = False, **kwargs):
         super().__init__(dataset, **kwargs)
         self.split = split
         self.evaluation = evaluation
+        # one process's share of an evaluation: its images may all be unreadable while the other shares' are not
+        self.share = evaluation and isinstance(self.batch_sampler, EvalShard) and self.batch_sampler.world > 1
 
     def __iter__(self):
         from ...data.collate import nonempty_batches
 
         batches = super().__iter__()
         try:
-            yield from nonempty_batches(batches) if self.evaluation else batches
+            yield from nonempty_batches(batches, self.share) if self.evaluation else batches
         except NoValidSampleError as err:
             raise ConfigError(f"{self.split}: {err}") from None
 
