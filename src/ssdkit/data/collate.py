@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor
 
-from .errors import DroppedSample, NoValidSampleError, brief_problems
+from .errors import DroppedSample, none_readable
 
 if TYPE_CHECKING:
     from ..anchors import AnchorGrid
@@ -151,7 +151,7 @@ def nonempty_batches(batches: Iterable[dict[str, Any]], share: bool = False) -> 
         if share and empty is not None:
             yield {**empty, "bad_samples": problems, "dropped": dropped}
             return
-        raise NoValidSampleError(f"none of its {dropped} images can be read ({brief_problems(problems)})")
+        raise none_readable(dropped, problems)
     yield _with_dropped(held, problems, dropped)
 
 

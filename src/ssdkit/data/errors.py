@@ -125,6 +125,11 @@ def brief_problems(problems: Sequence[tuple[str, str]]) -> str:
     return f"{text} and {more} more" if more > 0 else text
 
 
+def none_readable(dropped: int, problems: Sequence[tuple[str, str]]) -> NoValidSampleError:
+    """The error of a split (or a batch stream) of which all ``dropped`` images were left out as unreadable."""
+    return NoValidSampleError(f"none of its {dropped} images can be read ({brief_problems(problems)})")
+
+
 def check_policy(on_bad_sample: str) -> str:
     """Validate an ``on_bad_sample`` argument (``"skip"``, ``"error"`` or ``"drop"``) and return it."""
     if on_bad_sample not in POLICIES:

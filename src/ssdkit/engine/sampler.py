@@ -76,9 +76,14 @@ class EvalShard(Sampler[list[int]]):
             raise ValueError(f"need batch_size >= 1 and 0 <= rank < world, got {batch_size}, {rank}, {world}")
         self.num_images, self.batch_size, self.rank, self.world = int(num_images), int(batch_size), rank, world
 
+    @property
+    def batches(self) -> range:
+        """This process's batch numbers among those of one process alone."""
+        return range(self.rank, math.ceil(self.num_images / self.batch_size), self.world)
+
     def __iter__(self):
-        for b in range(self.rank, math.ceil(self.num_images / self.batch_size), self.world):
+        for b in self.batches:
             yield list(range(b * self.batch_size, min(self.num_images, (b + 1) * self.batch_size)))
 
     def __len__(self) -> int:
-        return len(range(self.rank, math.ceil(self.num_images / self.batch_size), self.world))
+        return len(self.batches)

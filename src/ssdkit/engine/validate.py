@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from ..boxes import clip_boxes_xyxy
-from ..data.errors import brief_problems
+from ..data.errors import none_readable
 from .config import ConfigError
 from .progress import progress_bar
 
@@ -55,17 +55,15 @@ def evaluate_shared(
         )
     for buffer in net.buffers():
         dist.broadcast(buffer, src=0)
-    unread: list[tuple[str, str]] = []
+    unread: list[dict[str, Any]] = []
     mine = list(_detections(net, loader, metric, device, bad_samples, progress, unread=unread))
     logged = bool(bad_samples is not None and bad_samples.dropped)
     shares = gather_objects((mine, unread, logged))
-    if not any(batches for batches, _, _ in shares) and any(problems for _, problems, _ in shares):
-        # every rank raises alike: what one process alone reports for a split without a readable image
-        problems = [p for _, rank_problems, _ in shares for p in rank_problems]
-        raise ConfigError(
-            f"{getattr(loader, 'split', 'the evaluation split')}: none of its {len(problems)} images can be read "
-            f"({brief_problems(problems)})"
-        )
+    if not any(batches for batches, _, _ in shares) and any(carried for _, carried, _ in shares):
+        # every rank raises alike, as SplitLoader does for one process: a split without a readable image
+        carried = [c for _, rank_carried, _ in shares for c in rank_carried]
+        err = none_readable(sum(c["dropped"] for c in carried), [p for c in carried for p in c["bad_samples"]])
+        raise ConfigError(f"{getattr(loader, 'split', 'the evaluation split')}: {err}")
     if dist.get_rank() != 0:
         return None
     metric.reset()
@@ -83,8 +81,8 @@ def _detections(
     net, loader, metric, device: torch.device, bad_samples, progress: bool, decoder: str | None = None, unread=None
 ):
     """Per batch of ``loader`` that holds images, the arguments of ``metric.update`` (CPU tensors): ``(args,
-    extras)``. A batch without images (a process's share with none readable) only feeds ``bad_samples``, and its
-    problems are added to the list ``unread`` when given."""
+    extras)``. A batch without images (a process's share with none readable) only feeds ``bad_samples``, and is
+    added to the list ``unread`` when given."""
     net.eval()
     old_decoder = net.postprocessor.decoder
     if decoder is not None:
@@ -95,7 +93,7 @@ def _detections(
                 bad_samples.record_batch(batch)
             if len(batch["images"]) == 0:
                 if unread is not None:
-                    unread.extend(batch.get("bad_samples", ()))
+                    unread.append({"bad_samples": batch["bad_samples"], "dropped": batch["dropped"]})
                 continue
             images = batch["images"].to(device, non_blocking=True)
             ids, scores, bboxes = net.detect(images)
