@@ -14,8 +14,8 @@ batch of 16). For the first (dense) and the last (sparse) epoch it times, per ba
   SGD), and its convolutions' share from ``torch.profiler`` (forward and backward convolution kernels, self time).
 
 What is left when the convolutions cost nothing bounds what a cheaper network could gain. The run trains with two
-such processes side by side; there each step takes longer (they share the caches and the memory), which the
-budget's probe in a default run measures: this script does not.
+such processes side by side; there each step also waits for the gradients' all-reduce and for the slower process,
+which the budget's probe in a default run measures: this script does not.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ def breakdown(parts, epoch: int, batches: int, repeats: int) -> dict[str, float]
     total = sum(e.self_cpu_time_total for e in events)
     conv = sum(e.self_cpu_time_total for e in events if e.key in CONV_OPS)
     out["convolutions"] = out["step"] * conv / total
+    out["threads"] = torch.get_num_threads()
     return out
 
 
@@ -107,18 +108,21 @@ def main(argv: list[str] | None = None) -> dict[str, dict[str, float]]:
     args = ap.parse_args(argv)
     import tempfile
 
-    torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="ssdkit-breakdown-") as folder:
         cfg = TrainConfig(dataset="synthetic", procs=1, batch_size=8, amp=False, time_budget=0, progress=False)
         cfg.output = args.output or folder
         cfg.synthetic_train_size = max(args.batches * 8, 64)
         cfg = prepare_config(cfg)
         parts = build_run(cfg, 0, 1)
+        # build_run gives one process all the cores (``share_cpu_cores``); each of the default run's two has one
+        torch.set_num_threads(1)
         kinds = {"dense (epoch 1)": 0, f"sparse (epoch {cfg.epochs})": cfg.epochs - 1}
         results = {name: breakdown(parts, epoch, args.batches, args.repeats) for name, epoch in kinds.items()}
         if parts.logger is not None:
             parts.logger.close()
-    lines = [f"{cfg.model}, one process of the default run's two: 8 images a step, one thread, float32; ms per batch"]
+    threads = int(min(r["threads"] for r in results.values()))
+    head = f"one process of the default run's two: 8 images a step, {threads} thread(s), float32; ms per batch"
+    lines = [f"{cfg.model}, {head}"]
     for name, r in results.items():
         data, step = r["loader"], r["step"]
         rest = step - r["convolutions"]

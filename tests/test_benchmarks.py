@@ -107,7 +107,12 @@ def test_bench_eval_shared_times_both_ways_and_checks_they_agree(bench, tiny_run
 
 
 def test_bench_default_breakdown_splits_each_kind_of_epoch(bench):
-    results = bench("bench_default_breakdown").main(["--batches", "2", "--repeats", "1"])
+    threads = torch.get_num_threads()
+    try:
+        results = bench("bench_default_breakdown").main(["--batches", "2", "--repeats", "1"])
+    finally:
+        torch.set_num_threads(threads)
     assert list(results) == ["dense (epoch 1)", "sparse (epoch 16)"]
     for r in results.values():
         assert 0 < r["convolutions"] < r["step"] and r["render"] > 0 and r["loader"] > 0
+        assert r["threads"] == 1  # one process's share of the default run, whatever build_run gives it
