@@ -204,7 +204,7 @@ def test_amp_flag_is_three_way():
 
 def test_synthetic_fresh_flag_and_help_shows_the_presets(capsys):
     from ssdkit.cli import build_parser, config_from_args
-    from ssdkit.engine.config import preset
+    from ssdkit.engine.config import SYNTHETIC_RATES, preset
 
     parser = build_parser()
     assert config_from_args(parser.parse_args(["train"])).synthetic_fresh is True
@@ -219,8 +219,12 @@ def test_synthetic_fresh_flag_and_help_shows_the_presets(capsys):
         parser.parse_args(["train", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     syn = preset("synthetic")
-    for flag, key in (("--epochs", "epochs"), ("--batch-size", "batch_size"), ("--lr", "lr")):
+    for flag, key in (("--epochs", "epochs"), ("--batch-size", "batch_size")):
         assert f"synthetic: {syn[key]:g}" in text, flag  # help texts follow the presets, never stale numbers
+    for name, rates in SYNTHETIC_RATES.items():  # --lr and --wd: per optimizer, left None for the preset to fill
+        assert f"{name}: lr {rates['lr']:g}, wd {rates['wd']:g}" in text, name
+    assert config_from_args(parser.parse_args(["train"])).wd is None
+    assert config_from_args(parser.parse_args(["train", "--wd", "1e-4"])).wd == 1e-4
     assert f"synthetic: {','.join(map(str, syn['lr_decay_epochs']))}" in text
 
 

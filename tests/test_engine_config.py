@@ -110,10 +110,11 @@ def test_optimizer_choice():
     from ssdkit.engine.builders import build_optimizer
 
     net = ssdkit.get_model("ssd_tiny_synthetic")
-    sgd = build_optimizer(net, resolve_config(TrainConfig()))
+    sgd = build_optimizer(net, resolve_config(TrainConfig(optimizer="sgd")))
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.9 and sgd.defaults["weight_decay"] == 5e-4
-    adamw = build_optimizer(net, resolve_config(TrainConfig(optimizer="adamw", lr=2e-3)))
+    adamw = build_optimizer(net, resolve_config(TrainConfig(lr=2e-3)))
     assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["lr"] == 2e-3
+    assert adamw.defaults["weight_decay"] == 0.05
     assert sgd.defaults["fused"] and adamw.defaults["fused"]  # one kernel for all parameters on CPU/CUDA
 
 
@@ -127,7 +128,7 @@ def test_fused_optimizer_steps_like_the_plain_one(optimizer):
     torch.manual_seed(0)
     net = ssdkit.get_model("ssd_tiny_synthetic")
     plain_net = copy.deepcopy(net)
-    cfg = resolve_config(TrainConfig(optimizer=optimizer, lr=0.05))
+    cfg = resolve_config(TrainConfig(optimizer=optimizer, lr=0.05, wd=5e-4))
     fused = build_optimizer(net, cfg)
     params = list(plain_net.parameters())
     plain = (
@@ -444,3 +445,16 @@ def test_a_misspelt_model_or_class_is_told_before_any_process_starts(monkeypatch
         trainer.fit(TrainConfig(classes=["circle", "hexagon"], output="x"))
     with pytest.raises(ConfigError, match="--classes: .*'circle', 'circle'"):
         trainer.fit(TrainConfig(classes=["circle", "circle"], output="x"))
+
+
+def test_synthetic_rates_follow_the_optimizer():
+    """The synthetic set trains AdamW at its own rate and decay; --optimizer sgd takes SGD's tuned pair, and a rate
+    or decay the user gives wins. The real data sets keep GluonCV's SGD recipe."""
+    adamw = resolve_config(TrainConfig())
+    assert (adamw.optimizer, adamw.lr, adamw.wd) == ("adamw", 8e-3, 0.05)
+    sgd = resolve_config(TrainConfig(optimizer="sgd"))
+    assert (sgd.optimizer, sgd.lr, sgd.wd) == ("sgd", 0.08, 5e-4)
+    own = resolve_config(TrainConfig(lr=0.02, wd=0.0))
+    assert (own.optimizer, own.lr, own.wd) == ("adamw", 0.02, 0.0)
+    voc = resolve_config(TrainConfig(dataset="voc", data_root="x", optimizer="adamw"))
+    assert (voc.lr, voc.wd) == (1e-3, 5e-4)

@@ -65,7 +65,8 @@ def test_momentum_buffers_share_the_layout_of_their_weights(tmp_path):
     step's memory format (channels-last) before the optimizer copies the weights' layout into the buffers."""
     from ssdkit.engine.builders import build_run, prepare_config
 
-    parts = build_run(prepare_config(_tiny_cfg(tmp_path, "layout", procs=1, device="cpu")), 0, 1)
+    cfg = _tiny_cfg(tmp_path, "layout", procs=1, device="cpu", optimizer="sgd")
+    parts = build_run(prepare_config(cfg), 0, 1)
     convs = [p for p in parts.net.parameters() if p.dim() == 4]
     assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
     for p in parts.net.parameters():
@@ -84,7 +85,7 @@ def test_a_model_that_asks_for_nchw_without_avx512_trains_in_it(tmp_path, monkey
     tiny = PRESETS["ssd_tiny48_synthetic"]
     monkeypatch.setitem(runtime.PRESETS, tiny.name, dataclasses.replace(tiny, nchw_without_avx512=True))
     monkeypatch.setattr(runtime, "onednn_runs_avx512", lambda: False)
-    cfg = prepare_config(_tiny_cfg(tmp_path, "nchw", procs=1, device="cpu", amp=False, epochs=1))
+    cfg = prepare_config(_tiny_cfg(tmp_path, "nchw", procs=1, device="cpu", amp=False, epochs=1, optimizer="sgd"))
     parts = build_run(cfg, 0, 1)
     assert parts.memory_format == torch.contiguous_format
     convs = [p for p in parts.net.parameters() if p.dim() == 4 and p.shape[-1] > 1]

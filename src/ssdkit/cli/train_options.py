@@ -38,6 +38,7 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         INITS,
         LOSS_NORMS,
         POSITIVE_WEIGHTS,
+        SYNTHETIC_RATES,
         SYNTHETIC_TRAIN_OBJECTS,
         TrainConfig,
         preset,
@@ -113,10 +114,19 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("recipe (defaults: GluonCV's train_ssd.py; a CPU recipe for the synthetic set)")
     g.add_argument("--epochs", type=int, help=f"training epochs ({both('epochs')})")
     g.add_argument("--batch-size", type=int, help=f"images per step, all processes together ({both('batch_size')})")
-    g.add_argument("--optimizer", choices=("sgd", "adamw"), help="sgd (GluonCV's, default) or adamw")
-    g.add_argument("--lr", type=float, help=f"learning rate ({both('lr')})")
+    g.add_argument(
+        "--optimizer",
+        choices=("sgd", "adamw"),
+        help="sgd (GluonCV's: voc/coco default) or adamw (synthetic default; decoupled weight decay)",
+    )
+    rates = ", ".join(f"{k}: lr {v['lr']:g}, wd {v['wd']:g}" for k, v in SYNTHETIC_RATES.items())
+    g.add_argument(
+        "--lr", type=float, help=f"learning rate (voc/coco: {voc['lr']:g}; synthetic: per optimizer, {rates})"
+    )
     g.add_argument("--momentum", type=float, default=d.momentum, help=f"SGD momentum (default {d.momentum:g})")
-    g.add_argument("--wd", type=float, default=d.wd, help=f"weight decay on every parameter (default {d.wd:g})")
+    g.add_argument(
+        "--wd", type=float, help=f"weight decay on every parameter (voc/coco: {voc['wd']:g}; synthetic: see --lr)"
+    )
     g.add_argument(
         "--lr-decay", type=float, default=d.lr_decay, help=f"LR factor at each decay epoch (default {d.lr_decay:g})"
     )
