@@ -256,16 +256,14 @@ def resolve_config(cfg: TrainConfig) -> TrainConfig:
         raise ConfigError(f"--dataset must be one of {', '.join(DATASETS)}, got {cfg.dataset!r}")
     out = dataclasses.replace(cfg)
     preset = _PRESETS[cfg.dataset]
-    if cfg.dataset == "synthetic" and (cfg.synthetic_dense_scale or 1.0) < 1:
-        preset = {**preset, "lr_decay_epochs": list(SMALL_DENSE_DECAY_EPOCHS)}
+    if cfg.dataset == "synthetic":
+        preset = {**preset, **SYNTHETIC_RATES.get(cfg.optimizer or preset["optimizer"], {})}
+        if (cfg.synthetic_dense_scale or 1.0) < 1:
+            preset["lr_decay_epochs"] = list(SMALL_DENSE_DECAY_EPOCHS)
     user_set_epochs = cfg.epochs is not None
     for key, value in preset.items():
         if getattr(out, key) is None:
             setattr(out, key, value)
-    if cfg.dataset == "synthetic" and out.optimizer in SYNTHETIC_RATES:
-        for key, value in SYNTHETIC_RATES[out.optimizer].items():
-            if getattr(out, key) is None:
-                setattr(out, key, value)
     if out.match_iou is None:
         out.match_iou = _model_match_iou(out.model)
     if out.positive_weights is None:
