@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 import torch
 from torchvision import tv_tensors
@@ -61,6 +63,36 @@ def test_val_preset_normalises_and_keeps_difficult():
     assert torch.equal(tgt["difficult"], target["difficult"]) and torch.equal(tgt["labels"], target["labels"])
     out_b, _ = SSDValTransform(32, interpolation="bilinear")(image, target)
     torch.testing.assert_close(plain(out_b), expected.expand(3, 32, 32))
+
+
+def test_val_preset_shortcut_equals_compose():
+    """A uint8 image already at the output size skips the per-transform dispatch and gives Compose's result."""
+    from ssdkit.data import SyntheticShapes
+
+    t = SSDValTransform(48)
+    data = SyntheticShapes(6, seed=3, image_size=48)
+    for k in range(len(data)):
+        image, target = data[k]
+        target["extra"] = [torch.arange(3), ("a", 1)]
+        slow = v2.Compose.forward(t, image, target)
+        with mock.patch.object(v2.Compose, "forward", side_effect=AssertionError("no shortcut")):
+            fast = t(image, target)
+        assert isinstance(fast[0], tv_tensors.Image) and torch.equal(plain(fast[0]), plain(slow[0]))
+        assert fast[1].keys() == slow[1].keys()
+        assert torch.equal(plain(fast[1]["boxes"]), plain(slow[1]["boxes"]))
+        assert fast[1]["boxes"].canvas_size == slow[1]["boxes"].canvas_size == (48, 48)
+        for key in ("labels", "difficult"):
+            assert torch.equal(fast[1][key], slow[1][key])
+        assert fast[1] is not target and fast[1]["path"] == target["path"]
+    # anything else goes through Compose: another size, a float image, a second image in the target
+    image, target = data[0]
+    for args in (
+        (tv_tensors.Image(plain(image)[:, :40]), target),
+        (tv_tensors.Image(plain(image).float()), target),
+        (image, {**target, "mask_image": tv_tensors.Image(plain(image))}),
+    ):
+        out = t(*args)
+        assert torch.equal(plain(out[0]), plain(v2.Compose.forward(t, *args)[0])) and out[0].shape[-2:] == (48, 48)
 
 
 def test_transforms_compose_with_torchvision():

@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils._pytree import tree_flatten
+from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from ...constants import IMAGENET_MEAN, IMAGENET_STD
@@ -99,3 +101,26 @@ class SSDValTransform(v2.Compose):
             resize = ResizeCV(size, interpolation)
         super().__init__([resize, DivideBy255(), v2.Normalize(mean=list(mean), std=list(std))])
         self.size, self.mean, self.std = size, mean, std
+        self._shortcut = interpolation != "bilinear"
+        self._mean_t = torch.tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
+        self._std_t = torch.tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
+
+    def forward(self, *inputs: Any) -> Any:
+        """As ``v2.Compose``; an ``(image, target)`` pair whose uint8 image is already S x S (e.g. synthetic images
+        drawn at the input size) takes a shortcut with the same result: the resize would give the image and boxes
+        back unchanged, and three passes of torchvision's per-transform dispatch over the sample cost several times
+        the arithmetic of a small image."""
+        if not self._shortcut or len(inputs) != 2 or not self._sized_pair(inputs[0], inputs[1]):
+            return super().forward(*inputs)
+        image, target = inputs
+        # the same float32 operations as DivideBy255 then Normalize, so the values are identical
+        out = (image.as_subclass(Tensor).to(torch.float32) / 255.0 - self._mean_t) / self._std_t
+        return rewrap(out, image), dict(target)
+
+    def _sized_pair(self, image: Any, target: Any) -> bool:
+        if not (isinstance(image, tv_tensors.Image) and image.dtype == torch.uint8 and image.dim() == 3):
+            return False
+        if image.shape[0] != len(self.mean) or tuple(image.shape[-2:]) != self.size or not isinstance(target, dict):
+            return False
+        # another image (or video) in the target would be transformed too: leave such samples to Compose
+        return not any(isinstance(leaf, (tv_tensors.Image, tv_tensors.Video)) for leaf in tree_flatten(target)[0])
