@@ -101,6 +101,31 @@ def test_class_agnostic_pass_of_the_postprocess_variants(bench):
         assert torch.equal(out_boxes[0, :n], boxes[0, kept]) and (out_boxes[0, n:] == -1).all()
 
 
+def test_postprocess_variants_scores_a_checkpoint_on_a_larger_split_of_another_seed(
+    bench, tiny_run_procs2, tmp_path, monkeypatch
+):
+    """``--variants base --seed S --val-size N``: the checkpoint as trained (one score), on N images of seed S's
+    validation split; an unknown variant is an error."""
+    variants = bench("eval_postprocess_variants")
+    splits = []
+    build = variants.build_datasets
+
+    def recording(cfg, *args, **kwargs):
+        out = build(cfg, *args, **kwargs)
+        splits.append((cfg.seed, len(out[1])))
+        return out
+
+    monkeypatch.setattr(variants, "build_datasets", recording)
+    ckpt = str(tiny_run_procs2 / "last.pt")
+    log = tmp_path / "scores.txt"
+    variants.main(["--seed", "5", "--val-size", "12", "--variants", "base", ckpt, "--log", str(log)])
+    lines = log.read_text().strip().splitlines()
+    assert "seed 5, 12 images" in lines[1] and lines[2].startswith("checkpoint | base   (")
+    assert splits == [(5, 12)] and len(lines) == 4 and 0 <= float(lines[3].split("|")[1]) <= 1
+    with pytest.raises(SystemExit):
+        variants.main(["--variants", "base,nms0.3", ckpt])
+
+
 def test_bench_eval_shared_times_both_ways_and_checks_they_agree(bench, tiny_run_procs2):
     times = bench("bench_eval_shared").main(["--checkpoint", str(tiny_run_procs2 / "last.pt"), "--rounds", "1"])
     assert [len(t) for t in times.values()] == [1, 1] and all(t[0] > 0 for t in times.values())

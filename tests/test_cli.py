@@ -222,9 +222,11 @@ def test_synthetic_fresh_flag_and_help_shows_the_presets(capsys):
     for flag, key in (("--epochs", "epochs"), ("--batch-size", "batch_size")):
         assert f"synthetic: {syn[key]:g}" in text, flag  # help texts follow the presets, never stale numbers
     for name, rates in SYNTHETIC_RATES.items():  # --lr and --wd: per optimizer, left None for the preset to fill
-        assert f"{name}: lr {rates['lr']:g}, wd {rates['wd']:g}" in text, name
+        assert f"{name}: lr {rates['lr']:g}, wd {rates['wd']:g}, LR decay x{rates['lr_decay']:g}" in text, name
     assert config_from_args(parser.parse_args(["train"])).wd is None
     assert config_from_args(parser.parse_args(["train", "--wd", "1e-4"])).wd == 1e-4
+    assert config_from_args(parser.parse_args(["train"])).lr_decay is None
+    assert config_from_args(parser.parse_args(["train", "--lr-decay", "0.5"])).lr_decay == 0.5
     assert f"synthetic: {','.join(map(str, syn['lr_decay_epochs']))}" in text
 
 

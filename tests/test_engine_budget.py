@@ -96,7 +96,8 @@ def test_a_run_that_slows_down_is_shortened_after_an_epoch(tmp_path, monkeypatch
     rows = (tmp_path / "run" / "epochs.csv").read_text().splitlines()[1:]
     assert len(rows) == 3
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert float(rows[2].split(",")[1]) == pytest.approx(saved["lr"] * 0.01)  # the last epoch: both decays
+    # the last epoch: both decays (the recipe's factor, x0.25 with AdamW)
+    assert saved["lr_decay"] == 0.25 and float(rows[2].split(",")[1]) == pytest.approx(saved["lr"] * 0.25**2)
     assert saved["epochs"] == 3 and saved["lr_decay_epochs"] == [2, 2]
 
 

@@ -451,10 +451,10 @@ def test_synthetic_rates_follow_the_optimizer():
     """The synthetic set trains AdamW at its own rate and decay; --optimizer sgd takes SGD's tuned pair, and a rate
     or decay the user gives wins. The real data sets keep GluonCV's SGD recipe."""
     adamw = resolve_config(TrainConfig())
-    assert (adamw.optimizer, adamw.lr, adamw.wd) == ("adamw", 8e-3, 0.05)
+    assert (adamw.optimizer, adamw.lr, adamw.wd, adamw.lr_decay) == ("adamw", 8e-3, 0.05, 0.25)
     sgd = resolve_config(TrainConfig(optimizer="sgd"))
-    assert (sgd.optimizer, sgd.lr, sgd.wd) == ("sgd", 0.08, 5e-4)
-    own = resolve_config(TrainConfig(lr=0.02, wd=0.0))
-    assert (own.optimizer, own.lr, own.wd) == ("adamw", 0.02, 0.0)
+    assert (sgd.optimizer, sgd.lr, sgd.wd, sgd.lr_decay) == ("sgd", 0.08, 5e-4, 0.1)
+    own = resolve_config(TrainConfig(lr=0.02, wd=0.0, lr_decay=0.5))
+    assert (own.optimizer, own.lr, own.wd, own.lr_decay) == ("adamw", 0.02, 0.0, 0.5)
     voc = resolve_config(TrainConfig(dataset="voc", data_root="x", optimizer="adamw"))
-    assert (voc.lr, voc.wd) == (1e-3, 5e-4)
+    assert (voc.lr, voc.wd, voc.lr_decay) == (1e-3, 5e-4, 0.1)

@@ -119,7 +119,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         choices=("sgd", "adamw"),
         help="sgd (GluonCV's: voc/coco default) or adamw (synthetic default; decoupled weight decay)",
     )
-    rates = ", ".join(f"{k}: lr {v['lr']:g}, wd {v['wd']:g}" for k, v in SYNTHETIC_RATES.items())
+    rates = ", ".join(
+        f"{k}: lr {v['lr']:g}, wd {v['wd']:g}, LR decay x{v['lr_decay']:g}" for k, v in SYNTHETIC_RATES.items()
+    )
     g.add_argument(
         "--lr", type=float, help=f"learning rate (voc/coco: {voc['lr']:g}; synthetic: per optimizer, {rates})"
     )
@@ -128,7 +130,9 @@ def add_train_options(p: argparse.ArgumentParser) -> None:
         "--wd", type=float, help=f"weight decay on every parameter (voc/coco: {voc['wd']:g}; synthetic: see --lr)"
     )
     g.add_argument(
-        "--lr-decay", type=float, default=d.lr_decay, help=f"LR factor at each decay epoch (default {d.lr_decay:g})"
+        "--lr-decay",
+        type=float,
+        help=f"LR factor at each decay epoch (voc/coco: {voc['lr_decay']:g}; synthetic: see --lr)",
     )
     g.add_argument(
         "--lr-decay-epochs",
