@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.utils._pytree import tree_flatten
 from torchvision import tv_tensors
 from torchvision.transforms import v2
+from torchvision.transforms.v2 import functional as F
 
 from ...constants import IMAGENET_MEAN, IMAGENET_STD
 from ._tv import is_image, rewrap, size_pair
@@ -101,23 +102,22 @@ class SSDValTransform(v2.Compose):
             resize = ResizeCV(size, interpolation)
         super().__init__([resize, DivideBy255(), v2.Normalize(mean=list(mean), std=list(std))])
         self.size, self.mean, self.std = size, mean, std
-        self._shortcut = interpolation != "bilinear"
-        self._mean_t = torch.tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
-        self._std_t = torch.tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
 
     def forward(self, *inputs: Any) -> Any:
         """As ``v2.Compose``; an ``(image, target)`` pair whose uint8 image is already S x S (e.g. synthetic images
         drawn at the input size) takes a shortcut with the same result: the resize would give the image and boxes
         back unchanged, and three passes of torchvision's per-transform dispatch over the sample cost several times
         the arithmetic of a small image."""
-        if not self._shortcut or len(inputs) != 2 or not self._sized_pair(inputs[0], inputs[1]):
+        if len(inputs) != 2 or not self._sized_pair(inputs[0], inputs[1]):
             return super().forward(*inputs)
         image, target = inputs
-        # the same float32 operations as DivideBy255 then Normalize, so the values are identical
-        out = (image.as_subclass(Tensor).to(torch.float32) / 255.0 - self._mean_t) / self._std_t
-        return rewrap(out, image), dict(target)
+        # DivideBy255's division, then Normalize's own kernel: the values are identical
+        scaled = image.as_subclass(Tensor).to(torch.float32) / 255.0
+        return rewrap(F.normalize(scaled, list(self.mean), list(self.std)), image), dict(target)
 
     def _sized_pair(self, image: Any, target: Any) -> bool:
+        if not isinstance(self.transforms[0], ResizeCV):  # v2.Resize (bilinear) is not checked to be the identity
+            return False
         if not (isinstance(image, tv_tensors.Image) and image.dtype == torch.uint8 and image.dim() == 3):
             return False
         if image.shape[0] != len(self.mean) or tuple(image.shape[-2:]) != self.size or not isinstance(target, dict):
